@@ -1,0 +1,139 @@
+"""Typed settings with one lookup order: CLI flag, environment variable, config file, default.
+
+The config file is `studio.toml` in the working directory (or the file named by `STUDIO_CONFIG`),
+with the same keys as `Settings`' fields; a `.env` file beside it may set the environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from studio.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "series-studio"
+
+
+@dataclass(frozen=True)
+class Settings:
+    series: Path = SAMPLE_SERIES  # series data: a folder, a JSON file or an episodes CSV
+    data_dir: Path = PROJECT_ROOT / "data"  # the catalog and the images go here
+    cache_dir: Path = field(default_factory=_default_cache_dir)  # assembled LLM, built demo model
+    llm_model: str = ""  # server model name; empty: the backend's default
+    llm_base_url: str = ""  # OpenAI-compatible server; empty: OPENAI_BASE_URL or the embedded model
+    llm_seed: int = 1234  # sampling seed, so the same inputs give the same prompts
+    llm_temperature: float = 0.7
+    llm_timeout: float = 120.0  # seconds per request
+    image_model: str = "auto"  # hub id, local folder, .safetensors file, "demo" or "auto"
+    device: str = "auto"  # auto, cuda, mps or cpu
+    sampler: str = "DPM++ 2M Karras"  # a name from studio.render.SCHEDULERS
+    steps: int = 25
+    cfg: float = 7.0  # classifier-free guidance scale
+    width: int = 512
+    height: int = 512
+    seed: int = 42  # base seed; each image's seed is derived from it and recorded
+    images_per_episode: int = 1
+    batch_size: int = 4  # prompts per pipeline call on a GPU (1 on CPU)
+
+
+# Environment variables for each setting; OPENAI_* are read by the openai client as well.
+ENV_VARS = {
+    "series": "STUDIO_SERIES",
+    "data_dir": "STUDIO_DATA_DIR",
+    "cache_dir": "STUDIO_CACHE_DIR",
+    "llm_model": "STUDIO_LLM_MODEL",
+    "llm_base_url": "OPENAI_BASE_URL",
+    "llm_seed": "STUDIO_LLM_SEED",
+    "llm_temperature": "STUDIO_LLM_TEMPERATURE",
+    "llm_timeout": "STUDIO_LLM_TIMEOUT",
+    "image_model": "STUDIO_IMAGE_MODEL",
+    "device": "STUDIO_DEVICE",
+    "sampler": "STUDIO_SAMPLER",
+    "steps": "STUDIO_STEPS",
+    "cfg": "STUDIO_CFG",
+    "width": "STUDIO_WIDTH",
+    "height": "STUDIO_HEIGHT",
+    "seed": "STUDIO_SEED",
+    "images_per_episode": "STUDIO_IMAGES_PER_EPISODE",
+    "batch_size": "STUDIO_BATCH_SIZE",
+}
+
+
+def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
+    try:
+        if kind is Path:
+            return Path(value).expanduser()
+        if kind is int and isinstance(value, str):
+            return int(value.strip())
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source} sets {name} to {value!r}, which is not a valid {kind.__name__}."
+        ) from None
+
+
+def _config_file_values() -> tuple[dict[str, Any], str]:
+    path = Path(os.environ.get("STUDIO_CONFIG", "studio.toml"))
+    if not path.is_file():
+        return {}, str(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")), str(path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from flags (`overrides`, None values ignored), env vars, `studio.toml`, defaults."""
+    dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    file_values, file_name = _config_file_values()
+    known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(file_values) - set(known))
+    if unknown:
+        raise ConfigError(f"{file_name} has unknown keys {unknown}; known keys: {sorted(known)}.")
+    chosen: dict[str, Any] = {}
+    kinds = {name: type(getattr(Settings(), name)) for name in known}
+    kinds.update({"series": Path, "data_dir": Path, "cache_dir": Path})
+    for name in known:
+        env = ENV_VARS.get(name, "")
+        if overrides and overrides.get(name) is not None:
+            chosen[name] = _coerce(name, overrides[name], kinds[name], f"--{name.replace('_', '-')}")
+        elif env and os.environ.get(env):
+            chosen[name] = _coerce(name, os.environ[env], kinds[name], env)
+        elif env and dotenv.get(env):
+            chosen[name] = _coerce(name, dotenv[env], kinds[name], f".env {env}")
+        elif name in file_values:
+            chosen[name] = _coerce(name, file_values[name], kinds[name], file_name)
+    settings = replace(Settings(), **chosen)
+    check_settings(settings)
+    return settings
+
+
+def check_settings(settings: Settings) -> None:
+    """Reject values that cannot work, with the bad value and the fix."""
+    if settings.width % 8 or settings.height % 8 or settings.width < 64 or settings.height < 64:
+        raise ConfigError(
+            f"`width` and `height` have to be divisible by 8 and at least 64 "
+            f"but are {settings.width} and {settings.height}."
+        )
+    if not 1 <= settings.steps <= 150:
+        raise ConfigError(f"`steps` has to be between 1 and 150 but is {settings.steps}.")
+    if not 0 <= settings.cfg <= 30:
+        raise ConfigError(f"`cfg` has to be between 0 and 30 but is {settings.cfg}.")
+    if not 1 <= settings.images_per_episode <= 16:
+        raise ConfigError(
+            f"`images_per_episode` has to be between 1 and 16 but is {settings.images_per_episode}."
+        )
+    if settings.batch_size < 1:
+        raise ConfigError(f"`batch_size` has to be at least 1 but is {settings.batch_size}.")
+    if settings.device not in {"auto", "cuda", "mps", "cpu"}:
+        raise ConfigError(f"`device` has to be auto, cuda, mps or cpu but is {settings.device!r}.")

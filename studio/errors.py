@@ -1,0 +1,28 @@
+"""The studio's error hierarchy: every message says what went wrong and how to fix it.
+
+The CLI turns a `StudioError` into one line and an exit code; anything else is a bug.
+"""
+
+
+class StudioError(Exception):
+    """An expected failure whose message tells the user what to do next."""
+
+
+class ConfigError(StudioError):
+    """A setting has a value that cannot work."""
+
+
+class DatasetError(StudioError):
+    """The series data cannot be used at all (bad rows alone never raise this)."""
+
+
+class LLMError(StudioError):
+    """The LLM could not produce a usable answer."""
+
+
+class LLMUnavailableError(LLMError):
+    """No LLM can be reached: no server answers and the embedded model is missing."""
+
+
+class RenderError(StudioError):
+    """The image model could not be loaded or could not render."""

@@ -1,0 +1,106 @@
+"""Generation parameters inside PNGs.
+
+Each PNG carries two text chunks: `parameters`, the AUTOMATIC1111 infotext that A1111, Forge,
+SD.Next and Civitai read (prompt; `Negative prompt:` line; `Steps: N, Sampler: X, ...`), and
+`studio`, a JSON object with the full provenance (LLM model, template hash, episode or season,
+placeholder flag for the demo model, the cache key).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+PARAMETERS_KEY = "parameters"
+PROVENANCE_KEY = "studio"
+
+# The same expressions A1111 uses to read infotext (modules/infotext_utils.py).
+_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text and '"' not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def format_parameters(
+    prompt: str,
+    negative_prompt: str,
+    settings: dict[str, Any],
+) -> str:
+    """A1111 infotext. `settings` maps A1111 names (Steps, Sampler, ...) to values, in order."""
+    lines = [prompt.strip()]
+    if negative_prompt.strip():
+        lines.append(f"Negative prompt: {negative_prompt.strip()}")
+    pairs = []
+    for key, value in settings.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, float):
+            value = _number(value)
+        pairs.append(f"{key}: {_quote(value)}")
+    lines.append(", ".join(pairs))
+    return "\n".join(lines)
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """Read A1111 infotext the way A1111's PNG Info does; sizes split into `Size-1`, `Size-2`."""
+    result: dict[str, str] = {}
+    prompt, negative, done_with_prompt = "", "", False
+    *lines, last = text.strip().split("\n")
+    if len(_RE_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            done_with_prompt = True
+            line = line[16:].strip()
+        if done_with_prompt:
+            negative += ("" if negative == "" else "\n") + line
+        else:
+            prompt += ("" if prompt == "" else "\n") + line
+    result["Prompt"], result["Negative prompt"] = prompt, negative
+    for key, value in _RE_PARAM.findall(last):
+        if value[:1] == '"' and value[-1:] == '"':
+            value = json.loads(value)
+        size = _RE_IMAGESIZE.match(value)
+        if size:
+            result[f"{key}-1"], result[f"{key}-2"] = size.group(1), size.group(2)
+        else:
+            result[key] = value
+    return result
+
+
+def encode_png(image: Image.Image, parameters: str, provenance: dict[str, Any]) -> bytes:
+    """PNG bytes with both chunks. Same image and metadata give the same bytes."""
+    info = PngInfo()
+    info.add_text(PARAMETERS_KEY, parameters)
+    info.add_text(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_png_metadata(data: bytes | Image.Image) -> tuple[str | None, dict[str, Any] | None]:
+    """(A1111 parameters text, studio provenance) of a PNG; None for a chunk it lacks."""
+    image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+    text = getattr(image, "text", None) or image.info
+    provenance = text.get(PROVENANCE_KEY)
+    try:
+        parsed = json.loads(provenance) if provenance else None
+    except json.JSONDecodeError:
+        parsed = None
+    return text.get(PARAMETERS_KEY), parsed

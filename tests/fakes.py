@@ -1,0 +1,64 @@
+"""A fake chat backend at the llm.py boundary: valid, deterministic answers derived from the input."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from studio.llm import ChatRequest
+
+
+def _data_title(request: ChatRequest) -> str:
+    user = request.messages[-1][1] if request.messages[-1][0] == "user" else ""
+    match = re.search(r'"title": "([^"]*)"', user)
+    return match.group(1) if match else "untitled"
+
+
+class FakeBackend:
+    """Answers the studio's schemas; `bad_answers` are returned first, one per call."""
+
+    def __init__(self, bad_answers: list[str] | None = None, name: str = "fake-llm"):
+        self.requests: list[ChatRequest] = []
+        self.bad_answers = list(bad_answers or [])
+        self.name = name
+
+    def identity(self) -> str:
+        return self.name
+
+    def complete(self, request: ChatRequest) -> str:
+        self.requests.append(request)
+        if self.bad_answers:
+            return self.bad_answers.pop(0)
+        return json.dumps(self.answer(request))
+
+    def answer(self, request: ChatRequest) -> dict[str, Any]:
+        properties = request.schema.get("properties", {})
+        title = _data_title(request)
+        if "follow_ups" in properties:
+            topics = ["key events", "recurring characters", "mood", "visual motifs"]
+            return {"follow_ups": [
+                {"question": f"What are the {t} of {title}?", "answer": f"The {t} of {title}."}
+                for t in topics
+            ]}
+        if "rationale" in properties:
+            return {
+                "rationale": f"The turning point of {title}.",
+                "subject": f"detective examining a clue from {title}",
+                "setting": "Victorian London street, foggy night",
+                "details": "gas lamps, wet cobblestones, hansom cab",
+                "lighting": "warm gaslight, cold blue fog",
+                "composition": "wide shot, low angle",
+                "style": "oil painting",
+                "negative_prompt": "blurry, modern cars",
+            }
+        return {
+            key: {
+                "subject": f"{key} poster of {title}",
+                "setting": "Baker Street at dusk",
+                "details": "violin, pipe, magnifying glass",
+                "lighting": "dramatic side light",
+                "composition": "medium shot",
+            }
+            for key in properties
+        }

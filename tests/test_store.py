@@ -1,0 +1,50 @@
+import hashlib
+
+from studio.store import TMP_PREFIX, ImageRecord, Store
+
+
+def record(key="k1", **changes):
+    values = dict(
+        cache_key=key, target="episode", season=1, episode=2, style=None, image_index=0,
+        prompt="p", negative_prompt="n", model="demo", sampler="Euler", steps=2, cfg=7.0,
+        width=64, height=64, seed=5, placeholder=True, provenance={"a": 1},
+    )
+    values.update(changes)
+    return ImageRecord(**values)
+
+
+def test_images_are_content_addressed_and_found_by_cache_key(tmp_path):
+    store = Store(tmp_path)
+    row = store.add_image(record(), b"png-bytes")
+    sha = hashlib.sha256(b"png-bytes").hexdigest()
+    assert row["path"] == f"images/{sha[:2]}/{sha}.png"
+    assert store.image_path(row).read_bytes() == b"png-bytes"
+    assert store.find_image("k1")["sha256"] == sha
+    assert store.find_image("other") is None
+    # Adding the same key again replaces the row: no duplicates.
+    store.add_image(record(), b"png-bytes")
+    assert len(store.images()) == 1
+    # A row whose file is gone is not a cache hit.
+    store.image_path(row).unlink()
+    assert store.find_image("k1") is None
+
+
+def test_stale_temporaries_are_removed_and_migrations_run_once(tmp_path):
+    Store(tmp_path).close()
+    stale = tmp_path / "images" / "ab" / f"{TMP_PREFIX}123.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a png")
+    store = Store(tmp_path)
+    assert not stale.exists()
+    names = [r[0] for r in store._db.execute("SELECT name FROM migrations")]
+    assert names == ["001_create_tables"]
+
+
+def test_prompts_and_llm_cache(tmp_path):
+    store = Store(tmp_path)
+    store.add_prompt("key", "season", 1, None, "anime", {"prompt": "x"}, "fake", "h", [{"q": "a"}])
+    (row,) = store.prompts(target="season", season=1)
+    assert row["style"] == "anime" and row["trace"] == '[{"q": "a"}]'
+    assert store.get_llm_response("nope") is None
+    store.put_llm_response("k", "m", "{}")
+    assert store.get_llm_response("k") == "{}"
