@@ -35,7 +35,9 @@ def parse_seasons(text: str) -> set[int]:
     try:
         return {int(t) for t in text.split(",") if t.strip()}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of season numbers like 1,2") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of season numbers like 1,2"
+        ) from None
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -51,54 +53,90 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dataprep.py",
         description=(
-            "Write Stable Diffusion prompts for every episode (meta-prompting) and season (self-ask, "
-            "5 styles) of a series with an LLM, render them, and keep prompts and images in the "
+            "Write Stable Diffusion prompts for every episode (meta-prompting) and season "
+            "(self-ask, 5 styles) of a series with an LLM, render them, and keep prompts and images in the "
             "catalog under the data folder. Nothing is redone that is already there."
         ),
         epilog=(
-            "LLM: an OpenAI-compatible server when OPENAI_API_KEY or OPENAI_BASE_URL is set (OpenAI, "
-            "Ollama, vLLM, llama.cpp server, LM Studio), else the embedded Qwen2.5-Coder-1.5B model "
-            "on the CPU. Settings are looked up in this order: flag, environment variable "
+            "LLM: an OpenAI-compatible server when OPENAI_API_KEY or OPENAI_BASE_URL is set "
+            "(OpenAI, Ollama, vLLM, llama.cpp server, LM Studio), else the embedded "
+            "Qwen2.5-Coder-1.5B model on the CPU. Settings are looked up in this order: flag, environment variable "
             f"({', '.join(sorted(set(ENV_VARS.values())))}), studio.toml, default."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("series data")
-    data.add_argument("--data", dest="series", type=Path, metavar="PATH",
-                      help="folder with episodes.csv [seasons.csv characters.csv], a JSON file, or "
-                           "an episodes CSV (default: the bundled Sherlock Holmes sample)")
-    data.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
-                      help="read schema field FIELD from column COLUMN, in every table "
-                           "(repeatable), e.g. --map summary=resumo --map episode=episodio")
+    data.add_argument(
+        "--data",
+        dest="series",
+        type=Path,
+        metavar="PATH",
+        help="folder with episodes.csv [seasons.csv characters.csv], a JSON file, or "
+        "an episodes CSV (default: the bundled Sherlock Holmes sample)",
+    )
+    data.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="read schema field FIELD from column COLUMN, in every table "
+        "(repeatable), e.g. --map summary=resumo --map episode=episodio",
+    )
     pick = parser.add_argument_group("what to make")
-    pick.add_argument("--seasons", type=parse_seasons, metavar="N[,N]",
-                      help="only these seasons (their episodes and season posters)")
-    pick.add_argument("--episodes", type=parse_episode_ids, metavar="S1E3[,2x05]",
-                      help="only these episodes")
-    pick.add_argument("--only", choices=["all", "episodes", "seasons"], default="all",
-                      help="episode images, season posters, or both (default)")
+    pick.add_argument(
+        "--seasons",
+        type=parse_seasons,
+        metavar="N[,N]",
+        help="only these seasons (their episodes and season posters)",
+    )
+    pick.add_argument(
+        "--episodes", type=parse_episode_ids, metavar="S1E3[,2x05]", help="only these episodes"
+    )
+    pick.add_argument(
+        "--only",
+        choices=["all", "episodes", "seasons"],
+        default="all",
+        help="episode images, season posters, or both (default)",
+    )
     pick.add_argument("--images-per-episode", type=int, metavar="N", help="images per episode (1)")
     pick.add_argument("--dry-run", action="store_true", help="write and print the prompts only")
-    pick.add_argument("--force", action="store_true",
-                      help="ignore the caches: ask the LLM and render again")
+    pick.add_argument(
+        "--force", action="store_true", help="ignore the caches: ask the LLM and render again"
+    )
     models = parser.add_argument_group("models")
     models.add_argument("--llm-model", help="model name on the LLM server")
-    models.add_argument("--llm-base-url", help="OpenAI-compatible server URL, e.g. "
-                        "http://localhost:11434/v1 for Ollama")
+    models.add_argument(
+        "--llm-base-url",
+        help="OpenAI-compatible server URL, e.g. http://localhost:11434/v1 for Ollama",
+    )
     models.add_argument("--llm-seed", type=int, help="LLM sampling seed (1234)")
-    models.add_argument("--image-model", help="hub id, diffusers folder, .safetensors file, "
-                        "'demo' or 'auto' (default: SD 1.5 if available, else the demo model)")
+    models.add_argument(
+        "--image-model",
+        help="hub id, diffusers folder, .safetensors file, "
+        "'demo' or 'auto' (default: SD 1.5 if available, else the demo model)",
+    )
     models.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
     render = parser.add_argument_group("rendering")
-    render.add_argument("--sampler", choices=list(SCHEDULERS), metavar="NAME",
-                        help=f"one of: {', '.join(SCHEDULERS)} (DPM++ 2M Karras)")
+    render.add_argument(
+        "--sampler",
+        choices=list(SCHEDULERS),
+        metavar="NAME",
+        help=f"one of: {', '.join(SCHEDULERS)} (DPM++ 2M Karras)",
+    )
     render.add_argument("--steps", type=int, help="sampling steps (25)")
     render.add_argument("--cfg", type=float, help="guidance scale (7)")
     render.add_argument("--size", type=parse_size, metavar="WxH", help="image size (512x512)")
-    render.add_argument("--seed", type=int, help="base seed; each image's seed derives from it (42)")
+    render.add_argument(
+        "--seed", type=int, help="base seed; each image's seed derives from it (42)"
+    )
     render.add_argument("--batch-size", type=int, help="prompts per pipeline call on a GPU (4)")
-    parser.add_argument("--out", dest="data_dir", type=Path, metavar="DIR",
-                        help="where the catalog and images go (default: data/)")
+    parser.add_argument(
+        "--out",
+        dest="data_dir",
+        type=Path,
+        metavar="DIR",
+        help="where the catalog and images go (default: data/)",
+    )
     return parser
 
 
@@ -112,12 +150,16 @@ def _print_summary(summary, settings, issues_count: int, model_notes: list[str])
     if summary.dry_run:
         for label, spec in summary.prompts:
             say(f"{label}: {spec.prompt}\n    negative: {spec.negative_prompt}")
-    say(f"Prompts: {summary.prompts_written} written, {summary.prompts_cached} from the cache "
-        f"({summary.llm_calls} LLM calls).")
+    say(
+        f"Prompts: {summary.prompts_written} written, {summary.prompts_cached} from the cache "
+        f"({summary.llm_calls} LLM calls)."
+    )
     if not summary.dry_run:
         placeholder = " (PLACEHOLDERS from the demo model)" if summary.placeholder else ""
-        say(f"Images:  {summary.images_rendered} rendered, {summary.images_cached} from the "
-            f"catalog{placeholder}.")
+        say(
+            f"Images:  {summary.images_rendered} rendered, {summary.images_cached} from the "
+            f"catalog{placeholder}."
+        )
     if issues_count:
         say(f"Skipped rows in the series data: {issues_count} (listed above).")
     if summary.failed:
@@ -138,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nStopped after {time.perf_counter() - started:.0f} s; what was finished is kept "
-              "and the next run resumes from there.", file=sys.stderr)
+        print(
+            f"\nStopped after {time.perf_counter() - started:.0f} s; what was finished is kept "
+            "and the next run resumes from there.",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -148,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
 
     from studio.batch import Selection, run_job
     from studio.dataset import load_series, parse_mapping
-    from studio.render import Renderer, check_sampler, resolve_image_model
     from studio.llm import make_llm
+    from studio.render import Renderer, check_sampler, resolve_image_model
 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     if args.size:
@@ -159,8 +204,11 @@ def run(args: argparse.Namespace) -> int:
     series, issues = load_series(settings.series, parse_mapping(args.map))
     for issue in issues:
         print(f"skipped {issue}", file=sys.stderr)
-    print(f"Series {series.title!r}: {len(series.seasons)} seasons, {len(series.episodes)} "
-          f"episodes, {len(series.characters)} characters.", file=sys.stderr)
+    print(
+        f"Series {series.title!r}: {len(series.seasons)} seasons, {len(series.episodes)} "
+        f"episodes, {len(series.characters)} characters.",
+        file=sys.stderr,
+    )
 
     from studio.store import Store
 
@@ -173,8 +221,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"Image model: {model.label} on {renderer.device}. LLM: {llm.model}.", file=sys.stderr)
     selection = Selection(args.seasons, args.episodes, args.only)
     try:
-        summary = run_job(series, selection, settings, llm, renderer, store,
-                          dry_run=args.dry_run, force=args.force, progress=tqdm)
+        summary = run_job(
+            series,
+            selection,
+            settings,
+            llm,
+            renderer,
+            store,
+            dry_run=args.dry_run,
+            force=args.force,
+            progress=tqdm,
+        )
     finally:
         store.close()
     _print_summary(summary, settings, len(issues), model.notes)

@@ -41,7 +41,8 @@ class Selection:
         if self.targets == "seasons":
             return []
         return [
-            e for e in series.episodes
+            e
+            for e in series.episodes
             if (self.seasons is None or e.season in self.seasons)
             and (self.episodes is None or (e.season, e.episode) in self.episodes)
         ]
@@ -121,36 +122,74 @@ def write_prompts(
     progress: Progress = no_progress,
 ) -> list[Job]:
     """Ask the LLM (or its cache) for every selected prompt; record them; return the image jobs."""
+
     def count(text: str) -> int:
         return count_tokens(renderer.tokenizer, text)
 
     jobs: list[Job] = []
     episodes = selection.pick_episodes(series)
     seasons = selection.pick_seasons(series)
-    items: list[tuple[str, Any]] = [("episode", e) for e in episodes] + [("season", s) for s in seasons]
+    items: list[tuple[str, Any]] = [("episode", e) for e in episodes] + [
+        ("season", s) for s in seasons
+    ]
     for kind, item in progress(items, total=len(items), desc="prompts", unit="prompt"):
         try:
             if kind == "episode":
                 result = write_episode_prompt(llm, series, item, count, refresh=refresh)
-                store.add_prompt(result.key, "episode", item.season, item.episode, None,
-                                 result.spec.to_dict(), llm.model, result.template_hash)
+                store.add_prompt(
+                    result.key,
+                    "episode",
+                    item.season,
+                    item.episode,
+                    None,
+                    result.spec.to_dict(),
+                    llm.model,
+                    result.template_hash,
+                )
                 summary.prompts.append((item.id, result.spec))
                 for index in range(settings.images_per_episode):
                     seed = derive_seed(settings.seed, item.id, index)
-                    jobs.append(Job("episode", item.season, item.episode, None, index, result.spec,
-                                    _request(settings, result.spec, seed),
-                                    {"template_hash": result.template_hash, "prompt_key": result.key}))
+                    jobs.append(
+                        Job(
+                            "episode",
+                            item.season,
+                            item.episode,
+                            None,
+                            index,
+                            result.spec,
+                            _request(settings, result.spec, seed),
+                            {"template_hash": result.template_hash, "prompt_key": result.key},
+                        )
+                    )
             else:
                 result = write_season_prompts(llm, series, item, count, refresh=refresh)
                 season_id = series.seasons[item].id
                 for style, spec in result.specs.items():
-                    store.add_prompt(f"{result.key}:{style}", "season", item, None, style,
-                                     spec.to_dict(), llm.model, result.template_hash, result.trace)
+                    store.add_prompt(
+                        f"{result.key}:{style}",
+                        "season",
+                        item,
+                        None,
+                        style,
+                        spec.to_dict(),
+                        llm.model,
+                        result.template_hash,
+                        result.trace,
+                    )
                     summary.prompts.append((f"{season_id} {style}", spec))
                     seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)
-                    jobs.append(Job("season", item, None, style, 0, spec,
-                                    _request(settings, spec, seed),
-                                    {"template_hash": result.template_hash, "prompt_key": result.key}))
+                    jobs.append(
+                        Job(
+                            "season",
+                            item,
+                            None,
+                            style,
+                            0,
+                            spec,
+                            _request(settings, spec, seed),
+                            {"template_hash": result.template_hash, "prompt_key": result.key},
+                        )
+                    )
         except LLMUnavailableError:
             raise
         except StudioError as exc:
@@ -228,11 +267,23 @@ def store_image(store: Store, renderer: Renderer, llm: LLM, job: Job, key: str, 
     png = encode_png(image, parameters, provenance)
     store.add_image(
         ImageRecord(
-            cache_key=key, target=job.target, season=job.season, episode=job.episode,
-            style=job.style, image_index=job.image_index, prompt=request.prompt,
-            negative_prompt=request.negative_prompt, model=model.label, sampler=request.sampler,
-            steps=request.steps, cfg=request.cfg, width=request.width, height=request.height,
-            seed=request.seed, placeholder=model.placeholder, provenance=provenance,
+            cache_key=key,
+            target=job.target,
+            season=job.season,
+            episode=job.episode,
+            style=job.style,
+            image_index=job.image_index,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            model=model.label,
+            sampler=request.sampler,
+            steps=request.steps,
+            cfg=request.cfg,
+            width=request.width,
+            height=request.height,
+            seed=request.seed,
+            placeholder=model.placeholder,
+            provenance=provenance,
         ),
         png,
     )
@@ -253,8 +304,9 @@ def run_job(
     started = time.perf_counter()
     summary = Summary(placeholder=renderer.model.placeholder, dry_run=dry_run)
     calls_before = llm.calls
-    jobs = write_prompts(series, selection, settings, llm, renderer, store, summary,
-                         refresh=force, progress=progress)
+    jobs = write_prompts(
+        series, selection, settings, llm, renderer, store, summary, refresh=force, progress=progress
+    )
     if not dry_run:
         render_jobs(jobs, settings, llm, renderer, store, summary, force=force, progress=progress)
     summary.llm_calls = llm.calls - calls_before

@@ -106,7 +106,9 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     for name in known:
         env = ENV_VARS.get(name, "")
         if overrides and overrides.get(name) is not None:
-            chosen[name] = _coerce(name, overrides[name], kinds[name], f"--{name.replace('_', '-')}")
+            chosen[name] = _coerce(
+                name, overrides[name], kinds[name], f"--{name.replace('_', '-')}"
+            )
         elif env and os.environ.get(env):
             chosen[name] = _coerce(name, os.environ[env], kinds[name], env)
         elif env and dotenv.get(env):

@@ -146,7 +146,9 @@ def _csv_rows(path: Path, table: str, mapping: dict[str, str]) -> Iterator[_Row]
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(header):
-            yield _Row(path.name, start, {"__error__": f"{len(cells)} cells for {len(header)} columns"})
+            yield _Row(
+                path.name, start, {"__error__": f"{len(cells)} cells for {len(header)} columns"}
+            )
             continue
         yield _Row(path.name, start, dict(zip(header, cells, strict=False)))
 
@@ -201,7 +203,9 @@ def _int(value: str, name: str, maximum: int) -> int:
 def _text(values: dict[str, str], name: str, required: bool = False) -> str:
     text = " ".join((values.get(name) or "").split())
     if _has_bad_bytes(text):
-        raise ValueError(f"bad encoding in {name}: bytes that are not UTF-8 (save the file as UTF-8)")
+        raise ValueError(
+            f"bad encoding in {name}: bytes that are not UTF-8 (save the file as UTF-8)"
+        )
     if required and not text:
         raise ValueError(f"empty {name}")
     if len(text) > MAX_LENGTH[name]:
@@ -232,8 +236,12 @@ def _parse_episodes(rows: list[_Row], issues: list[RowIssue]) -> list[Episode]:
         if (season, number) in seen:
             first = seen[(season, number)]
             issues.append(
-                RowIssue(row.file, row.line, f"duplicate episode S{season:02d}E{number:02d} "
-                         f"(first at line {first.line}); this row is skipped")
+                RowIssue(
+                    row.file,
+                    row.line,
+                    f"duplicate episode S{season:02d}E{number:02d} "
+                    f"(first at line {first.line}); this row is skipped",
+                )
             )
             continue
         seen[(season, number)] = row
@@ -255,8 +263,12 @@ def _parse_seasons(rows: list[_Row], issues: list[RowIssue]) -> dict[int, Season
             continue
         if number in seasons:
             issues.append(
-                RowIssue(row.file, row.line, f"duplicate season {number} "
-                         f"(first at line {lines[number]}); this row is skipped")
+                RowIssue(
+                    row.file,
+                    row.line,
+                    f"duplicate season {number} "
+                    f"(first at line {lines[number]}); this row is skipped",
+                )
             )
             continue
         seasons[number], lines[number] = season, row.line
@@ -288,7 +300,9 @@ def _folder_title(path: Path) -> str:
         try:
             title = json.loads(manifest.read_text(encoding="utf-8")).get("title")
         except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-            raise DatasetError(f"{manifest} has to be a JSON object like {{\"title\": \"...\"}}.") from None
+            raise DatasetError(
+                f'{manifest} has to be a JSON object like {{"title": "..."}}.'
+            ) from None
         if title:
             return str(title)
     return path.name
@@ -321,11 +335,15 @@ def _read_tables(path: Path, mapping: dict[str, str]) -> tuple[str, dict[str, li
     raise DatasetError(f"{path}: expected a folder, a .json file or an episodes .csv file.")
 
 
-def load_series(path: Path | str, mapping: dict[str, str] | None = None) -> tuple[Series, list[RowIssue]]:
+def load_series(
+    path: Path | str, mapping: dict[str, str] | None = None
+) -> tuple[Series, list[RowIssue]]:
     """Load and validate a series; returns it with the report of skipped rows."""
     path = Path(path)
     if not path.exists():
-        raise DatasetError(f"Series data not found at {path}; pass --data with a folder, JSON or CSV.")
+        raise DatasetError(
+            f"Series data not found at {path}; pass --data with a folder, JSON or CSV."
+        )
     title, tables = _read_tables(path, mapping or {})
     issues: list[RowIssue] = []
     episodes = _parse_episodes(tables["episodes"], issues)

@@ -113,8 +113,8 @@ class OpenAIBackend:
             return function(*args, **kwargs)
         except openai.APIConnectionError as exc:
             raise LLMUnavailableError(
-                f"No LLM answered at {self.where()} ({exc.__class__.__name__}). Start the server or "
-                "fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL and OPENAI_API_KEY to use the "
+                f"No LLM answered at {self.where()} ({exc.__class__.__name__}). Start the "
+                "server or fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL and OPENAI_API_KEY to use the "
                 "embedded model."
             ) from exc
         except openai.AuthenticationError as exc:
@@ -290,8 +290,11 @@ class LLM:
             # Show the model its answer and what is wrong with it; a new seed avoids a replay.
             repair = (
                 ("assistant", text[:4000]),
-                ("user", f"That answer is not valid: {problem}. Reply again with only the "
-                         "corrected JSON object, following the schema."),
+                (
+                    "user",
+                    f"That answer is not valid: {problem}. Reply again with only the "
+                    "corrected JSON object, following the schema.",
+                ),
             )
             attempt_request = ChatRequest(
                 messages=request.messages + repair,
@@ -330,7 +333,9 @@ def parse_json_answer(text: str, schema: dict[str, Any]) -> tuple[dict[str, Any]
 def make_backend(settings: Settings) -> ChatBackend:
     """A server when OPENAI_BASE_URL / --llm-base-url or OPENAI_API_KEY is set, else embedded."""
     if settings.llm_base_url or os.environ.get("OPENAI_API_KEY"):
-        return OpenAIBackend(settings.llm_model, settings.llm_base_url, timeout=settings.llm_timeout)
+        return OpenAIBackend(
+            settings.llm_model, settings.llm_base_url, timeout=settings.llm_timeout
+        )
     return EmbeddedBackend(settings.cache_dir, timeout=settings.llm_timeout)
 
 

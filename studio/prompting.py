@@ -93,7 +93,9 @@ class Template:
         sections = re.split(r"^## (system|user)\s*$", self.text, flags=re.MULTILINE)
         messages = []
         for role, body in zip(sections[1::2], sections[2::2], strict=True):
-            messages.append({"role": role, "content": StringTemplate(body.strip()).substitute(values)})
+            messages.append(
+                {"role": role, "content": StringTemplate(body.strip()).substitute(values)}
+            )
         return messages
 
 
@@ -142,7 +144,9 @@ def fit_parts(parts: dict[str, str], count: TokenCounter, limit: int = CLIP_WIND
 
     text = joined()
     while count(text) > limit:
-        victim = next((n for n in DROP_ORDER if len(phrases[n]) > (1 if n == "subject" else 0)), None)
+        victim = next(
+            (n for n in DROP_ORDER if len(phrases[n]) > (1 if n == "subject" else 0)), None
+        )
         if victim is None:
             return _truncate_words(text, count, limit)
         phrases[victim].pop()
@@ -199,7 +203,9 @@ def write_episode_prompt(
     answer = llm.generate_json(messages, EPISODE_SCHEMA, max_tokens=400, refresh=refresh)
     spec = PromptSpec(
         prompt=fit_parts(answer.data, count),
-        negative_prompt=fit_text(merge_phrases(answer.data["negative_prompt"], base_negative()), count),
+        negative_prompt=fit_text(
+            merge_phrases(answer.data["negative_prompt"], base_negative()), count
+        ),
         style=" ".join(answer.data["style"].split()),
         rationale=" ".join(answer.data["rationale"].split()),
     )
@@ -223,7 +229,10 @@ def season_data(series: Series, season: int) -> dict[str, Any]:
         "summary": series.season_summary(season),
         "episodes": [e.title for e in episodes],
         "characters": [
-            {"name": n, "description": series.characters[n].description if n in series.characters else ""}
+            {
+                "name": n,
+                "description": series.characters[n].description if n in series.characters else "",
+            }
             for n in list(names)[:8]
         ],
     }

@@ -1,4 +1,4 @@
-"""Stable Diffusion rendering: model loading, device and dtype, the sampler registry, seeds, batches.
+"""Stable Diffusion rendering: model loading, device and dtype, the sampler registry, seeds.
 
 The image model is a hub id, a local diffusers folder, a single `.safetensors` checkpoint, `demo`
 (a tiny untrained pipeline built here, deterministically, whose images are placeholders) or `auto`:
@@ -134,7 +134,9 @@ def pick_device(preference: str = "auto") -> tuple[str, torch.dtype]:
         else:
             preference = "cpu"
     if preference == "cuda" and not torch.cuda.is_available():
-        raise RenderError("--device cuda was asked for but no CUDA GPU is visible; use --device auto.")
+        raise RenderError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device auto."
+        )
     if preference == "mps" and not torch.backends.mps.is_available():
         raise RenderError("--device mps was asked for but MPS is not available; use --device auto.")
     return preference, (torch.float32 if preference == "cpu" else torch.float16)
@@ -287,7 +289,9 @@ def _hub_snapshot(repo: str, patterns: list[str] | None, local_only: bool) -> Pa
     from huggingface_hub import snapshot_download
 
     return Path(
-        snapshot_download(repo, allow_patterns=patterns, local_files_only=local_only or _hub_offline())
+        snapshot_download(
+            repo, allow_patterns=patterns, local_files_only=local_only or _hub_offline()
+        )
     )
 
 
@@ -295,7 +299,9 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
     """Find the weights for `name`; `auto` falls back to the demo model, explicit names never do."""
     if name == DEMO_MODEL:
         folder = build_demo_model(cache_dir / "models" / DEMO_VERSION)
-        return ImageModel(DEMO_MODEL, "demo", str(folder), _local_revision(folder), placeholder=True)
+        return ImageModel(
+            DEMO_MODEL, "demo", str(folder), _local_revision(folder), placeholder=True
+        )
     if name == "auto":
         try:
             try:
@@ -355,8 +361,10 @@ def load_tokenizer(model: ImageModel) -> CLIPTokenizer:
     if model.kind in {"folder", "demo"}:
         return CLIPTokenizer.from_pretrained(model.source, subfolder="tokenizer")
     if model.kind == "hub":
-        snapshot = model.source if Path(model.source).is_dir() else _hub_snapshot(
-            model.source, DEFAULT_MODEL_FILES, local_only=True
+        snapshot = (
+            model.source
+            if Path(model.source).is_dir()
+            else _hub_snapshot(model.source, DEFAULT_MODEL_FILES, local_only=True)
         )
         return CLIPTokenizer.from_pretrained(snapshot, subfolder="tokenizer")
     return CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR)  # single files carry SD 1.5's
@@ -375,8 +383,11 @@ def load_pipeline(model: ImageModel, device: str, dtype: torch.dtype) -> StableD
             pipe = StableDiffusionPipeline.from_single_file(model.source, **options)
         elif model.kind == "hub" and model.variant:
             pipe = StableDiffusionPipeline.from_pretrained(
-                model.source, variant=model.variant, use_safetensors=True,
-                local_files_only=True, **options,
+                model.source,
+                variant=model.variant,
+                use_safetensors=True,
+                local_files_only=True,
+                **options,
             )
         else:
             pipe = StableDiffusionPipeline.from_pretrained(
@@ -422,7 +433,7 @@ class Renderer:
         return self._tokenizer
 
     def cache_key(self, request: RenderRequest, kind: str = "txt2img") -> str:
-        """Hash of everything that affects the pixels: model, pipeline, request, scheduler config."""
+        """Hash of all that affects the pixels: model, pipeline, request, scheduler config."""
         payload = {
             "model": self.model.identity(),
             "dtype": str(self.dtype),
@@ -455,7 +466,8 @@ class Renderer:
             for indices in groups.values():
                 for start in range(0, len(indices), self.batch_size):
                     batch = indices[start : start + self.batch_size]
-                    for index, image in zip(batch, self._render_batch([requests[i] for i in batch], on_step)):
+                    rendered = self._render_batch([requests[i] for i in batch], on_step)
+                    for index, image in zip(batch, rendered, strict=True):
                         images[index] = image
         return [image for image in images if image is not None]
 
@@ -464,11 +476,16 @@ class Renderer:
     ) -> list[Image.Image]:
         first = batch[0]
         pipe = StableDiffusionPipeline(
-            **{**self.pipe.components, "scheduler": make_scheduler(first.sampler, self._base_scheduler_config)}
+            **{
+                **self.pipe.components,
+                "scheduler": make_scheduler(first.sampler, self._base_scheduler_config),
+            }
         )
         pipe.set_progress_bar_config(disable=True)
 
-        def step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def step_end(
+            _pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
             if on_step is not None:
                 on_step(step + 1, first.steps, tensors.get("latents"))
             return tensors

@@ -81,7 +81,7 @@ def _create_tables(db: sqlite3.Connection) -> None:
             response TEXT NOT NULL,
             created_at TEXT NOT NULL
         );
-        """
+        """,
     )
 
 
@@ -204,7 +204,8 @@ class Store:
         marks = ", ".join("?" for _ in values)
         with self._lock:
             self._db.execute(
-                f"INSERT OR REPLACE INTO images ({columns}) VALUES ({marks})", tuple(values.values())
+                f"INSERT OR REPLACE INTO images ({columns}) VALUES ({marks})",
+                tuple(values.values()),
             )
             return self._db.execute(
                 "SELECT * FROM images WHERE cache_key = ?", (record.cache_key,)
@@ -235,8 +236,18 @@ class Store:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, target, season, episode, style, json.dumps(spec),
-                 None if trace is None else json.dumps(trace), llm_model, template_hash, _now()),
+                (
+                    key,
+                    target,
+                    season,
+                    episode,
+                    style,
+                    json.dumps(spec),
+                    None if trace is None else json.dumps(trace),
+                    llm_model,
+                    template_hash,
+                    _now(),
+                ),
             )
 
     def prompts(self, **where: Any) -> list[sqlite3.Row]:
@@ -250,11 +261,14 @@ class Store:
 
     def get_llm_response(self, key: str) -> str | None:
         with self._lock:
-            row = self._db.execute("SELECT response FROM llm_cache WHERE key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT response FROM llm_cache WHERE key = ?", (key,)
+            ).fetchone()
         return None if row is None else row[0]
 
     def put_llm_response(self, key: str, model: str, response: str) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?)", (key, model, response, _now())
+                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?)",
+                (key, model, response, _now()),
             )

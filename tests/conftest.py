@@ -15,8 +15,16 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path, shared_cache):
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "STUDIO_LLM_MODEL", "STUDIO_IMAGE_MODEL",
-                 "STUDIO_SERIES", "STUDIO_CONFIG", "STUDIO_STEPS", "STUDIO_SEED"):
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "STUDIO_LLM_MODEL",
+        "STUDIO_IMAGE_MODEL",
+        "STUDIO_SERIES",
+        "STUDIO_CONFIG",
+        "STUDIO_STEPS",
+        "STUDIO_SEED",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "data"))

@@ -1,4 +1,4 @@
-"""A fake chat backend at the llm.py boundary: valid, deterministic answers derived from the input."""
+"""A fake chat backend at the llm.py boundary: valid, deterministic answers from the input."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ class FakeBackend:
         title = _data_title(request)
         if "follow_ups" in properties:
             topics = ["key events", "recurring characters", "mood", "visual motifs"]
-            return {"follow_ups": [
-                {"question": f"What are the {t} of {title}?", "answer": f"The {t} of {title}."}
-                for t in topics
-            ]}
+            return {
+                "follow_ups": [
+                    {"question": f"What are the {t} of {title}?", "answer": f"The {t} of {title}."}
+                    for t in topics
+                ]
+            }
         if "rationale" in properties:
             return {
                 "rationale": f"The turning point of {title}.",

@@ -61,14 +61,24 @@ def test_bad_encoding_is_reported_per_row(tmp_path):
 def test_mapping_renames_columns_in_every_table(tmp_path):
     folder = tmp_path / "serie"
     folder.mkdir()
-    write(folder / "episodes.csv", "temporada,episodio,titulo,resumo,personagens\n"
-          "1,1,Piloto,Uma tempestade atinge a cidade.,Ana; Rui\n")
+    write(
+        folder / "episodes.csv",
+        "temporada,episodio,titulo,resumo,personagens\n"
+        "1,1,Piloto,Uma tempestade atinge a cidade.,Ana; Rui\n",
+    )
     write(folder / "seasons.csv", "temporada,titulo,resumo\n1,Primeira,\n")
     write(folder / "characters.csv", "nome,descricao\nAna,Pescadora de cabelo curto.\n")
-    mapping = parse_mapping([
-        "season=temporada", "episode=episodio", "title=titulo", "summary=resumo",
-        "characters=personagens", "name=nome", "description=descricao",
-    ])
+    mapping = parse_mapping(
+        [
+            "season=temporada",
+            "episode=episodio",
+            "title=titulo",
+            "summary=resumo",
+            "characters=personagens",
+            "name=nome",
+            "description=descricao",
+        ]
+    )
     series, issues = load_series(folder, mapping)
     assert issues == []
     assert series.episodes[0].title == "Piloto"
@@ -92,19 +102,31 @@ def test_bad_map_argument():
 
 def test_json_series_with_lists(tmp_path):
     path = tmp_path / "show.json"
-    path.write_text(json.dumps({
-        "title": "Harbour",
-        "seasons": [{"season": 1, "title": "One", "summary": "A town by the sea."}],
-        "episodes": [
-            {"season": 1, "episode": 1, "title": "Pilot", "summary": "Storm.", "characters": ["Ana"]},
-            {"season": 1, "episode": 2, "title": "Empty", "summary": ""},
-        ],
-        "characters": [{"name": "Ana", "description": "A fisher."}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "title": "Harbour",
+                "seasons": [{"season": 1, "title": "One", "summary": "A town by the sea."}],
+                "episodes": [
+                    {
+                        "season": 1,
+                        "episode": 1,
+                        "title": "Pilot",
+                        "summary": "Storm.",
+                        "characters": ["Ana"],
+                    },
+                    {"season": 1, "episode": 2, "title": "Empty", "summary": ""},
+                ],
+                "characters": [{"name": "Ana", "description": "A fisher."}],
+            }
+        )
+    )
     series, issues = load_series(path)
     assert series.title == "Harbour"
     assert series.episodes[0].characters == ("Ana",)
-    assert [(i.file, i.line, i.reason) for i in issues] == [("show.json episodes", 2, "empty summary")]
+    assert [(i.file, i.line, i.reason) for i in issues] == [
+        ("show.json episodes", 2, "empty summary")
+    ]
 
 
 def test_nothing_usable_fails_with_the_reasons(tmp_path):

@@ -40,7 +40,9 @@ def test_answers_are_cached_by_everything_that_shapes_them(tmp_path):
 
 
 def test_invalid_answers_are_repaired_by_asking_again():
-    backend = EchoBackend(bad_answers=["Sure! Here it is: {name: ok}", '{"name": "far too long a name"}'])
+    backend = EchoBackend(
+        bad_answers=["Sure! Here it is: {name: ok}", '{"name": "far too long a name"}']
+    )
     llm = LLM(backend, seed=1)
     answer = llm.generate_json([{"role": "user", "content": "hi"}], SCHEMA)
     assert answer.data == {"name": "ok"}
@@ -66,7 +68,9 @@ def test_fenced_json_is_accepted():
 def test_unreachable_server_says_what_to_do():
     backend = OpenAIBackend(model="m", base_url="http://127.0.0.1:9/v1", timeout=2, max_retries=0)
     llm = LLM(backend)
-    with pytest.raises(LLMUnavailableError, match="No LLM answered at http://127.0.0.1:9/v1.*OPENAI_BASE_URL"):
+    with pytest.raises(
+        LLMUnavailableError, match="No LLM answered at http://127.0.0.1:9/v1.*OPENAI_BASE_URL"
+    ):
         llm.generate_json([{"role": "user", "content": "hi"}], SCHEMA)
 
 
@@ -81,9 +85,17 @@ def test_openai_backend_sends_schema_seed_and_reads_the_answer(monkeypatch):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append(body)
             reply = {
-                "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": '{"name": "served"}'}}],
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": '{"name": "served"}'},
+                    }
+                ],
             }
             data = json.dumps(reply).encode()
             self.send_response(200)

@@ -7,8 +7,15 @@ def test_parameters_round_trip_the_way_a1111_reads_them():
     text = format_parameters(
         "a detective, foggy street, oil painting",
         "blurry, text",
-        {"Steps": 25, "Sampler": "DPM++ 2M Karras", "CFG scale": 7.5, "Seed": 123,
-         "Size": "512x768", "Model": "demo-v1 (placeholder)", "Note": "a, b: c"},
+        {
+            "Steps": 25,
+            "Sampler": "DPM++ 2M Karras",
+            "CFG scale": 7.5,
+            "Seed": 123,
+            "Size": "512x768",
+            "Model": "demo-v1 (placeholder)",
+            "Note": "a, b: c",
+        },
     )
     assert text.splitlines()[1] == "Negative prompt: blurry, text"
     parsed = parse_parameters(text)
@@ -26,7 +33,9 @@ def test_parameters_round_trip_the_way_a1111_reads_them():
 def test_png_carries_both_chunks_and_is_deterministic():
     image = Image.new("RGB", (8, 8), "red")
     png = encode_png(image, "p\nSteps: 1, Sampler: Euler, Seed: 1", {"placeholder": True, "x": 1})
-    assert png == encode_png(image, "p\nSteps: 1, Sampler: Euler, Seed: 1", {"x": 1, "placeholder": True})
+    assert png == encode_png(
+        image, "p\nSteps: 1, Sampler: Euler, Seed: 1", {"x": 1, "placeholder": True}
+    )
     parameters, provenance = read_png_metadata(png)
     assert parameters.startswith("p\n")
     assert provenance == {"placeholder": True, "x": 1}

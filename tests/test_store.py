@@ -5,9 +5,23 @@ from studio.store import TMP_PREFIX, ImageRecord, Store
 
 def record(key="k1", **changes):
     values = dict(
-        cache_key=key, target="episode", season=1, episode=2, style=None, image_index=0,
-        prompt="p", negative_prompt="n", model="demo", sampler="Euler", steps=2, cfg=7.0,
-        width=64, height=64, seed=5, placeholder=True, provenance={"a": 1},
+        cache_key=key,
+        target="episode",
+        season=1,
+        episode=2,
+        style=None,
+        image_index=0,
+        prompt="p",
+        negative_prompt="n",
+        model="demo",
+        sampler="Euler",
+        steps=2,
+        cfg=7.0,
+        width=64,
+        height=64,
+        seed=5,
+        placeholder=True,
+        provenance={"a": 1},
     )
     values.update(changes)
     return ImageRecord(**values)
