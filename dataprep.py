@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
             "LLM: an OpenAI-compatible server when OPENAI_API_KEY or OPENAI_BASE_URL is set "
             "(OpenAI, Ollama, vLLM, llama.cpp server, LM Studio), else the embedded "
             "Qwen2.5-Coder-1.5B model on the CPU. Settings are looked up in this order: flag, "
-            f"environment variable ({', '.join(sorted(set(ENV_VARS.values())))}), studio.toml, default."
+            f"environment variable ({', '.join(sorted(set(ENV_VARS.values())))}), studio.toml, "
+            "default."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("series data")
     data.add_argument(
