@@ -1,0 +1,146 @@
+"""dataprep.py as a user runs it: arguments, messages, exit codes, resuming after a kill."""
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import dataprep
+import studio.llm
+from studio.config import PROJECT_ROOT
+from studio.metadata import parse_parameters, read_png_metadata
+from tests.fakes import FakeBackend
+
+SMALL = ["--size", "64x64", "--steps", "2"]
+
+
+@pytest.fixture
+def fake_llm(monkeypatch):
+    backend = FakeBackend()
+    monkeypatch.setattr(studio.llm, "make_backend", lambda settings: backend)
+    return backend
+
+
+def run(capsys, *args):
+    code = dataprep.main([*args])
+    return code, capsys.readouterr().err
+
+
+def test_run_then_rerun_does_no_model_work(tmp_path, capsys, fake_llm):
+    args = ["--out", str(tmp_path / "out"), "--episodes", "S1E1,1x02", *SMALL]
+    code, err = run(capsys, *args, "--image-model", "demo")
+    assert code == 0, err
+    assert "Prompts: 2 written, 0 from the cache (2 LLM calls)." in err
+    assert "Images:  2 rendered, 0 from the catalog (PLACEHOLDERS from the demo model)." in err
+    code, err = run(capsys, *args, "--image-model", "demo")
+    assert code == 0
+    assert "Prompts: 0 written, 2 from the cache (0 LLM calls)." in err
+    assert "Nothing to do: everything was already in the catalog (0 LLM calls, 0 renders)." in err
+    pngs = list((tmp_path / "out" / "images").rglob("*.png"))
+    assert len(pngs) == 2
+    parameters, provenance = read_png_metadata(pngs[0].read_bytes())
+    assert parse_parameters(parameters)["Model"] == "demo-v1 (placeholder)"
+
+
+def test_auto_falls_back_to_the_demo_model_with_a_warning(tmp_path, capsys, fake_llm):
+    code, err = run(capsys, "--out", str(tmp_path), "--episodes", "S1E1", *SMALL)
+    assert code == 0
+    assert err.count("WARNING: No Stable Diffusion weights on disk") == 2  # at start and end
+    assert "PLACEHOLDERS" in err
+
+
+def test_dry_run_prints_prompts(tmp_path, capsys, fake_llm):
+    code, err = run(
+        capsys, "--out", str(tmp_path), "--episodes", "S2E3", "--dry-run", "--image-model", "demo"
+    )
+    assert code == 0
+    assert "S02E03: detective examining a clue from The Yellow Face" in err
+    assert "negative: blurry, modern cars, text" in err
+    assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "/nonexistent/show"], "Error: Series data not found at /nonexistent/show"),
+        (["--image-model", "/models/model.ckpt"], "only .safetensors checkpoints are loaded"),
+        (["--image-model", "/models/missing.safetensors"], "does not exist"),
+        (["--image-model", "nobody/no-such-model"], "not in the Hugging Face cache"),
+        (["--size", "500x512"], "divisible by 8 and at least 64 but are 500 and 512"),
+        (["--map", "plot"], "--map takes FIELD=COLUMN"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, capsys, fake_llm, args, message):
+    code, err = run(capsys, "--out", str(tmp_path), *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_bad_rows_are_listed_and_the_rest_runs(tmp_path, capsys, fake_llm):
+    data = tmp_path / "eps.csv"
+    data.write_text("temporada,episodio,resumo\n1,1,Uma tempestade.\n1,2,\n")
+    code, err = run(
+        capsys,
+        "--data",
+        str(data),
+        "--map",
+        "season=temporada",
+        "--map",
+        "episode=episodio",
+        "--map",
+        "summary=resumo",
+        "--out",
+        str(tmp_path / "o"),
+        "--dry-run",
+        "--image-model",
+        "demo",
+    )
+    assert code == 0
+    assert "skipped eps.csv:3: empty summary" in err
+    assert "Prompts: 2 written" in err  # the episode and its season
+
+
+def test_killed_run_resumes_with_no_broken_or_duplicate_file(tmp_path, shared_cache):
+    out = tmp_path / "out"
+    env = {**os.environ, "STUDIO_CACHE_DIR": str(shared_cache), "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fake_dataprep",
+        "--out",
+        str(out),
+        "--seasons",
+        "1",
+        "--only",
+        "episodes",
+        "--image-model",
+        "demo",
+        *SMALL,
+    ]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list((out / "images").rglob("*.png"))) >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert "rendered" in finished.stderr
+    db = sqlite3.connect(out / "catalog.sqlite")
+    rows = db.execute("SELECT path, sha256, cache_key FROM images").fetchall()
+    assert len(rows) == 12
+    assert len({r[2] for r in rows}) == 12
+    files = [p for p in (out / "images").rglob("*") if p.is_file()]
+    assert sorted(Path(p).relative_to(out).as_posix() for p in files) == sorted(r[0] for r in rows)
+    for path, sha, _ in rows:
+        assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha
