@@ -211,8 +211,7 @@ def assemble_embedded_model(cache_dir: Path) -> Path:
 class EmbeddedBackend:
     """The bundled GGUF model, run in process by llama.cpp (xllamacpp) on the CPU.
 
-    Output is constrained by a grammar made from the JSON schema (so length limits hold), and
-    llama.cpp keeps the shared prefix of the prompts (the template) cached between calls.
+    Output is constrained by a grammar made from the JSON schema (so length limits hold).
     """
 
     def __init__(self, cache_dir: Path, threads: int | None = None):
@@ -252,6 +251,9 @@ class EmbeddedBackend:
             "top_k": 40,
             "top_p": 0.95,
             "json_schema": request.schema,
+            # Reusing the previous request's KV cache changes the float path, and so the sampled
+            # text: every request is evaluated whole, so an answer depends on its inputs only.
+            "cache_prompt": False,
         }
         with self._lock:
             if self._server is None:
