@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -275,8 +276,6 @@ def build_demo_model(folder: Path) -> Path:
     try:
         os.replace(tmp, folder)
     except OSError:  # another process finished first: its model is the same
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
