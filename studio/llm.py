@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import json
 import os
+import secrets
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,7 +239,9 @@ class EmbeddedBackend:
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.warmup = False
-        params.verbosity = -1  # llama.cpp logs every request otherwise
+        params.verbosity = 1  # errors only; llama.cpp logs every request otherwise
+        # xllamacpp always opens an HTTP port on 127.0.0.1: lock it with a key nobody knows.
+        params.api_keys = [secrets.token_urlsafe(32)]
         return xllamacpp.Server(params)
 
     def complete(self, request: ChatRequest) -> str:
