@@ -231,11 +231,13 @@ def render_jobs(
             summary.failed.extend(f"{job.label}: {exc}" for _, job in batch)
             continue
         for (key, job), image in zip(batch, images, strict=True):
-            store_image(store, renderer, llm, job, key, image)
+            store_image(store, renderer, llm.model, job, key, image)
             summary.images_rendered += 1
 
 
-def store_image(store: Store, renderer: Renderer, llm: LLM, job: Job, key: str, image: Any) -> None:
+def store_image(
+    store: Store, renderer: Renderer, llm_model: str, job: Job, key: str, image: Any
+) -> None:
     """Write one image with its parameters inside and its catalog row."""
     request, model = job.request, renderer.model
     parameters = format_parameters(
@@ -260,7 +262,7 @@ def store_image(store: Store, renderer: Renderer, llm: LLM, job: Job, key: str, 
         "episode": job.episode,
         "style": job.style,
         "image_index": job.image_index,
-        "llm_model": llm.model,
+        "llm_model": llm_model,
         "prompt_style": job.spec.style,
         "rationale": job.spec.rationale,
     }

@@ -320,14 +320,18 @@ class LLM:
         schema: dict[str, Any],
         max_tokens: int = 512,
         refresh: bool = False,
+        seed: int | None = None,
     ) -> JSONAnswer:
-        """The answer to `messages` as a dict valid against `schema`; `refresh` skips the cache."""
+        """The answer to `messages` as a dict valid against `schema`; `refresh` skips the cache.
+
+        `seed` replaces the configured sampling seed: another seed asks for another answer.
+        """
         request = ChatRequest(
             messages=tuple((m["role"], m["content"]) for m in messages),
             schema=schema,
             max_tokens=max_tokens,
             temperature=self.temperature,
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
         )
         key = self.cache_key(request)
         if self.cache is not None and not refresh:

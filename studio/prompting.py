@@ -193,14 +193,24 @@ class EpisodePrompt:
 
 
 def write_episode_prompt(
-    llm: LLM, series: Series, episode: Episode, count: TokenCounter, refresh: bool = False
+    llm: LLM,
+    series: Series,
+    episode: Episode,
+    count: TokenCounter,
+    refresh: bool = False,
+    seed: int | None = None,
 ) -> EpisodePrompt:
-    """Meta-prompting: the template teaches the LLM to write an SD prompt for this episode."""
+    """Meta-prompting: the template teaches the LLM to write an SD prompt for this episode.
+
+    `seed` (default: the LLM's) picks another of the LLM's possible answers, for a rewrite.
+    """
     template = load_template("episode_meta.md")
     messages = template.messages(
         series_title=series.title, episode_json=_data_block(episode_data(series, episode))
     )
-    answer = llm.generate_json(messages, EPISODE_SCHEMA, max_tokens=400, refresh=refresh)
+    answer = llm.generate_json(
+        messages, EPISODE_SCHEMA, max_tokens=400, refresh=refresh, seed=seed
+    )
     spec = PromptSpec(
         prompt=fit_parts(answer.data, count),
         negative_prompt=fit_text(

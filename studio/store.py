@@ -85,9 +85,25 @@ def _create_tables(db: sqlite3.Connection) -> None:
     )
 
 
+def _create_covers(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE covers (
+            season INTEGER NOT NULL,
+            episode INTEGER NOT NULL,
+            cache_key TEXT NOT NULL,          -- the image chosen as the episode's cover
+            PRIMARY KEY (season, episode)
+        );
+        CREATE INDEX images_by_created ON images (created_at)
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
+    ("002_covers", _create_covers),
 ]
 
 
@@ -218,6 +234,54 @@ class Store:
             return self._db.execute(
                 f"SELECT * FROM images WHERE {clauses} ORDER BY id", tuple(where.values())
             ).fetchall()
+
+    def next_image_index(self, target: str, season: int | None, episode: int | None) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(image_index) FROM images WHERE target IS ? AND season IS ? "
+                "AND episode IS ?",
+                (target, season, episode),
+            ).fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def set_cover(self, season: int, episode: int, cache_key: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO covers VALUES (?, ?, ?)", (season, episode, cache_key)
+            )
+
+    def cover_keys(self, season: int) -> dict[int, str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT episode, cache_key FROM covers WHERE season = ?", (season,)
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def episode_covers(self, season: int) -> dict[int, sqlite3.Row]:
+        """Each episode's cover image of `season`: the chosen one, else its first image."""
+        with self._lock:
+            rows = self._db.execute(
+                """
+                SELECT images.* FROM images
+                LEFT JOIN covers ON covers.season = images.season
+                    AND covers.episode = images.episode
+                WHERE images.target = 'episode' AND images.season = ?
+                    AND (covers.cache_key IS NULL OR covers.cache_key = images.cache_key)
+                ORDER BY images.id DESC
+                """,
+                (season,),
+            ).fetchall()
+        # Oldest last, so the first image wins when no cover was chosen.
+        return {row["episode"]: row for row in rows}
+
+    def image_counts(self, season: int) -> dict[int, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT episode, COUNT(*) FROM images WHERE target = 'episode' AND season = ? "
+                "GROUP BY episode",
+                (season,),
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
 
     # Prompts --------------------------------------------------------------------------------
 

@@ -18,10 +18,13 @@ def _data_title(request: ChatRequest) -> str:
 class FakeBackend:
     """Answers the studio's schemas; `bad_answers` are returned first, one per call."""
 
-    def __init__(self, bad_answers: list[str] | None = None, name: str = "fake-llm"):
+    def __init__(
+        self, bad_answers: list[str] | None = None, name: str = "fake-llm", by_seed: bool = False
+    ):
         self.requests: list[ChatRequest] = []
         self.bad_answers = list(bad_answers or [])
         self.name = name
+        self.by_seed = by_seed  # episode subjects name the sampling seed, as a rewrite would vary
 
     def identity(self) -> str:
         return self.name
@@ -46,7 +49,8 @@ class FakeBackend:
         if "rationale" in properties:
             return {
                 "rationale": f"The turning point of {title}.",
-                "subject": f"detective examining a clue from {title}",
+                "subject": f"detective examining a clue from {title}"
+                + (f", take {request.seed}" if self.by_seed else ""),
                 "setting": "Victorian London street, foggy night",
                 "details": "gas lamps, wet cobblestones, hansom cab",
                 "lighting": "warm gaslight, cold blue fog",

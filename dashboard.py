@@ -1,0 +1,21 @@
+"""The series art studio's dashboard: `streamlit run dashboard.py`.
+
+Routes only: the pages live in `pages/` and the work in the `studio` package.
+"""
+
+import streamlit as st
+
+from studio import ui
+
+st.set_page_config(page_title="Series art studio", page_icon="🎬", layout="wide")
+
+PAGES = [
+    st.Page("pages/episodes.py", title="Episodes", icon=":material/live_tv:", default=True),
+    st.Page("pages/seasons.py", title="Seasons", icon=":material/view_column:"),
+    st.Page("pages/studio.py", title="Studio", icon=":material/tune:"),
+    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+]
+
+page = st.navigation(PAGES)
+ui.sidebar()
+page.run()

@@ -1,0 +1,158 @@
+"""Episodes: a season's episode cards; an episode's images, prompt and Regenerate panel."""
+
+import json
+from dataclasses import replace
+
+import streamlit as st
+
+from studio import ui
+from studio.generation import Target
+from studio.prompting import PromptSpec, write_episode_prompt
+from studio.render import count_tokens
+
+CARDS_PER_PAGE = 24
+COLUMNS = 4
+
+
+def episode_list(series, store) -> None:
+    st.title("Episodes")
+    season = st.selectbox(
+        "Season",
+        list(series.seasons),
+        format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
+        key="ep_season",
+    )
+    search = st.text_input("Find an episode", key="ep_search", placeholder="title or summary")
+    episodes = [
+        e
+        for e in series.episodes_of(season)
+        if search.lower() in f"{e.title} {e.summary}".lower()
+    ]
+    covers, counts = store.episode_covers(season), store.image_counts(season)
+    ui.placeholder_banner(*covers.values())
+    if not covers:
+        st.info("No images yet for this season: run `python dataprep.py` to make them.")
+    shown = episodes[ui.paginate(len(episodes), CARDS_PER_PAGE, "ep_page")]
+    for start in range(0, len(shown), COLUMNS):
+        for column, episode in zip(st.columns(COLUMNS), shown[start : start + COLUMNS]):
+            with column.container(border=True):
+                cover = covers.get(episode.episode)
+                if cover is not None and store.image_path(cover).is_file():
+                    st.image(str(store.image_path(cover)), width="stretch")
+                else:
+                    st.caption("No image yet")
+                count = counts.get(episode.episode, 0)
+                st.markdown(f"**{episode.id}** · {episode.title}")
+                st.caption(f"{count} image{'s' if count != 1 else ''}")
+                if st.button("Open", key=f"ep_open_{episode.id}"):
+                    st.query_params["episode"] = episode.id
+                    st.rerun()
+
+
+def rewrite_prompt(series, episode, store, prefix: str) -> None:
+    """Ask the LLM for another prompt (another sampling seed) and load it into the controls."""
+    llm, renderer = ui.llm(), ui.renderer()
+    earlier = len(store.prompts(target="episode", season=episode.season, episode=episode.episode))
+    with st.spinner("The LLM is rewriting the prompt…"):
+        result = write_episode_prompt(
+            llm,
+            series,
+            episode,
+            lambda text: count_tokens(renderer.tokenizer, text),
+            seed=llm.seed + earlier,
+        )
+    store.add_prompt(
+        result.key,
+        "episode",
+        episode.season,
+        episode.episode,
+        None,
+        result.spec.to_dict(),
+        llm.model,
+        result.template_hash,
+    )
+    current = ui.controls_values(prefix, ui.defaults_from_settings())
+    ui.queue_controls(
+        prefix,
+        replace(current, prompt=result.spec.prompt, negative_prompt=result.spec.negative_prompt),
+    )
+
+
+def episode_view(series, store, episode) -> None:
+    if st.button("← All episodes", key="ep_back"):
+        del st.query_params["episode"]
+        st.rerun()
+    st.title(f"{episode.id} · {episode.title}")
+    images = store.images(target="episode", season=episode.season, episode=episode.episode)
+    ui.placeholder_banner(*images)
+    st.write(episode.summary)
+    characters = series.characters_of(episode)
+    if characters:
+        st.caption(
+            "Characters: "
+            + "; ".join(f"**{c.name}**" + (f" ({c.description})" if c.description else "")
+                        for c in characters)
+        )
+    prompts = store.prompts(target="episode", season=episode.season, episode=episode.episode)
+    spec = PromptSpec(**json.loads(prompts[-1]["spec"])) if prompts else None
+    if spec and spec.rationale:
+        st.caption(f"Why this image (the LLM's rationale): {spec.rationale}")
+
+    cover_key = store.cover_keys(episode.season).get(episode.episode)
+    cover_key = cover_key or (images[0]["cache_key"] if images else None)
+    gallery, panel = st.columns([3, 2], gap="large")
+    with gallery:
+        st.subheader(f"Images ({len(images)})")
+        if not images:
+            st.info("No image yet: make one with the Regenerate panel, or run `python dataprep.py`.")
+        for start in range(0, len(images), 2):
+            for column, row in zip(st.columns(2), images[start : start + 2]):
+                with column:
+                    is_cover = row["cache_key"] == cover_key
+                    label = f"#{row['image_index'] + 1} · seed {row['seed']}"
+                    if ui.image_card(row, label + (" · cover" if is_cover else ""), key="ep"):
+                        ui.send_to_studio(ui.defaults_from_row(row))
+                    if not is_cover and st.button("Make cover", key=f"ep_cover_{row['id']}"):
+                        store.set_cover(episode.season, episode.episode, row["cache_key"])
+                        st.rerun()
+
+    prefix = f"ep_{episode.id}"
+    ui.apply_pending(prefix)
+    with panel:
+        st.subheader("Regenerate")
+        if st.button("Rewrite the prompt", key=f"{prefix}_rewrite",
+                     help="Ask the LLM for another prompt for this episode."):
+            with ui.guard("Rewriting the prompt"):
+                rewrite_prompt(series, episode, store, prefix)
+        defaults = (
+            ui.defaults_from_row(images[-1])
+            if images
+            else ui.defaults_from_settings(spec.prompt if spec else "",
+                                           spec.negative_prompt if spec else "")
+        )
+        if spec:
+            defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)
+        request = ui.render_controls(prefix, defaults)
+        if st.button("Generate", type="primary", key=f"{prefix}_generate"):
+            with ui.guard("Generating the image"):
+                request = ui.with_seed_choice(prefix, request)
+                made = ui.generate(
+                    request, Target("episode", episode.season, episode.episode), spec
+                )
+                if made.cached:
+                    st.toast("That image was already in the catalog.")
+                st.rerun()
+
+
+series, store = None, None
+with ui.guard("Opening the episodes"):
+    series, store = ui.series(), ui.store()
+if series is not None:
+    chosen = st.query_params.get("episode")
+    episode = next((e for e in series.episodes if e.id == chosen), None)
+    if chosen and episode is None:
+        st.error(f"No episode {chosen} in {series.title}; pick one below.")
+    if episode is None:
+        episode_list(series, store)
+    else:
+        episode_view(series, store, episode)

@@ -1,0 +1,108 @@
+"""Gallery: every image in the catalog with filters; read a dropped PNG's parameters."""
+
+import pandas as pd
+import streamlit as st
+
+from studio import ui
+from studio.metadata import parse_parameters, read_png_metadata
+from studio.render import SCHEDULERS
+
+PER_PAGE = 24
+COLUMNS = 4
+
+
+def filters(frame: pd.DataFrame) -> pd.DataFrame:
+    columns = st.columns(6)
+    choices = {
+        "season": ("Season", columns[0]),
+        "episode": ("Episode", columns[1]),
+        "target": ("Made for", columns[2]),
+        "model": ("Model", columns[3]),
+        "sampler": ("Sampler", columns[4]),
+    }
+    for field, (label, column) in choices.items():
+        options = sorted(frame[field].dropna().unique().tolist())
+        picked = column.multiselect(label, options, key=f"ga_{field}")
+        if picked:
+            frame = frame[frame[field].isin(picked)]
+    kind = columns[5].radio("Images", ["all", "placeholder", "real"], key="ga_kind",
+                            horizontal=True)
+    if kind != "all":
+        frame = frame[frame["placeholder"] == (1 if kind == "placeholder" else 0)]
+    return frame
+
+
+def browse(store) -> None:
+    rows = store.images()
+    if not rows:
+        st.info("The catalog is empty: run `python dataprep.py`, or make images in the Studio.")
+        return
+    frame = pd.DataFrame([dict(row) for row in rows])
+    shown = filters(frame).sort_values("id", ascending=False)
+    st.caption(f"{len(shown)} of {len(frame)} images")
+    ui.placeholder_banner(*shown.head(PER_PAGE).to_dict("records"))
+    by_id = {row["id"]: row for row in rows}
+    page = shown.iloc[ui.paginate(len(shown), PER_PAGE, "ga_page")]
+    ids = page["id"].tolist()
+    for start in range(0, len(ids), COLUMNS):
+        for column, image_id in zip(st.columns(COLUMNS), ids[start : start + COLUMNS]):
+            row = by_id[image_id]
+            where = (f"S{row['season']:02d}E{row['episode']:02d}" if row["episode"] is not None
+                     else f"S{row['season']:02d} {row['style']}" if row["season"] is not None
+                     else "Studio")
+            with column:
+                if ui.image_card(row, f"{where} · {row['sampler']} · seed {row['seed']}",
+                                 key="ga"):
+                    ui.send_to_studio(ui.defaults_from_row(row))
+
+
+def read_dropped_png() -> None:
+    st.subheader("Read a PNG's parameters")
+    upload = st.file_uploader(
+        "Drop a PNG made by this app or by AUTOMATIC1111", type=["png"], key="ga_upload"
+    )
+    if upload is None:
+        return
+    text, provenance = read_png_metadata(upload.getvalue())
+    if not text:
+        st.error("This PNG carries no generation parameters (no A1111 `parameters` text chunk).")
+        return
+    values = parse_parameters(text)
+    left, right = st.columns([1, 2])
+    left.image(upload.getvalue(), width="stretch")
+    with right:
+        st.code(text, language=None, wrap_lines=True)
+        if provenance:
+            with st.expander("Provenance (series studio)"):
+                st.json(provenance)
+        defaults = ui.defaults_from_settings()
+        sampler = values.get("Sampler", defaults.sampler)
+        if values.get("Schedule type") == "Karras" and f"{sampler} Karras" in SCHEDULERS:
+            sampler = f"{sampler} Karras"  # newer A1111 writes the schedule apart
+        if sampler not in SCHEDULERS:
+            st.warning(f"Sampler {sampler!r} is not one of ours; the Studio will use "
+                       f"{defaults.sampler}.")
+            sampler = defaults.sampler
+        try:
+            sent = ui.Defaults(
+                prompt=values.get("Prompt", ""),
+                negative_prompt=values.get("Negative prompt", ""),
+                sampler=sampler,
+                steps=int(values.get("Steps", defaults.steps)),
+                cfg=float(values.get("CFG scale", defaults.cfg)),
+                width=int(values.get("Size-1", defaults.width)),
+                height=int(values.get("Size-2", defaults.height)),
+                seed=int(values.get("Seed", defaults.seed)) % 2**32,
+            )
+        except ValueError as exc:
+            st.error(f"The parameters could not be read as numbers: {exc}.")
+            return
+        if st.button("Send to Studio", key="ga_send_upload", type="primary"):
+            ui.send_to_studio(sent)
+
+
+st.title("Gallery")
+with ui.guard("Opening the gallery"):
+    browse(ui.store())
+with ui.guard("Reading the PNG"):
+    read_dropped_png()

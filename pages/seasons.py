@@ -1,0 +1,74 @@
+"""Seasons: the 5 style images side by side, the self-ask trace, and regeneration per style."""
+
+import json
+from dataclasses import replace
+
+import streamlit as st
+
+from studio import ui
+from studio.generation import Target
+from studio.prompting import PromptSpec, load_styles
+
+
+def season_page(series, store) -> None:
+    st.title("Seasons")
+    season = st.selectbox(
+        "Season",
+        list(series.seasons),
+        format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
+        key="se_season",
+    )
+    st.write(series.season_summary(season))
+    styles = load_styles()
+    prompts = {row["style"]: row for row in store.prompts(target="season", season=season)}
+    latest = {}
+    for row in store.images(target="season", season=season):
+        latest[row["style"]] = row  # oldest first, so the newest of each style wins
+    ui.placeholder_banner(*latest.values())
+    if not latest:
+        st.info("No season images yet: run `python dataprep.py`, or regenerate a style below.")
+
+    for column, (key, style) in zip(st.columns(len(styles)), styles.items()):
+        with column:
+            st.markdown(f"**{style['name']}**")
+            row = latest.get(key)
+            if row is None:
+                st.caption("No image yet")
+            elif ui.image_card(row, key=f"se_{key}"):
+                ui.send_to_studio(ui.defaults_from_row(row))
+
+    trace_rows = [row for row in prompts.values() if row["trace"]]
+    with st.expander("Self-ask trace: the questions the LLM asked itself, and its answers",
+                     expanded=bool(trace_rows)):
+        if not trace_rows:
+            st.caption("No trace yet: the season's prompts have not been written.")
+        else:
+            for step in json.loads(trace_rows[-1]["trace"]):
+                st.markdown(f"**Q: {step['question']}**  \nA: {step['answer']}")
+
+    st.subheader("Regenerate a style")
+    key = st.selectbox(
+        "Style", list(styles), format_func=lambda k: styles[k]["name"], key="se_style"
+    )
+    prefix = f"se_{season}_{key}"
+    ui.apply_pending(prefix)
+    spec = PromptSpec(**json.loads(prompts[key]["spec"])) if key in prompts else None
+    row = latest.get(key)
+    defaults = ui.defaults_from_row(row) if row is not None else ui.defaults_from_settings()
+    if spec:
+        defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)
+    request = ui.render_controls(prefix, defaults)
+    if st.button("Generate", type="primary", key=f"{prefix}_generate"):
+        with ui.guard("Generating the image"):
+            request = ui.with_seed_choice(prefix, request)
+            made = ui.generate(request, Target("season", season, None, key), spec)
+            if made.cached:
+                st.toast("That image was already in the catalog.")
+            st.rerun()
+
+
+series, store = None, None
+with ui.guard("Opening the seasons"):
+    series, store = ui.series(), ui.store()
+if series is not None:
+    season_page(series, store)

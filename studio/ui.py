@@ -1,0 +1,325 @@
+"""Streamlit glue shared by the dashboard's pages; the only `studio` module that imports streamlit.
+
+It owns the cached resources (one store per data folder, one renderer per image model, one LLM),
+the error boundary that turns failures into `st.error` with what to do next, and the widgets the
+pages share: render controls, image cards, the placeholder banner and generation with a per-step
+progress bar and a denoising preview. The work itself is done by the package's plain functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from studio import llm as llm_module
+from studio.config import Settings, load_settings
+from studio.dataset import Series, load_series
+from studio.errors import StudioError
+from studio.generation import Generated, Target, generate_image, latent_preview
+from studio.metadata import format_parameters
+from studio.prompting import PromptSpec
+from studio.render import SCHEDULERS, Renderer, RenderRequest, resolve_image_model
+from studio.store import Store
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_NOTE = (
+    "These images come from the untrained **demo** model: they are placeholders, not art. Set "
+    "`STUDIO_IMAGE_MODEL` to a hub id, a diffusers folder or a `.safetensors` file (and run on a "
+    "GPU) for real images."
+)
+
+
+# Resources ------------------------------------------------------------------------------------
+
+
+def settings() -> Settings:
+    """Read on every run (cheap), so a changed env var or studio.toml shows on reload."""
+    return load_settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(data_dir: str) -> Store:
+    return Store(data_dir)
+
+
+def store() -> Store:
+    return _store(str(settings().data_dir.resolve()))
+
+
+@st.cache_resource(show_spinner="Loading the image model…")
+def _renderer(image_model: str, cache_dir: str, device: str, batch_size: int) -> Renderer:
+    model = resolve_image_model(image_model, Path(cache_dir))
+    return Renderer(model, device, batch_size)
+
+
+def renderer() -> Renderer:
+    """One renderer (one pipeline, one lock) per model, shared by every browser session."""
+    s = settings()
+    return _renderer(s.image_model, str(s.cache_dir), s.device, s.batch_size)
+
+
+@st.cache_resource(show_spinner=False)
+def _llm(settings_items: tuple, data_dir: str) -> llm_module.LLM:
+    return llm_module.make_llm(Settings(**dict(settings_items)), _store(data_dir))
+
+
+def llm() -> llm_module.LLM:
+    s = settings()
+    return _llm(tuple(asdict(s).items()), str(s.data_dir.resolve()))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _series(path: str, modified: float) -> Series:
+    return load_series(path)[0]
+
+
+def series() -> Series:
+    """The configured series, re-read when its files change."""
+    path = Path(settings().series)
+    files = [path, *path.glob("*")] if path.is_dir() else [path]
+    modified = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+    return _series(str(path), modified)
+
+
+# Errors ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def guard(action: str) -> Iterator[None]:
+    """Show a failure of `action` as an error box with the fix, never as a traceback."""
+    try:
+        yield
+    except StudioError as exc:
+        st.error(f"{action} failed: {exc}", icon=":material/error:")
+    except MemoryError:
+        st.error(
+            f"{action} failed: out of memory. Lower the size or the steps, or close other "
+            "programs.",
+            icon=":material/error:",
+        )
+    except Exception as exc:  # noqa: BLE001 - the page must stay usable; details go to the log
+        log.exception("%s failed", action)
+        st.error(
+            f"{action} failed: {type(exc).__name__}: {exc}. The details are in the server's log; "
+            "try other settings or restart `streamlit run dashboard.py`.",
+            icon=":material/error:",
+        )
+
+
+def placeholder_banner(*rows: Any) -> None:
+    """Say so when the model, or any image on the page, is the demo model's placeholder."""
+    try:
+        model_placeholder = renderer().model.placeholder
+    except StudioError:
+        model_placeholder = False
+    if model_placeholder or any(row["placeholder"] for row in rows):
+        st.warning(PLACEHOLDER_NOTE, icon=":material/science:")
+
+
+# Widgets --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Defaults:
+    prompt: str = ""
+    negative_prompt: str = ""
+    sampler: str = "DPM++ 2M Karras"
+    steps: int = 25
+    cfg: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int = 42
+
+
+def defaults_from_settings(prompt: str = "", negative_prompt: str = "") -> Defaults:
+    s = settings()
+    return Defaults(prompt, negative_prompt, s.sampler, s.steps, s.cfg, s.width, s.height, s.seed)
+
+
+def defaults_from_row(row: Any) -> Defaults:
+    return Defaults(
+        row["prompt"],
+        row["negative_prompt"],
+        row["sampler"],
+        int(row["steps"]),
+        float(row["cfg"]),
+        int(row["width"]),
+        int(row["height"]),
+        int(row["seed"]),
+    )
+
+
+def controls_values(prefix: str, fallback: Defaults) -> Defaults:
+    """What `prefix`'s controls hold now, `fallback` for any not drawn yet."""
+    return Defaults(
+        **{
+            name: st.session_state.get(f"{prefix}_{name}", value)
+            for name, value in asdict(fallback).items()
+        }
+    )
+
+
+def load_controls(prefix: str, values: Defaults) -> None:
+    """Put `values` into the controls of `prefix`; call before the controls are drawn."""
+    for name, value in asdict(values).items():
+        st.session_state[f"{prefix}_{name}"] = value
+    st.session_state[f"{prefix}_random"] = False
+
+
+def render_controls(prefix: str, defaults: Defaults, prompt: bool = True) -> RenderRequest:
+    """The generation controls, keyed `{prefix}_cfg` and so on; returns the request they make."""
+    for name, value in asdict(defaults).items():
+        st.session_state.setdefault(f"{prefix}_{name}", value)
+    st.session_state.setdefault(f"{prefix}_random", False)
+    if prompt:
+        st.text_area("Prompt", key=f"{prefix}_prompt", height=110)
+        st.text_area("Negative prompt", key=f"{prefix}_negative_prompt", height=70)
+    left, right = st.columns(2)
+    left.slider(
+        "CFG scale", 1.0, 20.0, step=0.5, key=f"{prefix}_cfg",
+        help="How strictly the image follows the prompt; 5–9 is usual, high values oversaturate.",
+    )
+    right.slider(
+        "Sampling steps", 1, 150, key=f"{prefix}_steps",
+        help="More steps refine detail, with diminishing returns past 30–40.",
+    )
+    left.selectbox(
+        "Sampler", list(SCHEDULERS), key=f"{prefix}_sampler",
+        help="The scheduler that removes the noise; names as in AUTOMATIC1111.",
+    )
+    right.number_input("Seed", 0, 2**32 - 1, key=f"{prefix}_seed")
+    right.checkbox("Random seed each time", key=f"{prefix}_random")
+    left.number_input("Width", 64, 2048, step=64, key=f"{prefix}_width")
+    right.number_input("Height", 64, 2048, step=64, key=f"{prefix}_height")
+    state = st.session_state
+    return RenderRequest(
+        prompt=state[f"{prefix}_prompt"],
+        negative_prompt=state[f"{prefix}_negative_prompt"],
+        sampler=state[f"{prefix}_sampler"],
+        steps=int(state[f"{prefix}_steps"]),
+        cfg=float(state[f"{prefix}_cfg"]),
+        width=int(state[f"{prefix}_width"]),
+        height=int(state[f"{prefix}_height"]),
+        seed=int(state[f"{prefix}_seed"]),
+    )
+
+
+def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
+    """The request with a fresh random seed if the user asked for one."""
+    if st.session_state.get(f"{prefix}_random"):
+        return replace(request, seed=secrets.randbelow(2**32))
+    return request
+
+
+def generate(
+    request: RenderRequest, target: Target = Target(), spec: PromptSpec | None = None
+) -> Generated:
+    """Render (or fetch) one image with a per-step progress bar and a denoising preview."""
+    bar = st.progress(0.0, text="Waiting for the image model…")
+    preview = st.empty()
+    every = max(1, request.steps // 8)
+
+    def on_step(step: int, total: int, latents: Any) -> None:
+        bar.progress(step / total, text=f"Step {step} of {total}")
+        if step % every == 0 or step == total:
+            picture = latent_preview(latents)
+            if picture is not None:
+                preview.image(picture, caption="Denoising preview", width=192)
+
+    try:
+        try:
+            model_llm = llm()
+        except StudioError:
+            model_llm = None
+        return generate_image(renderer(), store(), model_llm, request, target, spec, on_step)
+    finally:
+        bar.empty()
+        preview.empty()
+
+
+def parameters_text(row: Any) -> str:
+    return format_parameters(
+        row["prompt"],
+        row["negative_prompt"],
+        {
+            "Steps": row["steps"],
+            "Sampler": row["sampler"],
+            "CFG scale": float(row["cfg"]),
+            "Seed": row["seed"],
+            "Size": f"{row['width']}x{row['height']}",
+            "Model": row["model"],
+        },
+    )
+
+
+def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True) -> bool:
+    """One catalog image with its parameters; returns True when "Send to Studio" was pressed."""
+    path = store().image_path(row)
+    if path.is_file():
+        st.image(str(path), caption=caption or None, width="stretch")
+    else:
+        st.info(f"Image file missing: {row['path']}")
+    with st.expander("Prompt and parameters"):
+        st.code(parameters_text(row), language=None, wrap_lines=True)
+        if path.is_file():
+            st.download_button(
+                "Download PNG", path.read_bytes(), file_name=f"{row['sha256'][:12]}.png",
+                mime="image/png", key=f"dl_{key}_{row['id']}", on_click="ignore",
+            )
+    if actions:
+        return st.button("Send to Studio", key=f"send_{key}_{row['id']}")
+    return False
+
+
+def send_to_studio(values: Defaults) -> None:
+    """Open the Studio with `values` in its controls."""
+    st.session_state["st_pending"] = values
+    st.switch_page("pages/studio.py")
+
+
+def paginate(count: int, per_page: int, key: str) -> slice:
+    """A page picker when `count` items need more than one page; the slice to show."""
+    pages = max(1, -(-count // per_page))
+    if pages == 1:
+        return slice(0, count)
+    page = st.number_input(f"Page (of {pages})", 1, pages, key=key)
+    start = (int(page) - 1) * per_page
+    return slice(start, start + per_page)
+
+
+def sidebar() -> None:
+    """What the app works on: the series, the models and where the catalog is."""
+    s = settings()
+    with st.sidebar:
+        with guard("Reading the series"):
+            current = series()
+            st.markdown(
+                f"**{current.title}**  \n{len(current.seasons)} seasons · "
+                f"{len(current.episodes)} episodes"
+            )
+        with guard("Loading the image model"):
+            model = renderer()
+            st.caption(f"Image model: {model.model.label} on {model.device}")
+        st.caption(f"LLM: {s.llm_base_url or 'embedded (' + llm_module.EMBEDDED_MODEL_NAME + ')'}")
+        st.caption(f"Catalog: {s.data_dir}")
+
+
+def apply_pending(prefix: str) -> None:
+    """Load values queued for `prefix`'s controls (by a rewrite or a send) before they are drawn."""
+    pending = st.session_state.pop(f"{prefix}_pending", None)
+    if pending is not None:
+        load_controls(prefix, pending)
+
+
+def queue_controls(prefix: str, values: Defaults) -> None:
+    """Set `prefix`'s controls to `values` on the next run, then rerun."""
+    st.session_state[f"{prefix}_pending"] = values
+    st.rerun()
