@@ -24,9 +24,7 @@ def episode_list(series, store) -> None:
     )
     search = st.text_input("Find an episode", key="ep_search", placeholder="title or summary")
     episodes = [
-        e
-        for e in series.episodes_of(season)
-        if search.lower() in f"{e.title} {e.summary}".lower()
+        e for e in series.episodes_of(season) if search.lower() in f"{e.title} {e.summary}".lower()
     ]
     covers, counts = store.episode_covers(season), store.image_counts(season)
     ui.placeholder_banner(*covers.values())
@@ -34,7 +32,9 @@ def episode_list(series, store) -> None:
         st.info("No images yet for this season: run `python dataprep.py` to make them.")
     shown = episodes[ui.paginate(len(episodes), CARDS_PER_PAGE, "ep_page")]
     for start in range(0, len(shown), COLUMNS):
-        for column, episode in zip(st.columns(COLUMNS), shown[start : start + COLUMNS]):
+        for column, episode in zip(
+            st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False
+        ):
             with column.container(border=True):
                 cover = covers.get(episode.episode)
                 if cover is not None and store.image_path(cover).is_file():
@@ -90,8 +90,10 @@ def episode_view(series, store, episode) -> None:
     if characters:
         st.caption(
             "Characters: "
-            + "; ".join(f"**{c.name}**" + (f" ({c.description})" if c.description else "")
-                        for c in characters)
+            + "; ".join(
+                f"**{c.name}**" + (f" ({c.description})" if c.description else "")
+                for c in characters
+            )
         )
     prompts = store.prompts(target="episode", season=episode.season, episode=episode.episode)
     spec = PromptSpec(**json.loads(prompts[-1]["spec"])) if prompts else None
@@ -104,9 +106,9 @@ def episode_view(series, store, episode) -> None:
     with gallery:
         st.subheader(f"Images ({len(images)})")
         if not images:
-            st.info("No image yet: make one with the Regenerate panel, or run `python dataprep.py`.")
+            st.info("No image yet: make one with Regenerate, or run `python dataprep.py`.")
         for start in range(0, len(images), 2):
-            for column, row in zip(st.columns(2), images[start : start + 2]):
+            for column, row in zip(st.columns(2), images[start : start + 2], strict=False):
                 with column:
                     is_cover = row["cache_key"] == cover_key
                     label = f"#{row['image_index'] + 1} · seed {row['seed']}"
@@ -120,15 +122,19 @@ def episode_view(series, store, episode) -> None:
     ui.apply_pending(prefix)
     with panel:
         st.subheader("Regenerate")
-        if st.button("Rewrite the prompt", key=f"{prefix}_rewrite",
-                     help="Ask the LLM for another prompt for this episode."):
+        if st.button(
+            "Rewrite the prompt",
+            key=f"{prefix}_rewrite",
+            help="Ask the LLM for another prompt for this episode.",
+        ):
             with ui.guard("Rewriting the prompt"):
                 rewrite_prompt(series, episode, store, prefix)
         defaults = (
             ui.defaults_from_row(images[-1])
             if images
-            else ui.defaults_from_settings(spec.prompt if spec else "",
-                                           spec.negative_prompt if spec else "")
+            else ui.defaults_from_settings(
+                spec.prompt if spec else "", spec.negative_prompt if spec else ""
+            )
         )
         if spec:
             defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)

@@ -25,8 +25,9 @@ def filters(frame: pd.DataFrame) -> pd.DataFrame:
         picked = column.multiselect(label, options, key=f"ga_{field}")
         if picked:
             frame = frame[frame[field].isin(picked)]
-    kind = columns[5].radio("Images", ["all", "placeholder", "real"], key="ga_kind",
-                            horizontal=True)
+    kind = columns[5].radio(
+        "Images", ["all", "placeholder", "real"], key="ga_kind", horizontal=True
+    )
     if kind != "all":
         frame = frame[frame["placeholder"] == (1 if kind == "placeholder" else 0)]
     return frame
@@ -45,14 +46,19 @@ def browse(store) -> None:
     page = shown.iloc[ui.paginate(len(shown), PER_PAGE, "ga_page")]
     ids = page["id"].tolist()
     for start in range(0, len(ids), COLUMNS):
-        for column, image_id in zip(st.columns(COLUMNS), ids[start : start + COLUMNS]):
+        for column, image_id in zip(
+            st.columns(COLUMNS), ids[start : start + COLUMNS], strict=False
+        ):
             row = by_id[image_id]
-            where = (f"S{row['season']:02d}E{row['episode']:02d}" if row["episode"] is not None
-                     else f"S{row['season']:02d} {row['style']}" if row["season"] is not None
-                     else "Studio")
+            where = (
+                f"S{row['season']:02d}E{row['episode']:02d}"
+                if row["episode"] is not None
+                else f"S{row['season']:02d} {row['style']}"
+                if row["season"] is not None
+                else "Studio"
+            )
             with column:
-                if ui.image_card(row, f"{where} · {row['sampler']} · seed {row['seed']}",
-                                 key="ga"):
+                if ui.image_card(row, f"{where} · {row['sampler']} · seed {row['seed']}", key="ga"):
                     ui.send_to_studio(ui.defaults_from_row(row))
 
 
@@ -80,8 +86,9 @@ def read_dropped_png() -> None:
         if values.get("Schedule type") == "Karras" and f"{sampler} Karras" in SCHEDULERS:
             sampler = f"{sampler} Karras"  # newer A1111 writes the schedule apart
         if sampler not in SCHEDULERS:
-            st.warning(f"Sampler {sampler!r} is not one of ours; the Studio will use "
-                       f"{defaults.sampler}.")
+            st.warning(
+                f"Sampler {sampler!r} is not one of ours; the Studio will use {defaults.sampler}."
+            )
             sampler = defaults.sampler
         try:
             sent = ui.Defaults(

@@ -28,7 +28,7 @@ def season_page(series, store) -> None:
     if not latest:
         st.info("No season images yet: run `python dataprep.py`, or regenerate a style below.")
 
-    for column, (key, style) in zip(st.columns(len(styles)), styles.items()):
+    for column, (key, style) in zip(st.columns(len(styles)), styles.items(), strict=False):
         with column:
             st.markdown(f"**{style['name']}**")
             row = latest.get(key)
@@ -38,8 +38,10 @@ def season_page(series, store) -> None:
                 ui.send_to_studio(ui.defaults_from_row(row))
 
     trace_rows = [row for row in prompts.values() if row["trace"]]
-    with st.expander("Self-ask trace: the questions the LLM asked itself, and its answers",
-                     expanded=bool(trace_rows)):
+    with st.expander(
+        "Self-ask trace: the questions the LLM asked itself, and its answers",
+        expanded=bool(trace_rows),
+    ):
         if not trace_rows:
             st.caption("No trace yet: the season's prompts have not been written.")
         else:

@@ -8,8 +8,12 @@ from studio import ui
 from studio.grid import AXES, compose_grid, grid_requests, parse_axis
 
 PREFIX = "st"
-EXAMPLE_VALUES = {"CFG scale": "3, 7, 12", "Steps": "10, 25, 40", "Seed": "1, 2, 3",
-                  "Sampler": "Euler a, DPM++ 2M Karras, DDIM"}
+EXAMPLE_VALUES = {
+    "CFG scale": "3, 7, 12",
+    "Steps": "10, 25, 40",
+    "Seed": "1, 2, 3",
+    "Sampler": "Euler a, DPM++ 2M Karras, DDIM",
+}
 
 
 def playground(request) -> None:
@@ -44,8 +48,9 @@ def comparison_grid(request) -> None:
             overall = st.progress(0.0, text=f"Cell 1 of {len(requests)}")
             images = []
             for number, cell in enumerate(requests, start=1):
-                overall.progress((number - 1) / len(requests),
-                                 text=f"Cell {number} of {len(requests)}")
+                overall.progress(
+                    (number - 1) / len(requests), text=f"Cell {number} of {len(requests)}"
+                )
                 images.append(ui.generate(cell).image)
             overall.empty()
             sheet = compose_grid(images, x, y)
@@ -56,8 +61,14 @@ def comparison_grid(request) -> None:
     png = st.session_state.get("st_grid_png")
     if png:
         st.image(png, caption=f"{st.session_state['st_grid_cells']} cells", width="stretch")
-        st.download_button("Download the grid (PNG)", png, file_name="comparison-grid.png",
-                           mime="image/png", key="st_grid_download", on_click="ignore")
+        st.download_button(
+            "Download the grid (PNG)",
+            png,
+            file_name="comparison-grid.png",
+            mime="image/png",
+            key="st_grid_download",
+            on_click="ignore",
+        )
 
 
 st.title("Studio")
@@ -65,11 +76,14 @@ ui.apply_pending(PREFIX)
 with ui.guard("Opening the Studio"):
     controls, results = st.columns([2, 3], gap="large")
     with controls:
-        request = ui.render_controls(PREFIX, ui.defaults_from_settings(
-            "Sherlock Holmes reading a letter by the fire, Baker Street sitting room, "
-            "Victorian London, warm firelight, oil painting",
-            "blurry, lowres, text, watermark, logo",
-        ))
+        request = ui.render_controls(
+            PREFIX,
+            ui.defaults_from_settings(
+                "Sherlock Holmes reading a letter by the fire, Baker Street sitting room, "
+                "Victorian London, warm firelight, oil painting",
+                "blurry, lowres, text, watermark, logo",
+            ),
+        )
     with results:
         single, grid = st.tabs(["Single image", "Comparison grid"])
         with single:

@@ -28,7 +28,7 @@ _LATENT_RGB = (
 
 
 def latent_preview(latents) -> Image.Image | None:
-    """An approximate RGB picture of the first latent of a batch, or None if it has no 4 channels."""
+    """A rough RGB picture of the first latent of a batch; None if it has no 4 channels."""
     import torch
 
     if latents is None or latents.ndim != 4 or latents.shape[1] != len(_LATENT_RGB):
@@ -49,6 +49,9 @@ class Target:
     style: str | None = None
 
 
+STUDIO_TARGET = Target()
+
+
 @dataclass(frozen=True)
 class Generated:
     row: sqlite3.Row
@@ -61,7 +64,7 @@ def generate_image(
     store: Store,
     llm: LLM | None,
     request: RenderRequest,
-    target: Target = Target(),
+    target: Target = STUDIO_TARGET,
     spec: PromptSpec | None = None,
     on_step: StepCallback | None = None,
 ) -> Generated:

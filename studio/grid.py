@@ -29,8 +29,10 @@ class Axis:
     values: tuple  # typed values, in the order given
 
     def labels(self) -> list[str]:
-        return [f"{self.name}: {value:g}" if isinstance(value, float) else f"{self.name}: {value}"
-                for value in self.values]
+        return [
+            f"{self.name}: {value:g}" if isinstance(value, float) else f"{self.name}: {value}"
+            for value in self.values
+        ]
 
 
 def parse_axis(name: str, text: str) -> Axis:

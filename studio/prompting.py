@@ -208,9 +208,7 @@ def write_episode_prompt(
     messages = template.messages(
         series_title=series.title, episode_json=_data_block(episode_data(series, episode))
     )
-    answer = llm.generate_json(
-        messages, EPISODE_SCHEMA, max_tokens=400, refresh=refresh, seed=seed
-    )
+    answer = llm.generate_json(messages, EPISODE_SCHEMA, max_tokens=400, refresh=refresh, seed=seed)
     spec = PromptSpec(
         prompt=fit_parts(answer.data, count),
         negative_prompt=fit_text(

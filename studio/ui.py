@@ -22,7 +22,13 @@ from studio import llm as llm_module
 from studio.config import Settings, load_settings
 from studio.dataset import Series, load_series
 from studio.errors import StudioError
-from studio.generation import Generated, Target, generate_image, latent_preview
+from studio.generation import (
+    STUDIO_TARGET,
+    Generated,
+    Target,
+    generate_image,
+    latent_preview,
+)
 from studio.metadata import format_parameters
 from studio.prompting import PromptSpec
 from studio.render import SCHEDULERS, Renderer, RenderRequest, resolve_image_model
@@ -184,15 +190,24 @@ def render_controls(prefix: str, defaults: Defaults, prompt: bool = True) -> Ren
         st.text_area("Negative prompt", key=f"{prefix}_negative_prompt", height=70)
     left, right = st.columns(2)
     left.slider(
-        "CFG scale", 1.0, 20.0, step=0.5, key=f"{prefix}_cfg",
+        "CFG scale",
+        1.0,
+        20.0,
+        step=0.5,
+        key=f"{prefix}_cfg",
         help="How strictly the image follows the prompt; 5–9 is usual, high values oversaturate.",
     )
     right.slider(
-        "Sampling steps", 1, 150, key=f"{prefix}_steps",
+        "Sampling steps",
+        1,
+        150,
+        key=f"{prefix}_steps",
         help="More steps refine detail, with diminishing returns past 30–40.",
     )
     left.selectbox(
-        "Sampler", list(SCHEDULERS), key=f"{prefix}_sampler",
+        "Sampler",
+        list(SCHEDULERS),
+        key=f"{prefix}_sampler",
         help="The scheduler that removes the noise; names as in AUTOMATIC1111.",
     )
     right.number_input("Seed", 0, 2**32 - 1, key=f"{prefix}_seed")
@@ -220,7 +235,7 @@ def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
 
 
 def generate(
-    request: RenderRequest, target: Target = Target(), spec: PromptSpec | None = None
+    request: RenderRequest, target: Target = STUDIO_TARGET, spec: PromptSpec | None = None
 ) -> Generated:
     """Render (or fetch) one image with a per-step progress bar and a denoising preview."""
     bar = st.progress(0.0, text="Waiting for the image model…")
@@ -271,8 +286,12 @@ def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True)
         st.code(parameters_text(row), language=None, wrap_lines=True)
         if path.is_file():
             st.download_button(
-                "Download PNG", path.read_bytes(), file_name=f"{row['sha256'][:12]}.png",
-                mime="image/png", key=f"dl_{key}_{row['id']}", on_click="ignore",
+                "Download PNG",
+                path.read_bytes(),
+                file_name=f"{row['sha256'][:12]}.png",
+                mime="image/png",
+                key=f"dl_{key}_{row['id']}",
+                on_click="ignore",
             )
     if actions:
         return st.button("Send to Studio", key=f"send_{key}_{row['id']}")
