@@ -26,7 +26,6 @@ def playground(request) -> None:
     key = st.session_state.get("st_last")
     row = ui.store().find_image(key) if key else None
     if row is not None:
-        ui.placeholder_banner(row)
         ui.image_card(row, f"seed {row['seed']} · {row['sampler']}", key="st", actions=False)
 
 
@@ -72,6 +71,7 @@ def comparison_grid(request) -> None:
 
 
 st.title("Studio")
+ui.placeholder_banner()
 ui.apply_pending(PREFIX)
 with ui.guard("Opening the Studio"):
     controls, results = st.columns([2, 3], gap="large")

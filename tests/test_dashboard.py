@@ -1,0 +1,227 @@
+"""The dashboard's pages driven by Streamlit's AppTest, on the sample catalog and on an empty one.
+
+Images come from the demo model at 64x64 and 2 steps, prompts from the fake LLM at the llm.py
+boundary; each test works on its own copy of the catalog.
+"""
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import studio.llm
+from studio.batch import Selection, run_job
+from studio.config import SAMPLE_SERIES, load_settings
+from studio.dataset import load_series
+from studio.llm import LLM
+from studio.render import Renderer, resolve_image_model
+from studio.store import Store
+from tests.fakes import FakeBackend
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard.py")
+PAGES = ["pages/episodes.py", "pages/seasons.py", "pages/studio.py", "pages/gallery.py"]
+SMALL = {
+    "STUDIO_IMAGE_MODEL": "demo",
+    "STUDIO_STEPS": "2",
+    "STUDIO_WIDTH": "64",
+    "STUDIO_HEIGHT": "64",
+}
+
+
+@pytest.fixture(scope="module")
+def sample_catalog(tmp_path_factory, shared_cache) -> Path:
+    """The batch job's catalog of the whole sample, made once for the module."""
+    folder = tmp_path_factory.mktemp("catalog")
+    settings = load_settings({"width": 64, "height": 64, "steps": 2, "data_dir": folder})
+    store = Store(folder)
+    llm = LLM(FakeBackend(), store, settings.llm_temperature, settings.llm_seed)
+    renderer = Renderer(resolve_image_model("demo", shared_cache), "cpu")
+    series = load_series(SAMPLE_SERIES)[0]
+    summary = run_job(series, Selection(), settings, llm, renderer, store)
+    assert summary.images_rendered == 34 and not summary.failed
+    store.close()
+    return folder
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path):
+    for name, value in SMALL.items():
+        monkeypatch.setenv(name, value)
+    backend = FakeBackend(by_seed=True)
+    monkeypatch.setattr(studio.llm, "make_backend", lambda settings: backend)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path / "data"
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def catalog(app_env, sample_catalog) -> Store:
+    """The sample catalog copied to this test's data folder; a Store to check it with."""
+    shutil.copytree(sample_catalog, app_env)
+    return Store(app_env)
+
+
+def open_page(page: str, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(query)
+    at.run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_the_sample_catalog(catalog, page):
+    at = open_page(page)
+    assert not at.error, [e.value for e in at.error]
+    assert any("demo" in w.value for w in at.warning)  # the placeholder banner
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_an_empty_catalog(app_env, page):
+    at = open_page(page)
+    assert not at.error, [e.value for e in at.error]
+    assert at.info or at.title  # an empty state is explained, not blank
+
+
+def test_episodes_grid_has_a_card_per_episode_of_the_season(catalog):
+    at = open_page(PAGES[0])
+    opens = [b for b in at.button if b.key and b.key.startswith("ep_open_")]
+    assert [b.key for b in opens] == [f"ep_open_S01E{n:02d}" for n in range(1, 13)]
+    at.selectbox(key="ep_season").set_value(2).run()
+    assert len([b for b in at.button if b.key and b.key.startswith("ep_open_S02")]) == 12
+    at.text_input(key="ep_search").set_value("Silver Blaze").run()
+    assert [b.key for b in at.button if b.key and b.key.startswith("ep_open_")] == [
+        "ep_open_S02E01"
+    ]
+
+
+def test_open_an_episode_then_regenerate_adds_a_catalog_row(catalog):
+    at = open_page(PAGES[0])
+    at.button(key="ep_open_S01E02").click().run()
+    assert at.query_params["episode"] in ("S01E02", ["S01E02"])
+    assert "The Red-Headed League" in at.title[0].value
+    before = catalog.images(target="episode", season=1, episode=2)
+    assert len(before) == 1
+    at.slider(key="ep_S01E02_cfg").set_value(9.5)
+    at.number_input(key="ep_S01E02_seed").set_value(7)
+    at.button(key="ep_S01E02_generate").click().run()
+    assert not at.exception and not at.error
+    after = catalog.images(target="episode", season=1, episode=2)
+    assert len(after) == 2
+    new = after[-1]
+    assert (new["cfg"], new["seed"], new["image_index"]) == (9.5, 7, 1)
+    assert new["prompt"] == before[0]["prompt"]
+    # The same settings again come from the catalog: no new row.
+    at.button(key="ep_S01E02_generate").click().run()
+    assert len(catalog.images(target="episode", season=1, episode=2)) == 2
+    # The new image can be made the cover, which the season's grid then shows.
+    at.button(key=f"ep_cover_{new['id']}").click().run()
+    assert catalog.cover_keys(1) == {2: new["cache_key"]}
+    assert catalog.episode_covers(1)[2]["id"] == new["id"]
+
+
+def test_rewrite_the_prompt_asks_the_llm_again_and_fills_the_prompt(catalog):
+    at = open_page(PAGES[0], episode="S01E01")
+    first = at.text_area(key="ep_S01E01_prompt").value
+    at.button(key="ep_S01E01_rewrite").click().run()
+    assert not at.exception and not at.error
+    rewritten = at.text_area(key="ep_S01E01_prompt").value
+    assert rewritten != first and "take 1235" in rewritten  # the next sampling seed
+    assert len(catalog.prompts(target="episode", season=1, episode=1)) == 2
+
+
+def test_unknown_episode_in_the_link_is_an_error_not_an_exception(catalog):
+    at = open_page(PAGES[0], episode="S09E99")
+    assert any("No episode S09E99" in e.value for e in at.error)
+
+
+def test_seasons_page_shows_five_styles_the_trace_and_regenerates_a_style(catalog):
+    at = open_page(PAGES[1])
+    styles = [m.value for m in at.markdown if m.value.startswith("**") and "Q:" not in m.value]
+    assert styles[:5] == [
+        "**Oil painting**",
+        "**Film noir still**",
+        "**Watercolour illustration**",
+        "**Art deco poster**",
+        "**Anime key visual**",
+    ]
+    questions = [m.value for m in at.markdown if m.value.startswith("**Q:")]
+    assert len(questions) == 4
+    at.selectbox(key="se_style").set_value("film_noir").run()
+    at.number_input(key="se_1_film_noir_seed").set_value(11)
+    at.button(key="se_1_film_noir_generate").click().run()
+    assert not at.exception and not at.error
+    rows = catalog.images(target="season", season=1, style="film_noir")
+    assert len(rows) == 2 and rows[-1]["seed"] == 11
+
+
+def test_studio_generates_an_image_into_the_catalog(app_env):
+    at = open_page(PAGES[2])
+    at.text_area(key="st_prompt").set_value("a violin on a windowsill")
+    at.selectbox(key="st_sampler").set_value("Euler a")
+    at.button(key="st_generate").click().run()
+    assert not at.exception and not at.error
+    rows = Store(app_env).images(target="studio")
+    assert [(r["prompt"], r["sampler"], r["width"]) for r in rows] == [
+        ("a violin on a windowsill", "Euler a", 64)
+    ]
+
+
+def test_studio_grid_has_a_cell_per_value_pair(app_env):
+    at = open_page(PAGES[2])
+    at.selectbox(key="st_grid_x").set_value("CFG scale").run()
+    at.text_input(key="st_grid_x_CFG scale").set_value("3, 7, 12")
+    at.selectbox(key="st_grid_y").set_value("Seed").run()
+    at.text_input(key="st_grid_y_Seed").set_value("1, 2")
+    at.button(key="st_grid_render").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["st_grid_cells"] == 6
+    sheet = Image.open(io.BytesIO(at.session_state["st_grid_png"]))
+    assert sheet.width > 3 * 64 and sheet.height > 2 * 64
+    rows = Store(app_env).images(target="studio")
+    assert sorted((r["cfg"], r["seed"]) for r in rows) == [
+        (3.0, 1),
+        (3.0, 2),
+        (7.0, 1),
+        (7.0, 2),
+        (12.0, 1),
+        (12.0, 2),
+    ]
+
+
+def test_studio_grid_with_bad_values_says_what_to_write(app_env):
+    at = open_page(PAGES[2])
+    at.text_input(key="st_grid_x_CFG scale").set_value("3, lots")
+    at.button(key="st_grid_render").click().run()
+    assert not at.exception
+    assert any("'lots' is not a valid CFG scale value" in e.value for e in at.error)
+
+
+def test_gallery_filters_and_send_to_studio(catalog):
+    at = open_page(PAGES[3])
+    assert any("34 of 34 images" in c.value for c in at.caption)
+    at.radio(key="ga_kind").set_value("real").run()
+    assert any("0 of 34 images" in c.value for c in at.caption)
+    at.radio(key="ga_kind").set_value("all").run()
+    at.multiselect(key="ga_target").set_value(["season"]).run()
+    assert any("10 of 34 images" in c.value for c in at.caption)
+    newest = catalog.images(target="season")[-1]
+    at.button(key=f"send_ga_{newest['id']}").click().run()
+    assert not at.exception
+    assert at.text_area(key="st_prompt").value == newest["prompt"]
+    assert at.number_input(key="st_seed").value == newest["seed"]
+
+
+def test_a_model_that_cannot_load_is_an_error_with_the_fix(app_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDIO_IMAGE_MODEL", str(tmp_path / "missing.safetensors"))
+    at = open_page(PAGES[2])
+    at.button(key="st_generate").click().run()
+    assert not at.exception
+    assert any("failed" in e.value for e in at.error)
