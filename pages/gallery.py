@@ -63,7 +63,7 @@ def browse(store) -> None:
 
 
 def read_dropped_png() -> None:
-    st.subheader("Read a PNG's parameters")
+    st.caption("Read the prompt and parameters inside a PNG, then reproduce it in the Studio.")
     upload = st.file_uploader(
         "Drop a PNG made by this app or by AUTOMATIC1111", type=["png"], key="ga_upload"
     )
@@ -109,7 +109,8 @@ def read_dropped_png() -> None:
 
 
 st.title("Gallery")
-with ui.guard("Opening the gallery"):
+catalog_tab, png_tab = st.tabs(["Catalog", "PNG Info"])
+with catalog_tab, ui.guard("Opening the gallery"):
     browse(ui.store())
-with ui.guard("Reading the PNG"):
+with png_tab, ui.guard("Reading the PNG"):
     read_dropped_png()

@@ -14,42 +14,23 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import studio.llm
-from studio.batch import Selection, run_job
-from studio.config import SAMPLE_SERIES, load_settings
-from studio.dataset import load_series
-from studio.llm import LLM
-from studio.render import Renderer, resolve_image_model
 from studio.store import Store
+from tests.catalogs import SMALL_ENV, build_sample_catalog
 from tests.fakes import FakeBackend
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard.py")
 PAGES = ["pages/episodes.py", "pages/seasons.py", "pages/studio.py", "pages/gallery.py"]
-SMALL = {
-    "STUDIO_IMAGE_MODEL": "demo",
-    "STUDIO_STEPS": "2",
-    "STUDIO_WIDTH": "64",
-    "STUDIO_HEIGHT": "64",
-}
 
 
 @pytest.fixture(scope="module")
 def sample_catalog(tmp_path_factory, shared_cache) -> Path:
     """The batch job's catalog of the whole sample, made once for the module."""
-    folder = tmp_path_factory.mktemp("catalog")
-    settings = load_settings({"width": 64, "height": 64, "steps": 2, "data_dir": folder})
-    store = Store(folder)
-    llm = LLM(FakeBackend(), store, settings.llm_temperature, settings.llm_seed)
-    renderer = Renderer(resolve_image_model("demo", shared_cache), "cpu")
-    series = load_series(SAMPLE_SERIES)[0]
-    summary = run_job(series, Selection(), settings, llm, renderer, store)
-    assert summary.images_rendered == 34 and not summary.failed
-    store.close()
-    return folder
+    return build_sample_catalog(tmp_path_factory.mktemp("catalog"), shared_cache)
 
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path):
-    for name, value in SMALL.items():
+    for name, value in SMALL_ENV.items():
         monkeypatch.setenv(name, value)
     backend = FakeBackend(by_seed=True)
     monkeypatch.setattr(studio.llm, "make_backend", lambda settings: backend)

@@ -1,0 +1,104 @@
+"""The real dashboard in a real browser: `streamlit run dashboard.py` driven by headless Chromium.
+
+Opens every page, generates an image in the Studio, reads a catalog PNG dropped on the Gallery
+and sends it to the Studio; fails on any Streamlit exception element. Screenshots go to
+`test-artifacts/browser/` (or $STUDIO_TEST_ARTIFACTS). CI sets STUDIO_REQUIRE_BROWSER=1 so a
+missing Chromium fails instead of skipping.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from studio.store import Store
+from tests.browser import (
+    CHROMIUM,
+    ROOT,
+    capture_pages,
+    chromium_page,
+    dashboard_server,
+    exceptions_on,
+    wait_idle,
+)
+from tests.catalogs import SMALL_ENV, build_sample_catalog
+
+
+def _browser_missing() -> str:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is not installed (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -r requirements.txt)"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    folder = Path(os.environ.get("STUDIO_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "browser"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, shared_cache, artifacts):
+    missing = _browser_missing()
+    if missing:
+        if os.environ.get("STUDIO_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"The browser test needs Chromium and Playwright: {missing}.")
+        pytest.skip(missing)
+    data = build_sample_catalog(tmp_path_factory.mktemp("browser-data"), shared_cache)
+    env = {
+        **SMALL_ENV,
+        "STUDIO_DATA_DIR": str(data),
+        "STUDIO_CACHE_DIR": str(shared_cache),
+        "HF_HUB_OFFLINE": "1",
+    }
+    with dashboard_server(env, artifacts / "streamlit.log") as url:
+        yield url, data
+
+
+def test_every_page_opens_without_an_exception(server, artifacts):
+    url, _ = server
+    shots = capture_pages(url, artifacts, {"episode": "?episode=S01E05"})
+    assert all(path.stat().st_size > 10_000 for path in shots.values())
+
+
+def test_generate_in_the_studio_then_reproduce_a_png_from_the_gallery(server, artifacts):
+    url, data = server
+    with chromium_page() as page:
+        page.goto(f"{url}/studio")
+        wait_idle(page)
+        prompt = page.get_by_label("Prompt", exact=True)
+        prompt.fill("a hansom cab in the fog, gaslight")
+        prompt.press("Control+Enter")  # commit the text area's value
+        wait_idle(page)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_selector("text=seed 42 · DPM++ 2M Karras", timeout=120_000)
+        wait_idle(page)
+        page.screenshot(path=str(artifacts / "studio-generated.png"))
+        assert not exceptions_on(page)
+        rows = Store(data).images(target="studio")
+        assert [r["prompt"] for r in rows] == ["a hansom cab in the fog, gaslight"]
+
+        # Drop a catalog PNG on the Gallery: its parameters are read and sent to the Studio.
+        dropped = Store(data).images(target="episode", season=1, episode=3)[0]
+        page.goto(f"{url}/gallery")
+        wait_idle(page)
+        page.get_by_role("tab", name="PNG Info").click()
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+            str(data / dropped["path"])
+        )
+        page.wait_for_selector("text=Provenance (series studio)", timeout=60_000)
+        wait_idle(page)
+        page.screenshot(path=str(artifacts / "gallery-png-info.png"))
+        assert not exceptions_on(page)
+        page.get_by_role("button", name="Send to Studio").last.click()  # the dropped PNG's
+        page.wait_for_selector("h1:has-text('Studio')", timeout=60_000)
+        wait_idle(page)
+        assert page.get_by_label("Prompt", exact=True).input_value() == dropped["prompt"]
+        page.screenshot(path=str(artifacts / "studio-from-png.png"))
+        assert not exceptions_on(page)
