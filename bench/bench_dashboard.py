@@ -37,7 +37,9 @@ def write_series(folder: Path, seasons: int, per_season: int) -> Path:
         writer.writerow(["season", "episode", "title", "summary", "characters"])
         for s in range(1, seasons + 1):
             for e in range(1, per_season + 1):
-                writer.writerow([s, e, f"Case {s}-{e}", f"Holmes solves case {e} of {s}.", "Holmes"])
+                writer.writerow(
+                    [s, e, f"Case {s}-{e}", f"Holmes solves case {e} of {s}.", "Holmes"]
+                )
     return series
 
 

@@ -100,10 +100,26 @@ def _create_covers(db: sqlite3.Connection) -> None:
     )
 
 
+def _create_campaigns(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE campaigns (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            data TEXT NOT NULL,               -- JSON: the brief and every step's output
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
     ("002_covers", _create_covers),
+    ("003_campaigns", _create_campaigns),
 ]
 
 
@@ -336,3 +352,29 @@ class Store:
                 "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?)",
                 (key, model, response, _now()),
             )
+
+    # Campaigns --------------------------------------------------------------------------------
+
+    def save_campaign(self, campaign_id: str, name: str, data: dict[str, Any]) -> None:
+        now = _now()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO campaigns VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "name = excluded.name, data = excluded.data, updated_at = excluded.updated_at",
+                (campaign_id, name, json.dumps(data, ensure_ascii=False), now, now),
+            )
+
+    def campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT data FROM campaigns WHERE id = ?", (campaign_id,)
+            ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def campaigns(self) -> list[sqlite3.Row]:
+        """Saved campaigns' id, name and times, newest first."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, name, created_at, updated_at FROM campaigns ORDER BY updated_at DESC, "
+                "rowid DESC"
+            ).fetchall()

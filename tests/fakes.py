@@ -19,12 +19,17 @@ class FakeBackend:
     """Answers the studio's schemas; `bad_answers` are returned first, one per call."""
 
     def __init__(
-        self, bad_answers: list[str] | None = None, name: str = "fake-llm", by_seed: bool = False
+        self,
+        bad_answers: list[str] | None = None,
+        name: str = "fake-llm",
+        by_seed: bool = False,
+        long_posts: bool = False,
     ):
         self.requests: list[ChatRequest] = []
         self.bad_answers = list(bad_answers or [])
         self.name = name
         self.by_seed = by_seed  # episode subjects name the sampling seed, as a rewrite would vary
+        self.long_posts = long_posts  # posts as long as allowed, with long hashtags: over X's 280
 
     def identity(self) -> str:
         return self.name
@@ -45,6 +50,25 @@ class FakeBackend:
                     {"question": f"What are the {t} of {title}?", "answer": f"The {t} of {title}."}
                     for t in topics
                 ]
+            }
+        if "hook" in properties:
+            return {
+                "hook": f"Who is behind {title}?",
+                "key_message": f"{title} is the case nobody saw coming.",
+                "hashtag_strategy": "the series, the case, the genre",
+                "hashtags": ["#SherlockHolmes", "#Mystery", "#" + "".join(title.split())],
+            }
+        if "posts" in properties:
+            return self._posts(request)
+        if list(properties) == ["text"]:  # shorten a post
+            limit = properties["text"]["maxLength"]
+            text = json.loads(request.messages[-1][1].split("\n", 1)[1])["text"]
+            return {"text": text[: limit - 1].rsplit(" ", 1)[0]}
+        if "prompt" in properties and "negative_prompt" in properties:
+            post = json.loads(request.messages[-1][1].split("Post (JSON data): ", 1)[1])["text"]
+            return {
+                "prompt": f"poster for the post: {' '.join(post.split()[:8])}, gaslit street",
+                "negative_prompt": "text, watermark",
             }
         if "rationale" in properties:
             return {
@@ -68,3 +92,21 @@ class FakeBackend:
             }
             for key in properties
         }
+
+    def _posts(self, request: ChatRequest) -> dict[str, Any]:
+        user = request.messages[-1][1]
+        platform = re.search(r"Platform: (\w+)", user).group(1)
+        hook = re.search(r'"hook": "([^"]*)"', user).group(1)
+        action = re.search(r"Call to action: (.*)", user).group(1)
+        post_schema = request.schema["properties"]["posts"]["items"]["properties"]
+        count = request.schema["properties"]["posts"]["minItems"]
+        posts = []
+        for number in range(1, count + 1):
+            text = f"{hook} Post {number} for {platform}. {action}"
+            tags = ["#SherlockHolmes", "#Mystery"]
+            if self.long_posts:
+                limit = post_schema["text"]["maxLength"]
+                text = (text + " " + "The game is afoot." * 40)[:limit]
+                tags = ["#" + chr(65 + i) * 38 for i in range(post_schema["hashtags"]["maxItems"])]
+            posts.append({"text": text, "hashtags": tags})
+        return {"posts": posts}

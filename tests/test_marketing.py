@@ -1,0 +1,208 @@
+"""The campaign chain against the fake LLM and the demo model at a small size."""
+
+import csv
+import io
+import json
+import zipfile
+
+import pytest
+
+from studio.config import SAMPLE_SERIES, load_settings
+from studio.dataset import load_series
+from studio.errors import LLMError
+from studio.llm import LLM
+from studio.marketing import (
+    PLATFORMS,
+    STEPS,
+    Brief,
+    CampaignError,
+    Chain,
+    aspect_size,
+    check_post,
+    export_zip,
+)
+from studio.render import Renderer, resolve_image_model
+from studio.store import Store
+from tests.fakes import FakeBackend
+
+
+@pytest.fixture(scope="module")
+def series():
+    return load_series(SAMPLE_SERIES)[0]
+
+
+def make_chain(tmp_path, shared_cache, series, backend=None):
+    settings = load_settings({"width": 64, "height": 64, "steps": 2, "data_dir": tmp_path})
+    store = Store(tmp_path)
+    backend = backend or FakeBackend()
+    llm = LLM(backend, store, settings.llm_temperature, settings.llm_seed)
+    renderer = Renderer(resolve_image_model("demo", shared_cache), "cpu")
+    return Chain(llm, renderer, store, series, settings), backend, store
+
+
+def kinds(backend: FakeBackend, start: int = 0) -> list[str]:
+    """Which step each LLM request was for, by the template's first words."""
+    names = {
+        "You are the social-media lead": "concept",
+        "You write social-media posts": "posts",
+        "You shorten social-media posts": "shorten",
+        "You are an art director who writes prompts for Stable Diffusion 1.5 for social": "image",
+    }
+    found = []
+    for request in backend.requests[start:]:
+        system = request.messages[0][1]
+        found.append(next(v for k, v in names.items() if system.startswith(k)))
+    return found
+
+
+def test_the_chain_runs_in_order_and_hands_each_output_to_the_next(tmp_path, shared_cache, series):
+    chain, backend, store = make_chain(tmp_path, shared_cache, series)
+    brief = Brief(source="episode", season=1, episode=2, platforms=["Instagram", "X", "TikTok"],
+                  language="pt-BR", call_to_action="Assista hoje")  # fmt: skip
+    campaign = chain.start(brief)
+    chain.run(campaign)
+    assert list(campaign.steps) == list(STEPS)
+    assert kinds(backend) == ["concept", "posts", "posts", "posts", "image", "image", "image"]
+    concept = campaign.steps["concept"]
+    assert concept["hook"] == "Who is behind The Red-Headed League?"
+    # The concept reaches the posts prompt; each post reaches its image prompt.
+    assert json.dumps(concept["hook"])[1:-1] in backend.requests[1].messages[-1][1]
+    assert "Brazilian Portuguese" in backend.requests[1].messages[-1][1]
+    posts, prompts, images = (campaign.steps[s] for s in ("posts", "image_prompts", "images"))
+    assert [p["platform"] for p in posts] == ["Instagram", "X", "TikTok"]
+    assert all(p["text"].startswith(concept["hook"]) and "Assista hoje" in p["text"] for p in posts)
+    for post, prompt in zip(posts, prompts, strict=True):
+        assert " ".join(post["text"].split()[:8]) in prompt["prompt"]
+    # Images at each platform's aspect ratio, in the catalog.
+    sizes = [(store.find_image(i["cache_key"])["width"], store.find_image(i["cache_key"])["height"])
+             for i in images]  # fmt: skip
+    assert sizes == [aspect_size("4:5", 64), aspect_size("16:9", 64), aspect_size("9:16", 64)]
+    assert sizes[1][0] > sizes[1][1] and sizes[2][0] < sizes[2][1]
+    assert campaign.steps["review"] == {"ok": True, "issues": [], "posts": 3}
+    # Saved in the catalog and listed.
+    assert [row["id"] for row in store.campaigns()] == [campaign.id]
+    assert chain.load(campaign.id).steps == campaign.steps
+
+
+def test_aspect_sizes_are_multiples_of_16_near_the_base_area():
+    for aspect in ("1:1", "4:5", "9:16", "16:9"):
+        width, height = aspect_size(aspect)
+        assert width % 16 == 0 and height % 16 == 0
+        assert 0.85 < width * height / 512**2 < 1.15
+    assert aspect_size("1:1") == (512, 512)
+
+
+def test_posts_over_the_limit_are_repaired_or_flagged(tmp_path, shared_cache, series):
+    chain, backend, _ = make_chain(tmp_path, shared_cache, series, FakeBackend(long_posts=True))
+    campaign = chain.start(Brief(source="season", season=1, platforms=["X"]))
+    chain.run(campaign, until="posts")
+    assert kinds(backend) == ["concept", "posts", "shorten"]
+    (post,) = campaign.steps["posts"]
+    assert post["repaired"] and not post["flags"]
+    assert post["characters"] <= 280 and len(post["hashtags"]) == 3
+    # A user's edit that is too long is flagged, not cut, and the review lists it.
+    chain.edit(campaign, "posts", [{**post, "text": "x" * 300}])
+    assert campaign.steps["posts"][0]["flags"] == [
+        f"{300 + 2 + len(' '.join(post['hashtags']))} characters; X allows 280"
+    ]
+    chain.run(campaign)
+    assert not campaign.steps["review"]["ok"]
+    assert "Post 1 (X)" in campaign.steps["review"]["issues"][0]
+
+
+def test_check_post_normalises_hashtags_and_counts_them():
+    post = check_post({"platform": "Instagram", "text": "Hi", "hashtags": ["Mystery", "#a b"]})
+    assert post["hashtags"] == ["#Mystery", "#ab"] and post["characters"] == len(
+        "Hi\n\n#Mystery #ab"
+    )
+    many = check_post({"platform": "Instagram", "text": "Hi",
+                       "hashtags": [f"#t{n}" for n in range(31)]})  # fmt: skip
+    assert many["flags"] == ["31 hashtags; Instagram allows 30"]
+    assert PLATFORMS["X"].limit == 280 and PLATFORMS["Instagram"].limit == 2200
+
+
+def test_a_malformed_step_output_is_repaired_by_asking_again(tmp_path, shared_cache, series):
+    backend = FakeBackend(bad_answers=['{"hook": "only a hook"'])
+    chain, backend, _ = make_chain(tmp_path, shared_cache, series, backend)
+    campaign = chain.start(Brief(source="topic", topic="Holmes returns", platforms=["X"]))
+    chain.run_step(campaign, "concept")
+    assert len(backend.requests) == 2  # the broken answer, then the repaired one
+    assert campaign.steps["concept"]["hook"].startswith("Who is behind")
+
+
+def test_a_step_output_that_stays_malformed_is_reported(tmp_path, shared_cache, series):
+    backend = FakeBackend(bad_answers=["not json"] * 10)
+    chain, _, _ = make_chain(tmp_path, shared_cache, series, backend)
+    campaign = chain.start(Brief(source="topic", topic="Holmes returns", platforms=["X"]))
+    with pytest.raises(LLMError):
+        chain.run_step(campaign, "concept")
+    assert not campaign.done("concept")
+
+
+def test_an_edit_reruns_only_the_later_steps(tmp_path, shared_cache, series):
+    chain, backend, _ = make_chain(tmp_path, shared_cache, series)
+    campaign = chain.start(
+        Brief(source="episode", season=2, episode=1, platforms=["X", "LinkedIn"])
+    )
+    chain.run(campaign)
+    concept, first_prompts = campaign.steps["concept"], campaign.steps["image_prompts"]
+    before = len(backend.requests)
+    posts = campaign.steps["posts"]
+    edited = [{**posts[0], "text": "Silver Blaze gallops tonight."}, posts[1]]
+    chain.edit(campaign, "posts", edited)
+    assert list(campaign.steps) == ["concept", "posts"]
+    chain.run(campaign)
+    assert campaign.steps["concept"] == concept
+    # Only the image prompts ran again; the unchanged post's prompt came from the cache.
+    assert kinds(backend, before) == ["image"]
+    assert "Silver Blaze gallops tonight" in campaign.steps["image_prompts"][0]["prompt"]
+    assert campaign.steps["image_prompts"][1] == first_prompts[1]
+
+
+def test_bad_briefs_and_edits_say_what_to_fix(tmp_path, shared_cache, series):
+    chain, _, _ = make_chain(tmp_path, shared_cache, series)
+    with pytest.raises(CampaignError, match="No episode S9E1"):
+        chain.start(Brief(source="episode", season=9, episode=1))
+    with pytest.raises(CampaignError, match="unknown: Myspace"):
+        chain.start(Brief(source="topic", topic="x", platforms=["Myspace"]))
+    with pytest.raises(CampaignError, match="Unknown language"):
+        chain.start(Brief(source="topic", topic="x", language="fr"))
+    campaign = chain.start(Brief(source="topic", topic="Holmes returns", platforms=["X"]))
+    with pytest.raises(CampaignError, match="Run concept before posts"):
+        chain.run_step(campaign, "posts")
+    chain.run_step(campaign, "concept")
+    with pytest.raises(CampaignError, match="not valid at hashtags"):
+        chain.edit(campaign, "concept", {**campaign.steps["concept"], "hashtags": "#one"})
+
+
+def test_reusing_an_episode_image_renders_nothing(tmp_path, shared_cache, series):
+    chain, _, store = make_chain(tmp_path, shared_cache, series)
+    first = chain.start(Brief(source="episode", season=1, episode=1, platforms=["Facebook"]))
+    chain.run(first)
+    existing = first.steps["images"][0]["cache_key"]
+    count = len(store.images())
+    second = chain.start(Brief(source="episode", season=1, episode=1,
+                               platforms=["Instagram", "X"], reuse_image=existing))  # fmt: skip
+    chain.run(second)
+    assert [i["cache_key"] for i in second.steps["images"]] == [existing, existing]
+    assert len(store.images()) == count
+
+
+def test_export_zip_has_images_posts_and_the_campaign(tmp_path, shared_cache, series):
+    chain, _, store = make_chain(tmp_path, shared_cache, series)
+    campaign = chain.start(Brief(source="episode", season=1, episode=5,
+                                 platforms=["Instagram", "X"], posts_per_platform=2))  # fmt: skip
+    chain.run(campaign)
+    archive = zipfile.ZipFile(io.BytesIO(export_zip(campaign, store)))
+    names = sorted(archive.namelist())
+    assert names == ["campaign.json", "images/01-instagram.png", "images/02-instagram.png",
+                     "images/03-x.png", "images/04-x.png", "posts.csv", "posts.md"]  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(archive.read("posts.csv").decode())))
+    assert [r["platform"] for r in rows] == ["Instagram", "Instagram", "X", "X"]
+    assert rows[2]["limit"] == "280" and rows[2]["image"] == "images/03-x.png"
+    markdown = archive.read("posts.md").decode()
+    assert campaign.steps["concept"]["hook"] in markdown and "![X](images/03-x.png)" in markdown
+    saved = json.loads(archive.read("campaign.json"))
+    assert saved["steps"]["posts"][0]["text"] == campaign.steps["posts"][0]["text"]
+    image = store.find_image(campaign.steps["images"][0]["cache_key"])
+    assert archive.read("images/01-instagram.png") == store.image_path(image).read_bytes()
