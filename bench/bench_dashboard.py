@@ -1,4 +1,4 @@
-"""Time the dashboard's pages on a small and a large catalog, so browsing stays fast as a series grows.
+"""Time the dashboard's pages on a small and a large catalog: browsing must stay fast as it grows.
 
 Run: `python bench/bench_dashboard.py [--repeat 5]`.
 It writes two synthetic series and catalogs in a temporary folder, 20 episodes with 1 image each and

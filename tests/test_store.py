@@ -1,6 +1,6 @@
 import hashlib
 
-from studio.store import TMP_PREFIX, ImageRecord, Store
+from studio.store import MIGRATIONS, TMP_PREFIX, ImageRecord, Store
 
 
 def record(key="k1", **changes):
@@ -51,7 +51,8 @@ def test_stale_temporaries_are_removed_and_migrations_run_once(tmp_path):
     store = Store(tmp_path)
     assert not stale.exists()
     names = [r[0] for r in store._db.execute("SELECT name FROM migrations")]
-    assert names == ["001_create_tables"]
+    assert names == [name for name, _ in MIGRATIONS]
+    assert names[0] == "001_create_tables" and len(set(names)) == len(names)
 
 
 def test_prompts_and_llm_cache(tmp_path):
