@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/seasons.py", title="Seasons", icon=":material/view_column:"),
     st.Page("pages/studio.py", title="Studio", icon=":material/tune:"),
     st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+    st.Page("pages/marketing.py", title="Marketing Assistant", icon=":material/campaign:"),
 ]
 
 page = st.navigation(PAGES)

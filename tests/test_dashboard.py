@@ -5,6 +5,7 @@ boundary; each test works on its own copy of the catalog.
 """
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from tests.catalogs import SMALL_ENV, build_sample_catalog
 from tests.fakes import FakeBackend
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard.py")
-PAGES = ["pages/episodes.py", "pages/seasons.py", "pages/studio.py", "pages/gallery.py"]
+PAGES = [
+    "pages/episodes.py",
+    "pages/seasons.py",
+    "pages/studio.py",
+    "pages/gallery.py",
+    "pages/marketing.py",
+]
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +213,45 @@ def test_a_model_that_cannot_load_is_an_error_with_the_fix(app_env, monkeypatch,
     at.button(key="st_generate").click().run()
     assert not at.exception
     assert any("failed" in e.value for e in at.error)
+
+
+def test_marketing_page_produces_a_campaign_step_by_step(catalog):
+    at = open_page(PAGES[4])
+    at.selectbox(key="mk_episode").set_value(
+        next(o for o in at.selectbox(key="mk_episode").options if o.startswith("S01E03"))
+    )
+    at.multiselect(key="mk_platforms").set_value(["X", "TikTok"])
+    at.selectbox(key="mk_language").set_value("es")
+    at.button(key="mk_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (saved,) = catalog.campaigns()
+    campaign = catalog.campaign(saved["id"])
+    assert list(campaign["steps"]) == ["concept"]
+    assert campaign["brief"]["episode"] == 3 and campaign["brief"]["language"] == "es"
+    assert any("Who is behind A Case of Identity?" in m.value for m in at.markdown)
+
+    # An edit of the concept is saved; the next steps then use it.
+    edit = next(t for t in at.text_area if t.key.startswith("mk_json_concept"))
+    concept = json.loads(edit.value)
+    edit.set_value(json.dumps({**concept, "hook": "¿Quién engañó a Mary?"}))
+    at.button(key="mk_save_concept").click().run()
+    assert catalog.campaign(saved["id"])["steps"]["concept"]["hook"] == "¿Quién engañó a Mary?"
+
+    at.button(key="mk_run_all").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    steps = catalog.campaign(saved["id"])["steps"]
+    assert list(steps) == ["concept", "posts", "image_prompts", "images", "review"]
+    assert [p["platform"] for p in steps["posts"]] == ["X", "TikTok"]
+    assert all(p["text"].startswith("¿Quién engañó a Mary?") for p in steps["posts"])
+    assert steps["review"]["ok"]
+    assert len(catalog.images(target="campaign")) == 2
+    assert any(s.value.startswith("All 2 posts") for s in at.success)
+
+
+def test_marketing_page_with_no_platform_says_what_to_fix(catalog):
+    at = open_page(PAGES[4])
+    at.multiselect(key="mk_platforms").set_value([])
+    at.button(key="mk_start").click().run()
+    assert not at.exception
+    assert any("Choose platforms" in e.value for e in at.error)
+    assert catalog.campaigns() == []

@@ -1,0 +1,203 @@
+"""Marketing Assistant: a campaign by prompt chaining; each step is shown and editable."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from studio import ui
+from studio.marketing import LANGUAGES, PLATFORMS, STEPS, Brief, Chain, export_zip
+
+TITLES = {
+    "concept": "1. Concept",
+    "posts": "2. Posts",
+    "image_prompts": "3. Image prompts",
+    "images": "4. Images",
+    "review": "5. Review",
+}
+EDITABLE = {"concept", "posts", "image_prompts"}
+
+
+def make_chain(series, store) -> Chain:
+    return Chain(ui.llm(), ui.renderer(), store, series, ui.settings())
+
+
+def brief_form(series, store) -> Brief:
+    source = st.radio("About", ["Episode", "Season", "Free topic"], key="mk_source",
+                      horizontal=True)  # fmt: skip
+    brief = Brief(source={"Episode": "episode", "Season": "season"}.get(source, "topic"))
+    left, right = st.columns(2)
+    reuse_options: dict[str, str | None] = {"Render new images": None}
+    if brief.source == "episode":
+        episode = left.selectbox(
+            "Episode", series.episodes, format_func=lambda e: f"{e.id} · {e.title}",
+            key="mk_episode",
+        )  # fmt: skip
+        brief.season, brief.episode = episode.season, episode.episode
+        for row in store.images(target="episode", season=episode.season, episode=episode.episode):
+            reuse_options[f"Reuse image #{row['image_index'] + 1} (seed {row['seed']})"] = row[
+                "cache_key"
+            ]
+    elif brief.source == "season":
+        brief.season = left.selectbox(
+            "Season", list(series.seasons),
+            format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
+            key="mk_season",
+        )  # fmt: skip
+    else:
+        brief.topic = left.text_input("Topic", key="mk_topic",
+                                      placeholder="e.g. the show's 10th anniversary")  # fmt: skip
+    brief.platforms = right.multiselect("Platforms", list(PLATFORMS), default=["Instagram", "X"],
+                                        key="mk_platforms")  # fmt: skip
+    brief.language = left.selectbox("Language of the posts", list(LANGUAGES),
+                                    format_func=LANGUAGES.get, key="mk_language")  # fmt: skip
+    brief.posts_per_platform = int(right.number_input("Posts per platform", 1, 10, 1,
+                                                      key="mk_count"))  # fmt: skip
+    brief.audience = left.text_input("Audience", brief.audience, key="mk_audience")
+    brief.tone = right.text_input("Tone", brief.tone, key="mk_tone")
+    brief.call_to_action = left.text_input("Call to action", brief.call_to_action, key="mk_cta")
+    choice = right.selectbox("Images", list(reuse_options), key="mk_reuse")
+    brief.reuse_image = reuse_options[choice]
+    return brief
+
+
+def show_output(campaign, step: str, store) -> None:
+    output = campaign.steps[step]
+    if step == "concept":
+        st.markdown(
+            f"**Hook:** {output['hook']}  \n**Key message:** {output['key_message']}  \n"
+            f"**Hashtags:** {' '.join(output['hashtags'])} — {output['hashtag_strategy']}"
+        )
+    elif step == "posts":
+        frame = pd.DataFrame(output)[["platform", "text", "hashtags", "characters", "limit",
+                                      "flags"]]  # fmt: skip
+        st.dataframe(frame, hide_index=True, width="stretch")
+        for post in output:
+            if post["flags"]:
+                st.warning(f"{post['platform']}: {'; '.join(post['flags'])}")
+    elif step == "image_prompts":
+        for number, prompt in enumerate(output, start=1):
+            st.markdown(f"**Post {number}:** {prompt['prompt']}  \n*Negative:* "
+                        f"{prompt['negative_prompt']}")  # fmt: skip
+    elif step == "images":
+        posts = campaign.steps["posts"]
+        columns = st.columns(min(4, len(output)))
+        for number, image in enumerate(output):
+            row = store.find_image(image["cache_key"])
+            with columns[number % len(columns)]:
+                label = f"{number + 1}. {posts[number]['platform']}"
+                if row is not None:
+                    st.image(str(store.image_path(row)), caption=label, width="stretch")
+                else:
+                    st.caption(f"{label}: image missing")
+    elif step == "review":
+        if output["ok"]:
+            st.success(f"All {output['posts']} posts are within their platforms' limits and have "
+                       "their images.")  # fmt: skip
+        for issue in output["issues"]:
+            st.warning(issue)
+        st.download_button(
+            "Download the campaign (zip: images, posts.csv, posts.md, campaign.json)",
+            export_zip(campaign, store), file_name=f"campaign-{campaign.id}.zip",
+            mime="application/zip", key="mk_download", on_click="ignore",
+        )  # fmt: skip
+
+
+def edit_output(chain, campaign, step: str) -> None:
+    text = json.dumps(campaign.steps[step], indent=2, ensure_ascii=False)
+    if step == "posts":  # the user edits what they write; counts and flags are recomputed
+        keep = ("platform", "text", "hashtags")
+        text = json.dumps([{k: p[k] for k in keep} for p in campaign.steps[step]], indent=2,
+                          ensure_ascii=False)  # fmt: skip
+    with st.expander("Edit this step (JSON); the steps after it will run again"):
+        version = abs(hash(text)) % 10**8
+        edited = st.text_area("JSON", text, height=240, key=f"mk_json_{step}_{version}",
+                              label_visibility="collapsed")  # fmt: skip
+        if st.button("Save the edit", key=f"mk_save_{step}"):
+            with ui.guard(f"Saving the edited {step}"):
+                try:
+                    data = json.loads(edited)
+                except json.JSONDecodeError as exc:
+                    st.error(f"That is not valid JSON: {exc}. Fix it and save again.")
+                    return
+                chain.edit(campaign, step, data)
+                st.rerun()
+
+
+def run_steps(chain, campaign, until: str) -> None:
+    bar = st.progress(0.0, text="Starting…")
+
+    def progress(step: str, done: int, total: int) -> None:
+        bar.progress(done / max(1, total), text=f"{TITLES[step]}: {done} of {total}")
+
+    try:
+        chain.run(campaign, until=until, progress=progress)
+    finally:
+        bar.empty()
+
+
+def campaign_view(chain, campaign, store) -> None:
+    st.subheader(campaign.name)
+    brief = campaign.brief
+    st.caption(
+        f"{LANGUAGES[brief.language]} · {brief.posts_per_platform} post(s) per platform · "
+        f"audience: {brief.audience} · tone: {brief.tone} · CTA: {brief.call_to_action}"
+    )
+    for step in STEPS:
+        with st.container(border=True):
+            st.markdown(f"#### {TITLES[step]}")
+            if campaign.done(step):
+                show_output(campaign, step, store)
+                if step in EDITABLE:
+                    edit_output(chain, campaign, step)
+            elif step == campaign.next_step:
+                left, right = st.columns(2)
+                if left.button(f"Run {TITLES[step][3:].lower()}", key=f"mk_run_{step}",
+                               type="primary"):  # fmt: skip
+                    with ui.guard(f"The {step} step"):
+                        run_steps(chain, campaign, step)
+                        st.rerun()
+                if right.button("Run all remaining steps", key="mk_run_all"):
+                    with ui.guard("The campaign"):
+                        run_steps(chain, campaign, "review")
+                        st.rerun()
+            else:
+                st.caption("Waits for the step above.")
+
+
+st.title("Marketing Assistant")
+series, store = None, None
+with ui.guard("Opening the Marketing Assistant"):
+    series, store = ui.series(), ui.store()
+if series is not None:
+    ui.placeholder_banner()
+    saved = {row["id"]: row for row in store.campaigns()}
+    new_tab, saved_tab = st.tabs(["New campaign", f"Saved campaigns ({len(saved)})"])
+    with new_tab:
+        brief = brief_form(series, store)
+        if st.button("Start the campaign", key="mk_start", type="primary"):
+            with ui.guard("Starting the campaign"):
+                chain = make_chain(series, store)
+                campaign = chain.start(brief)
+                st.session_state["mk_campaign"] = campaign.id
+                run_steps(chain, campaign, "concept")
+                st.rerun()
+    with saved_tab:
+        if saved:
+            current = st.session_state.get("mk_campaign")
+            ids = list(saved)
+            picked = st.selectbox(
+                "Open", ids, index=ids.index(current) if current in saved else 0,
+                format_func=lambda i: f"{saved[i]['name']} ({saved[i]['updated_at'][:16]})",
+                key="mk_open",
+            )  # fmt: skip
+            if picked != current and st.button("Open this campaign", key="mk_open_button"):
+                st.session_state["mk_campaign"] = picked
+                st.rerun()
+        else:
+            st.info("No campaign yet: start one in the first tab.")
+    campaign_id = st.session_state.get("mk_campaign")
+    if campaign_id:
+        with ui.guard("Showing the campaign"):
+            chain = make_chain(series, store)
+            campaign_view(chain, chain.load(campaign_id), store)
