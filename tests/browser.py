@@ -31,7 +31,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PAGES = {"episodes": "", "seasons": "seasons", "studio": "studio", "gallery": "gallery"}
+PAGES = {
+    "episodes": "",
+    "seasons": "seasons",
+    "studio": "studio",
+    "gallery": "gallery",
+    "marketing": "marketing",
+}
 
 
 def free_port() -> int:

@@ -110,3 +110,68 @@ class FakeBackend:
                 tags = ["#" + chr(65 + i) * 38 for i in range(post_schema["hashtags"]["maxItems"])]
             posts.append({"text": text, "hashtags": tags})
         return {"posts": posts}
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible chat server on localhost that answers with FakeBackend's answers.
+
+    For tests that run the app in another process (the browser test): set OPENAI_BASE_URL to
+    `.url`, OPENAI_API_KEY to anything and STUDIO_LLM_MODEL to "fake-llm".
+    """
+
+    def __init__(self, backend: FakeBackend | None = None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fake = backend or FakeBackend()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, payload: dict[str, Any]) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._send(
+                    {
+                        "object": "list",
+                        "data": [
+                            {"id": fake.name, "object": "model", "created": 0, "owned_by": "tests"}
+                        ],
+                    }
+                )
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+                request = ChatRequest(
+                    messages=tuple((m["role"], m["content"]) for m in body["messages"]),
+                    schema=schema,
+                    max_tokens=body.get("max_tokens", 512),
+                    seed=body.get("seed", 0),
+                )
+                self._send({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+                    "model": fake.name,
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                        "role": "assistant", "content": fake.complete(request)}}],
+                })  # fmt: skip
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.backend = fake
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -23,6 +23,7 @@ from tests.browser import (
     wait_idle,
 )
 from tests.catalogs import SMALL_ENV, build_sample_catalog
+from tests.fakes import FakeOpenAIServer
 
 
 def _browser_missing() -> str:
@@ -51,14 +52,19 @@ def server(tmp_path_factory, shared_cache, artifacts):
             pytest.fail(f"The browser test needs Chromium and Playwright: {missing}.")
         pytest.skip(missing)
     data = build_sample_catalog(tmp_path_factory.mktemp("browser-data"), shared_cache)
-    env = {
-        **SMALL_ENV,
-        "STUDIO_DATA_DIR": str(data),
-        "STUDIO_CACHE_DIR": str(shared_cache),
-        "HF_HUB_OFFLINE": "1",
-    }
-    with dashboard_server(env, artifacts / "streamlit.log") as url:
-        yield url, data
+    with FakeOpenAIServer() as llm_server:
+        env = {
+            **SMALL_ENV,
+            "STUDIO_DATA_DIR": str(data),
+            "STUDIO_CACHE_DIR": str(shared_cache),
+            "HF_HUB_OFFLINE": "1",
+            # The app's LLM: an OpenAI-compatible server on localhost with the fake's answers.
+            "OPENAI_BASE_URL": llm_server.url,
+            "OPENAI_API_KEY": "test-key",
+            "STUDIO_LLM_MODEL": "fake-llm",
+        }
+        with dashboard_server(env, artifacts / "streamlit.log") as url:
+            yield url, data
 
 
 def test_every_page_opens_without_an_exception(server, artifacts):
@@ -102,3 +108,21 @@ def test_generate_in_the_studio_then_reproduce_a_png_from_the_gallery(server, ar
         assert page.get_by_label("Prompt", exact=True).input_value() == dropped["prompt"]
         page.screenshot(path=str(artifacts / "studio-from-png.png"))
         assert not exceptions_on(page)
+
+
+def test_a_campaign_in_the_marketing_assistant(server, artifacts):
+    url, data = server
+    with chromium_page(height=1400) as page:
+        page.goto(f"{url}/marketing")
+        wait_idle(page)
+        page.get_by_role("button", name="Start the campaign").click()
+        page.wait_for_selector("text=Who is behind A Scandal in Bohemia?", timeout=120_000)
+        wait_idle(page)
+        page.get_by_role("button", name="Run all remaining steps").click()
+        page.wait_for_selector("text=Download the campaign", timeout=180_000)
+        wait_idle(page)
+        page.screenshot(path=str(artifacts / "marketing-campaign.png"), full_page=True)
+        assert not exceptions_on(page)
+    (saved,) = Store(data).campaigns()
+    steps = Store(data).campaign(saved["id"])["steps"]
+    assert steps["review"]["ok"] and [p["platform"] for p in steps["posts"]] == ["Instagram", "X"]
