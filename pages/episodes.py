@@ -138,21 +138,11 @@ def episode_view(series, store, episode) -> None:
         )
         if spec:
             defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)
-        request = ui.render_controls(prefix, defaults)
-        if st.button("Generate", type="primary", key=f"{prefix}_generate"):
-            with ui.guard("Generating the image"):
-                request = ui.with_seed_choice(prefix, request)
-                made = ui.generate(
-                    request, Target("episode", episode.season, episode.episode), spec
-                )
-                if made.cached:
-                    st.toast("That image was already in the catalog.")
-                st.rerun()
+        target = Target("episode", episode.season, episode.episode)
+        ui.regenerate_panel(prefix, defaults, target, spec)
 
 
-series, store = None, None
-with ui.guard("Opening the episodes"):
-    series, store = ui.series(), ui.store()
+series, store = ui.open_catalog("Opening the episodes")
 if series is not None:
     chosen = st.query_params.get("episode")
     episode = next((e for e in series.episodes if e.id == chosen), None)

@@ -166,9 +166,7 @@ def campaign_view(chain, campaign, store) -> None:
 
 
 st.title("Marketing Assistant")
-series, store = None, None
-with ui.guard("Opening the Marketing Assistant"):
-    series, store = ui.series(), ui.store()
+series, store = ui.open_catalog("Opening the Marketing Assistant")
 if series is not None:
     ui.placeholder_banner()
     saved = {row["id"]: row for row in store.campaigns()}

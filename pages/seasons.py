@@ -59,18 +59,9 @@ def season_page(series, store) -> None:
     defaults = ui.defaults_from_row(row) if row is not None else ui.defaults_from_settings()
     if spec:
         defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)
-    request = ui.render_controls(prefix, defaults)
-    if st.button("Generate", type="primary", key=f"{prefix}_generate"):
-        with ui.guard("Generating the image"):
-            request = ui.with_seed_choice(prefix, request)
-            made = ui.generate(request, Target("season", season, None, key), spec)
-            if made.cached:
-                st.toast("That image was already in the catalog.")
-            st.rerun()
+    ui.regenerate_panel(prefix, defaults, Target("season", season, None, key), spec)
 
 
-series, store = None, None
-with ui.guard("Opening the seasons"):
-    series, store = ui.series(), ui.store()
+series, store = ui.open_catalog("Opening the seasons")
 if series is not None:
     season_page(series, store)

@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,16 +133,8 @@ def placeholder_banner(*rows: Any) -> None:
 # Widgets --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Defaults:
-    prompt: str = ""
-    negative_prompt: str = ""
-    sampler: str = "DPM++ 2M Karras"
-    steps: int = 25
-    cfg: float = 7.0
-    width: int = 512
-    height: int = 512
-    seed: int = 42
+# The controls' values are a RenderRequest: the same fields, the same defaults.
+Defaults = RenderRequest
 
 
 def defaults_from_settings(prompt: str = "", negative_prompt: str = "") -> Defaults:
@@ -342,3 +334,21 @@ def queue_controls(prefix: str, values: Defaults) -> None:
     """Set `prefix`'s controls to `values` on the next run, then rerun."""
     st.session_state[f"{prefix}_pending"] = values
     st.rerun()
+
+
+def regenerate_panel(prefix: str, defaults: Defaults, target: Target, spec: PromptSpec | None):
+    """The generation controls of `prefix` and its Generate button; a new image reruns the page."""
+    request = render_controls(prefix, defaults)
+    if st.button("Generate", type="primary", key=f"{prefix}_generate"):
+        with guard("Generating the image"):
+            made = generate(with_seed_choice(prefix, request), target, spec)
+            if made.cached:
+                st.toast("That image was already in the catalog.")
+            st.rerun()
+
+
+def open_catalog(action: str) -> tuple[Series | None, Store | None]:
+    """The series and the catalog, or (None, None) with an error box saying why not."""
+    with guard(action):
+        return series(), store()
+    return None, None
