@@ -170,6 +170,11 @@ series, store = ui.open_catalog("Opening the Marketing Assistant")
 if series is not None:
     ui.placeholder_banner()
     saved = {row["id"]: row for row in store.campaigns()}
+    linked = st.query_params.get("campaign")  # a link to a saved campaign opens it
+    if linked in saved:
+        st.session_state.setdefault("mk_campaign", linked)
+    elif linked:
+        st.error(f"No saved campaign {linked}; pick one under Saved campaigns.")
     new_tab, saved_tab = st.tabs(["New campaign", f"Saved campaigns ({len(saved)})"])
     with new_tab:
         brief = brief_form(series, store)
@@ -178,6 +183,7 @@ if series is not None:
                 chain = make_chain(series, store)
                 campaign = chain.start(brief)
                 st.session_state["mk_campaign"] = campaign.id
+                st.query_params["campaign"] = campaign.id
                 run_steps(chain, campaign, "concept")
                 st.rerun()
     with saved_tab:
@@ -191,6 +197,7 @@ if series is not None:
             )  # fmt: skip
             if picked != current and st.button("Open this campaign", key="mk_open_button"):
                 st.session_state["mk_campaign"] = picked
+                st.query_params["campaign"] = picked
                 st.rerun()
         else:
             st.info("No campaign yet: start one in the first tab.")

@@ -383,7 +383,9 @@ class Chain:
             "call_to_action": brief.call_to_action,
         }
         messages = load_template("marketing_concept.md").messages(
-            **self._common(campaign), brief_json=json.dumps(brief_data, ensure_ascii=False)
+            **self._common(campaign),
+            brief_json=json.dumps(brief_data, ensure_ascii=False),
+            language=LANGUAGES[brief.language],
         )
         data = self.llm.generate_json(messages, CONCEPT_SCHEMA, max_tokens=400).data
         data["hashtags"] = [t for t in dict.fromkeys(map(_hashtag, data["hashtags"])) if t]
@@ -402,6 +404,7 @@ class Chain:
                 platform=name,
                 platform_style=platform.style,
                 max_text=str(platform.target),
+                max_words=str(platform.target // 7),
                 max_hashtags=str(platform.max_hashtags),
                 count=str(brief.posts_per_platform),
                 language=LANGUAGES[brief.language],

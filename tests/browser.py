@@ -132,10 +132,14 @@ def capture_pages(url: str, out: Path, extra: dict[str, str] | None = None) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshots of every dashboard page.")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
+    parser.add_argument("--campaign", default="", help="a saved campaign's id, for its screenshot")
     args = parser.parse_args()
+    extra = {"episode": "?episode=S01E05"}
+    if args.campaign:
+        extra["marketing"] = f"marketing?campaign={args.campaign}"
     log = Path(tempfile.gettempdir()) / "series-studio-screenshots.log"
     with dashboard_server({}, log) as url:
-        shots = capture_pages(url, args.out, {"episode": "?episode=S01E05"})
+        shots = capture_pages(url, args.out, extra)
     for name, path in shots.items():
         print(f"{name}: {path}")
 

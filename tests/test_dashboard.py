@@ -255,3 +255,14 @@ def test_marketing_page_with_no_platform_says_what_to_fix(catalog):
     assert not at.exception
     assert any("Choose platforms" in e.value for e in at.error)
     assert catalog.campaigns() == []
+
+
+def test_a_link_to_a_saved_campaign_opens_it(catalog):
+    at = open_page(PAGES[4])
+    at.button(key="mk_start").click().run()
+    (saved,) = catalog.campaigns()
+    linked = open_page(PAGES[4], campaign=saved["id"])
+    assert any(h.value == saved["name"] for h in linked.subheader)
+    assert any(
+        "No saved campaign nope" in e.value for e in open_page(PAGES[4], campaign="nope").error
+    )
