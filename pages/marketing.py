@@ -2,11 +2,18 @@
 
 import json
 
-import pandas as pd
 import streamlit as st
 
 from studio import ui
-from studio.marketing import LANGUAGES, PLATFORMS, STEPS, Brief, Chain, export_zip
+from studio.marketing import (
+    LANGUAGES,
+    PLATFORMS,
+    STEPS,
+    Brief,
+    Chain,
+    export_zip,
+    post_full_text,
+)
 
 TITLES = {
     "concept": "1. Concept",
@@ -69,12 +76,15 @@ def show_output(campaign, step: str, store) -> None:
             f"**Hashtags:** {' '.join(output['hashtags'])} — {output['hashtag_strategy']}"
         )
     elif step == "posts":
-        frame = pd.DataFrame(output)[["platform", "text", "hashtags", "characters", "limit",
-                                      "flags"]]  # fmt: skip
-        st.dataframe(frame, hide_index=True, width="stretch")
-        for post in output:
-            if post["flags"]:
-                st.warning(f"{post['platform']}: {'; '.join(post['flags'])}")
+        columns = st.columns(min(3, len(output)))
+        for number, post in enumerate(output):
+            with columns[number % len(columns)].container(border=True):
+                st.markdown(f"**{number + 1}. {post['platform']}** · {post['characters']} of "
+                            f"{post['limit']} characters" + (" · repaired" if post.get("repaired")
+                                                             else ""))  # fmt: skip
+                st.text(post_full_text(post))
+                for flag in post["flags"]:
+                    st.warning(flag)
     elif step == "image_prompts":
         for number, prompt in enumerate(output, start=1):
             st.markdown(f"**Post {number}:** {prompt['prompt']}  \n*Negative:* "
@@ -175,8 +185,14 @@ if series is not None:
         st.session_state.setdefault("mk_campaign", linked)
     elif linked:
         st.error(f"No saved campaign {linked}; pick one under Saved campaigns.")
-    new_tab, saved_tab = st.tabs(["New campaign", f"Saved campaigns ({len(saved)})"])
-    with new_tab:
+    campaign_id = st.session_state.get("mk_campaign")
+    names = (["Campaign"] if campaign_id else []) + ["New campaign", f"Saved ({len(saved)})"]
+    tabs = dict(zip(names, st.tabs(names), strict=True))
+    if campaign_id:
+        with tabs["Campaign"], ui.guard("Showing the campaign"):
+            chain = make_chain(series, store)
+            campaign_view(chain, chain.load(campaign_id), store)
+    with tabs["New campaign"]:
         brief = brief_form(series, store)
         if st.button("Start the campaign", key="mk_start", type="primary"):
             with ui.guard("Starting the campaign"):
@@ -186,23 +202,17 @@ if series is not None:
                 st.query_params["campaign"] = campaign.id
                 run_steps(chain, campaign, "concept")
                 st.rerun()
-    with saved_tab:
+    with tabs[names[-1]]:
         if saved:
-            current = st.session_state.get("mk_campaign")
             ids = list(saved)
             picked = st.selectbox(
-                "Open", ids, index=ids.index(current) if current in saved else 0,
+                "Open", ids, index=ids.index(campaign_id) if campaign_id in saved else 0,
                 format_func=lambda i: f"{saved[i]['name']} ({saved[i]['updated_at'][:16]})",
                 key="mk_open",
             )  # fmt: skip
-            if picked != current and st.button("Open this campaign", key="mk_open_button"):
+            if picked != campaign_id and st.button("Open this campaign", key="mk_open_button"):
                 st.session_state["mk_campaign"] = picked
                 st.query_params["campaign"] = picked
                 st.rerun()
         else:
-            st.info("No campaign yet: start one in the first tab.")
-    campaign_id = st.session_state.get("mk_campaign")
-    if campaign_id:
-        with ui.guard("Showing the campaign"):
-            chain = make_chain(series, store)
-            campaign_view(chain, chain.load(campaign_id), store)
+            st.info("No campaign yet: start one under New campaign.")

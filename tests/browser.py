@@ -125,6 +125,7 @@ def capture_pages(url: str, out: Path, extra: dict[str, str] | None = None) -> d
             if errors:
                 raise AssertionError(f"{name}: Streamlit exception: {errors[0][:2000]}")
             shots[name] = out / f"{name}.png"
+            page.wait_for_timeout(1500)  # tables draw on a canvas after the run ends
             page.screenshot(path=str(shots[name]))
     return shots
 
