@@ -16,12 +16,7 @@ COLUMNS = 4
 
 def episode_list(series, store) -> None:
     st.title("Episodes")
-    season = st.selectbox(
-        "Season",
-        list(series.seasons),
-        format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
-        key="ep_season",
-    )
+    season = ui.season_picker(series, "ep_season")
     search = st.text_input("Find an episode", key="ep_search", placeholder="title or summary")
     episodes = [
         e for e in series.episodes_of(season) if search.lower() in f"{e.title} {e.summary}".lower()

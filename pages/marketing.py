@@ -46,11 +46,7 @@ def brief_form(series, store) -> Brief:
                 "cache_key"
             ]
     elif brief.source == "season":
-        brief.season = left.selectbox(
-            "Season", list(series.seasons),
-            format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
-            key="mk_season",
-        )  # fmt: skip
+        brief.season = ui.season_picker(series, "mk_season", left)
     else:
         brief.topic = left.text_input("Topic", key="mk_topic",
                                       placeholder="e.g. the show's 10th anniversary")  # fmt: skip

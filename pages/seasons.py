@@ -12,12 +12,7 @@ from studio.prompting import PromptSpec, load_styles
 
 def season_page(series, store) -> None:
     st.title("Seasons")
-    season = st.selectbox(
-        "Season",
-        list(series.seasons),
-        format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
-        key="se_season",
-    )
+    season = ui.season_picker(series, "se_season")
     st.write(series.season_summary(season))
     styles = load_styles()
     prompts = {row["style"]: row for row in store.prompts(target="season", season=season)}

@@ -352,3 +352,13 @@ def open_catalog(action: str) -> tuple[Series | None, Store | None]:
     with guard(action):
         return series(), store()
     return None, None
+
+
+def season_picker(series: Series, key: str, where: Any = st) -> int:
+    """A season selectbox labelled with the seasons' ids and titles."""
+    return where.selectbox(
+        "Season",
+        list(series.seasons),
+        format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
+        key=key,
+    )
