@@ -10,6 +10,8 @@ from studio.generation import Target
 from studio.prompting import PromptSpec, write_episode_prompt
 from studio.render import count_tokens
 
+ui.route_through_dashboard()
+
 CARDS_PER_PAGE = 24
 COLUMNS = 4
 

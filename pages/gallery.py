@@ -7,6 +7,8 @@ from studio import ui
 from studio.metadata import parse_parameters, read_png_metadata
 from studio.render import SCHEDULERS
 
+ui.route_through_dashboard()
+
 PER_PAGE = 24
 COLUMNS = 4
 

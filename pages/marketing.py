@@ -15,6 +15,8 @@ from studio.marketing import (
     post_full_text,
 )
 
+ui.route_through_dashboard()
+
 TITLES = {
     "concept": "1. Concept",
     "posts": "2. Posts",
@@ -23,6 +25,13 @@ TITLES = {
     "review": "5. Review",
 }
 EDITABLE = {"concept", "posts", "image_prompts"}
+
+
+def open_campaign(campaign_id: str) -> None:
+    """Show this campaign on the next run, with a link to it in the address bar."""
+    st.session_state["mk_campaign"] = campaign_id
+    st.session_state["mk_view_pending"] = "Campaign"
+    st.query_params["campaign"] = campaign_id
 
 
 def make_chain(series, store) -> Chain:
@@ -182,33 +191,35 @@ if series is not None:
     elif linked:
         st.error(f"No saved campaign {linked}; pick one under Saved campaigns.")
     campaign_id = st.session_state.get("mk_campaign")
-    names = (["Campaign"] if campaign_id else []) + ["New campaign", f"Saved ({len(saved)})"]
-    tabs = dict(zip(names, st.tabs(names), strict=True))
-    if campaign_id:
-        with tabs["Campaign"], ui.guard("Showing the campaign"):
+    views = (["Campaign"] if campaign_id else []) + ["New campaign", "Saved campaigns"]
+    pending = st.session_state.pop("mk_view_pending", None)
+    if pending in views:
+        st.session_state["mk_view"] = pending
+    if st.session_state.get("mk_view") not in views:
+        st.session_state["mk_view"] = views[0]
+    view = st.radio("View", views, key="mk_view", horizontal=True, label_visibility="collapsed")
+    if view == "Campaign":
+        with ui.guard("Showing the campaign"):
             chain = make_chain(series, store)
             campaign_view(chain, chain.load(campaign_id), store)
-    with tabs["New campaign"]:
+    elif view == "New campaign":
         brief = brief_form(series, store)
         if st.button("Start the campaign", key="mk_start", type="primary"):
             with ui.guard("Starting the campaign"):
                 chain = make_chain(series, store)
                 campaign = chain.start(brief)
-                st.session_state["mk_campaign"] = campaign.id
-                st.query_params["campaign"] = campaign.id
+                open_campaign(campaign.id)
                 run_steps(chain, campaign, "concept")
                 st.rerun()
-    with tabs[names[-1]]:
-        if saved:
-            ids = list(saved)
-            picked = st.selectbox(
-                "Open", ids, index=ids.index(campaign_id) if campaign_id in saved else 0,
-                format_func=lambda i: f"{saved[i]['name']} ({saved[i]['updated_at'][:16]})",
-                key="mk_open",
-            )  # fmt: skip
-            if picked != campaign_id and st.button("Open this campaign", key="mk_open_button"):
-                st.session_state["mk_campaign"] = picked
-                st.query_params["campaign"] = picked
-                st.rerun()
-        else:
-            st.info("No campaign yet: start one under New campaign.")
+    elif saved:
+        ids = list(saved)
+        picked = st.selectbox(
+            f"Open one of {len(saved)} saved campaigns", ids,
+            format_func=lambda i: f"{saved[i]['name']} ({saved[i]['updated_at'][:16]})",
+            key="mk_open",
+        )  # fmt: skip
+        if st.button("Open this campaign", key="mk_open_button"):
+            open_campaign(picked)
+            st.rerun()
+    else:
+        st.info("No campaign yet: start one under New campaign.")

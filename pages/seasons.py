@@ -9,6 +9,8 @@ from studio import ui
 from studio.generation import Target
 from studio.prompting import PromptSpec, load_styles
 
+ui.route_through_dashboard()
+
 
 def season_page(series, store) -> None:
     st.title("Seasons")

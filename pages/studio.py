@@ -7,6 +7,8 @@ import streamlit as st
 from studio import ui
 from studio.grid import AXES, compose_grid, grid_requests, parse_axis
 
+ui.route_through_dashboard()
+
 PREFIX = "st"
 EXAMPLE_VALUES = {
     "CFG scale": "3, 7, 12",

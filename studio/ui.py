@@ -9,6 +9,7 @@ progress bar and a denoising preview. The work itself is done by the package's p
 from __future__ import annotations
 
 import logging
+import runpy
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from typing import Any
 import streamlit as st
 
 from studio import llm as llm_module
-from studio.config import Settings, load_settings
+from studio.config import PROJECT_ROOT, Settings, load_settings
 from studio.dataset import Series, load_series
 from studio.errors import StudioError
 from studio.generation import (
@@ -41,6 +42,25 @@ PLACEHOLDER_NOTE = (
     "`STUDIO_IMAGE_MODEL` to a hub id, a diffusers folder or a `.safetensors` file (and run on a "
     "GPU) for real images."
 )
+
+
+# Routing --------------------------------------------------------------------------------------
+
+
+def route_through_dashboard() -> None:
+    """Make every URL go through the entry file's navigation, even the first one after a start.
+
+    With a `pages/` folder, Streamlit runs a page's script on its own (its old multipage mode)
+    until some session has run `st.navigation`; a bookmark to /studio after a restart would then
+    get a page without the app's layout and sidebar. Each page calls this first: in that mode it
+    runs `dashboard.py` in its place, which routes back to the page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(PROJECT_ROOT / "dashboard.py"), run_name="__main__")
+        st.stop()
 
 
 # Resources ------------------------------------------------------------------------------------
