@@ -1,0 +1,61 @@
+"""Time each step of a Marketing Assistant campaign with the configured LLM and image model.
+
+Run: `python bench/bench_marketing.py [--episode S1E3] [--platforms Instagram,X] [--language es]`.
+It works in a fresh temporary catalog (so nothing comes from a cache), runs the chain step by step
+and prints the seconds of each step and what the concept and posts came out as.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from studio.config import load_settings  # noqa: E402
+from studio.dataset import load_series  # noqa: E402
+from studio.llm import make_llm  # noqa: E402
+from studio.marketing import STEPS, Brief, Chain, post_full_text  # noqa: E402
+from studio.render import Renderer, resolve_image_model  # noqa: E402
+from studio.store import Store  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episode", default="S1E3")
+    parser.add_argument("--platforms", default="Instagram,X")
+    parser.add_argument("--language", default="pt-BR")
+    args = parser.parse_args()
+    season, episode = (int(n) for n in args.episode.upper().lstrip("S").split("E"))
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings({"data_dir": Path(tmp)})
+        store = Store(settings.data_dir)
+        series = load_series(settings.series)[0]
+        model = resolve_image_model(settings.image_model, settings.cache_dir)
+        renderer = Renderer(model, settings.device, settings.batch_size)
+        llm = make_llm(settings, store)
+        chain = Chain(llm, renderer, store, series, settings)
+        brief = Brief(source="episode", season=season, episode=episode,
+                      platforms=args.platforms.split(","), language=args.language)  # fmt: skip
+        campaign = chain.start(brief)
+        print(f"LLM: {llm.model}. Image model: {model.label} on {renderer.device}.")
+        total = 0.0
+        for step in STEPS:
+            started = time.perf_counter()
+            chain.run_step(campaign, step)
+            seconds = time.perf_counter() - started
+            total += seconds
+            print(f"{step:14} {seconds:7.1f} s")
+        print(f"{'total':14} {total:7.1f} s")
+        print(f"\nHook: {campaign.steps['concept']['hook']}")
+        for post in campaign.steps["posts"]:
+            print(f"\n[{post['platform']}, {post['characters']}/{post['limit']}]")
+            print(post_full_text(post))
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
