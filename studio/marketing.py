@@ -236,6 +236,21 @@ class Campaign:
         )
 
 
+def tidy_cut(text: str, limit: int) -> str:
+    """A text the LLM's length limit cut mid-word, ended at its last whole sentence or word.
+
+    Constrained decoding stops a string exactly at its maxLength; a text shorter than that was not
+    cut and is returned as it is.
+    """
+    text = " ".join(text.split())
+    if len(text) < limit:
+        return text
+    sentence_end = max(text.rfind(mark) for mark in ".!?")
+    if sentence_end >= len(text) // 2:
+        return text[: sentence_end + 1]
+    return text[: text.rfind(" ")].rstrip(",;:-") + "…" if " " in text else text
+
+
 def post_full_text(post: dict[str, Any]) -> str:
     """What is published: the text, then the hashtags on their own line."""
     tags = " ".join(post["hashtags"])
@@ -388,6 +403,8 @@ class Chain:
             language=LANGUAGES[brief.language],
         )
         data = self.llm.generate_json(messages, CONCEPT_SCHEMA, max_tokens=400).data
+        for key in ("hook", "key_message", "hashtag_strategy"):
+            data[key] = tidy_cut(data[key], CONCEPT_SCHEMA["properties"][key]["maxLength"])
         data["hashtags"] = [t for t in dict.fromkeys(map(_hashtag, data["hashtags"])) if t]
         progress("concept", 1, 1)
         return data
@@ -419,7 +436,8 @@ class Chain:
                 max_tokens=min(1800, 120 + brief.posts_per_platform * platform.target // 2),
             )
             for post in answer.data["posts"]:
-                posts.append(self._repair(check_post({"platform": name, **post})))
+                text = tidy_cut(post["text"], platform.target)
+                posts.append(self._repair(check_post({**post, "platform": name, "text": text})))
         progress("posts", len(brief.platforms), len(brief.platforms))
         return posts
 
@@ -540,6 +558,24 @@ class Chain:
         return {"ok": not issues, "issues": issues, "posts": len(posts)}
 
 
+def crop_to_aspect(png: bytes, aspect: str) -> bytes:
+    """A reused image cut to a platform's aspect ratio around its centre, metadata kept."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    image = Image.open(io.BytesIO(png))
+    width_part, height_part = (int(n) for n in aspect.split(":"))
+    width = min(image.width, round(image.height * width_part / height_part))
+    height = min(image.height, round(image.width * height_part / width_part))
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    info = PngInfo()
+    for key, value in getattr(image, "text", {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    image.crop((left, top, left + width, top + height)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
 def export_zip(campaign: Campaign, store: Store) -> bytes:
     """The campaign as a zip: images/, posts.csv, posts.md and campaign.json."""
     posts = campaign.steps.get("posts", [])
@@ -551,7 +587,10 @@ def export_zip(campaign: Campaign, store: Store) -> bytes:
             row = store.find_image(image["cache_key"])
             name = f"images/{number:02d}-{posts[number - 1]['platform'].lower()}.png"
             if row is not None:
-                archive.writestr(name, store.image_path(row).read_bytes())
+                png = store.image_path(row).read_bytes()
+                if image.get("reused"):
+                    png = crop_to_aspect(png, PLATFORMS[posts[number - 1]["platform"]].aspect)
+                archive.writestr(name, png)
                 names.append(name)
             else:
                 names.append("")

@@ -6,6 +6,7 @@ import json
 import zipfile
 
 import pytest
+from PIL import Image
 
 from studio.config import SAMPLE_SERIES, load_settings
 from studio.dataset import load_series
@@ -20,6 +21,7 @@ from studio.marketing import (
     aspect_size,
     check_post,
     export_zip,
+    tidy_cut,
 )
 from studio.render import Renderer, resolve_image_model
 from studio.store import Store
@@ -110,6 +112,17 @@ def test_posts_over_the_limit_are_repaired_or_flagged(tmp_path, shared_cache, se
     assert "Post 1 (X)" in campaign.steps["review"]["issues"][0]
 
 
+def test_a_text_cut_by_the_length_limit_ends_on_a_whole_sentence_or_word():
+    assert tidy_cut("Short and whole.", 120) == "Short and whole."
+    cut = "Holmes finds the truth behind the vanished groom at last. Then he fo"
+    assert tidy_cut(cut, len(cut)) == "Holmes finds the truth behind the vanished groom at last."
+    cut = "Who fooled Mary Sutherland while Holmes watched the typewritten lett"
+    assert (
+        tidy_cut(cut, len(cut))
+        == "Who fooled Mary Sutherland while Holmes watched the typewritten…"
+    )
+
+
 def test_check_post_normalises_hashtags_and_counts_them():
     post = check_post({"platform": "Instagram", "text": "Hi", "hashtags": ["Mystery", "#a b"]})
     assert post["hashtags"] == ["#Mystery", "#ab"] and post["characters"] == len(
@@ -186,6 +199,12 @@ def test_reusing_an_episode_image_renders_nothing(tmp_path, shared_cache, series
     chain.run(second)
     assert [i["cache_key"] for i in second.steps["images"]] == [existing, existing]
     assert len(store.images()) == count
+    # The export cuts the reused image to each platform's aspect ratio, parameters kept.
+    archive = zipfile.ZipFile(io.BytesIO(export_zip(second, store)))
+    instagram = Image.open(io.BytesIO(archive.read("images/01-instagram.png")))
+    x_image = Image.open(io.BytesIO(archive.read("images/02-x.png")))
+    assert instagram.size == (51, 64) and x_image.size == (64, 36)
+    assert "Steps: 2" in instagram.text["parameters"]
 
 
 def test_export_zip_has_images_posts_and_the_campaign(tmp_path, shared_cache, series):
