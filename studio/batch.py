@@ -235,12 +235,9 @@ def render_jobs(
             summary.images_rendered += 1
 
 
-def store_image(
-    store: Store, renderer: Renderer, llm_model: str, job: Job, key: str, image: Any
-) -> None:
-    """Write one image with its parameters inside and its catalog row."""
-    request, model = job.request, renderer.model
-    parameters = format_parameters(
+def request_parameters(request: RenderRequest, model_label: str, version: str | None = None) -> str:
+    """A request's A1111 infotext, as written into the PNG and shown in the dashboard."""
+    return format_parameters(
         request.prompt,
         request.negative_prompt,
         {
@@ -249,10 +246,18 @@ def store_image(
             "CFG scale": float(request.cfg),
             "Seed": request.seed,
             "Size": f"{request.width}x{request.height}",
-            "Model": model.label,
-            "Version": f"series-studio {__version__}",
+            "Model": model_label,
+            "Version": version,
         },
     )
+
+
+def store_image(
+    store: Store, renderer: Renderer, llm_model: str, job: Job, key: str, image: Any
+) -> None:
+    """Write one image with its parameters inside and its catalog row."""
+    request, model = job.request, renderer.model
+    parameters = request_parameters(request, model.label, f"series-studio {__version__}")
     provenance = {
         **renderer.provenance(request),
         **job.provenance,

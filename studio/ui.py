@@ -20,6 +20,7 @@ from typing import Any
 import streamlit as st
 
 from studio import llm as llm_module
+from studio.batch import request_parameters
 from studio.config import PROJECT_ROOT, Settings, load_settings
 from studio.dataset import Series, load_series
 from studio.errors import StudioError
@@ -30,7 +31,6 @@ from studio.generation import (
     generate_image,
     latent_preview,
 )
-from studio.metadata import format_parameters
 from studio.prompting import PromptSpec
 from studio.render import SCHEDULERS, Renderer, RenderRequest, resolve_image_model
 from studio.store import Store
@@ -273,18 +273,7 @@ def generate(
 
 
 def parameters_text(row: Any) -> str:
-    return format_parameters(
-        row["prompt"],
-        row["negative_prompt"],
-        {
-            "Steps": row["steps"],
-            "Sampler": row["sampler"],
-            "CFG scale": float(row["cfg"]),
-            "Seed": row["seed"],
-            "Size": f"{row['width']}x{row['height']}",
-            "Model": row["model"],
-        },
-    )
+    return request_parameters(defaults_from_row(row), row["model"])
 
 
 def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True) -> bool:
