@@ -78,14 +78,18 @@ def generate_image(
     if row is not None:
         return Generated(row, Image.open(store.image_path(row)), cached=True)
     image = renderer.render([request], on_step=on_step)[0]
-    spec = spec or PromptSpec(request.prompt, request.negative_prompt, "", "")
     job = Job(
         target=target.kind,
         season=target.season,
         episode=target.episode,
         style=target.style,
         image_index=store.next_image_index(target.kind, target.season, target.episode),
-        spec=PromptSpec(request.prompt, request.negative_prompt, spec.style, spec.rationale),
+        spec=PromptSpec(
+            request.prompt,
+            request.negative_prompt,
+            spec.style if spec else "",
+            spec.rationale if spec else "",
+        ),
         request=request,
         provenance={"made_in": "dashboard"},
     )

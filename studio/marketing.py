@@ -304,13 +304,12 @@ class Chain:
 
     def start(self, brief: Brief, name: str = "") -> Campaign:
         brief.check(self.series)
-        label = {
-            "episode": f"S{brief.season:02d}E{brief.episode:02d}"
-            if brief.episode is not None
-            else "",
-            "season": f"Season {brief.season}",
-            "topic": brief.topic.strip()[:40],
-        }[brief.source]
+        if brief.source == "episode":
+            label = f"S{brief.season:02d}E{brief.episode:02d}"
+        elif brief.source == "season":
+            label = f"Season {brief.season}"
+        else:
+            label = brief.topic.strip()[:40]
         created = datetime.now(UTC).isoformat(timespec="seconds")
         campaign = Campaign(
             uuid.uuid4().hex[:12],

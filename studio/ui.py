@@ -226,17 +226,7 @@ def render_controls(prefix: str, defaults: Defaults, prompt: bool = True) -> Ren
     right.checkbox("Random seed each time", key=f"{prefix}_random")
     left.number_input("Width", 64, 2048, step=64, key=f"{prefix}_width")
     right.number_input("Height", 64, 2048, step=64, key=f"{prefix}_height")
-    state = st.session_state
-    return RenderRequest(
-        prompt=state[f"{prefix}_prompt"],
-        negative_prompt=state[f"{prefix}_negative_prompt"],
-        sampler=state[f"{prefix}_sampler"],
-        steps=int(state[f"{prefix}_steps"]),
-        cfg=float(state[f"{prefix}_cfg"]),
-        width=int(state[f"{prefix}_width"]),
-        height=int(state[f"{prefix}_height"]),
-        seed=int(state[f"{prefix}_seed"]),
-    )
+    return controls_values(prefix, defaults)
 
 
 def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
