@@ -124,6 +124,7 @@ class FakeOpenAIServer:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         fake = backend or FakeBackend()
+        bodies: list[dict[str, Any]] = []
 
         class Handler(BaseHTTPRequestHandler):
             def _send(self, payload: dict[str, Any]) -> None:
@@ -146,6 +147,7 @@ class FakeOpenAIServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                bodies.append(body)
                 schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
                 request = ChatRequest(
                     messages=tuple((m["role"], m["content"]) for m in body["messages"]),
@@ -164,6 +166,7 @@ class FakeOpenAIServer:
                 pass
 
         self.backend = fake
+        self.bodies = bodies  # every chat request's JSON body, as the server received it
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

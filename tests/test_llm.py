@@ -1,11 +1,9 @@
-import json
-
 import pytest
 
 from studio.errors import LLMError, LLMUnavailableError
 from studio.llm import LLM, OpenAIBackend, parse_json_answer
 from studio.store import Store
-from tests.fakes import FakeBackend
+from tests.fakes import FakeBackend, FakeOpenAIServer
 
 SCHEMA = {
     "type": "object",
@@ -75,47 +73,11 @@ def test_unreachable_server_says_what_to_do():
 
 
 def test_openai_backend_sends_schema_seed_and_reads_the_answer(monkeypatch):
-    import http.server
-    import threading
-
-    seen = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(body)
-            reply = {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": '{"name": "served"}'},
-                    }
-                ],
-            }
-            data = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/v1"
-        llm = LLM(OpenAIBackend(model="local-model", base_url=url, max_retries=0), seed=99)
+    answers = FakeBackend(bad_answers=['{"name": "served"}'])  # returned as they are, first
+    with FakeOpenAIServer(answers) as server:
+        llm = LLM(OpenAIBackend(model="local-model", base_url=server.url, max_retries=0), seed=99)
         answer = llm.generate_json([{"role": "user", "content": "hi"}], SCHEMA, max_tokens=50)
-    finally:
-        server.shutdown()
+    seen = server.bodies
     assert answer.data == {"name": "served"}
     assert llm.model == "openai-compatible:local-model"
     request = seen[0]
