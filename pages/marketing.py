@@ -113,7 +113,7 @@ def show_output(campaign, step: str, store) -> None:
             st.warning(issue)
         st.download_button(
             "Download the campaign (zip: images, posts.csv, posts.md, campaign.json)",
-            export_zip(campaign, store), file_name=f"campaign-{campaign.id}.zip",
+            lambda: export_zip(campaign, store), file_name=f"campaign-{campaign.id}.zip",
             mime="application/zip", key="mk_download", on_click="ignore",
         )  # fmt: skip
 

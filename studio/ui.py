@@ -278,7 +278,7 @@ def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True)
         if path.is_file():
             st.download_button(
                 "Download PNG",
-                path.read_bytes(),
+                path.read_bytes,  # read when clicked, not on every run of the page
                 file_name=f"{row['sha256'][:12]}.png",
                 mime="image/png",
                 key=f"dl_{key}_{row['id']}",
