@@ -4,9 +4,11 @@ A series is a folder holding `episodes.csv` (and optionally `seasons.csv`, `char
 `series.json` with the series' `title`), one
 JSON file with `episodes`, `seasons` and `characters` lists, or a single episodes CSV. Fields:
 episodes `season, episode, title, summary, characters`; seasons `season, title, summary`;
-characters `name, description`. `mapping` renames other column names to these, in every table.
-Bad rows are reported with file, line and reason and skipped; loading fails only when no episode
-is usable.
+characters `name, description`. `mapping` renames other column names to these, in every table;
+a mapped column that no table has is an error. CSV files may separate columns with `,` `;` tab or
+`|` (found from the header line). Bad rows are reported with file, line and reason and skipped;
+over-long texts are cut (at a sentence end where there is one) and their rows kept, with a
+warning. Loading fails only when no episode is usable.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,11 @@ REQUIRED = {
     "characters": ("name",),
 }
 MAX_LENGTH = {"title": 200, "summary": 4000, "description": 1000, "name": 120, "characters": 1000}
+# Over MAX_LENGTH these fields are cut (where to cut, best first) and the row kept; a name is an
+# identity (episodes' character lists refer to it), so a row whose name is too long is skipped.
+CUT_AT = {"summary": "sentence", "description": "sentence", "title": "word", "characters": "name"}
+ABSURD_LENGTH = 100_000  # longer than this is no summary: the row is skipped, not cut
+DELIMITERS = (",", ";", "\t", "|")  # ties go to the first
 MAX_SEASON = 1000
 MAX_EPISODE = 10000
 
@@ -68,12 +75,24 @@ class Season:
 
 @dataclass(frozen=True)
 class RowIssue:
+    """A problem in one row of the series data.
+
+    `skipped`: the row was left out; otherwise the row was kept with a text shortened.
+    `str()` says which: "skipped episodes.csv:3: missing season number" or
+    "shortened episodes.csv:6: summary is 5000 characters long, ...".
+    """
+
     file: str
     line: int
     reason: str
+    skipped: bool = True
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
+        return f"{'skipped' if self.skipped else 'shortened'} {self.where}: {self.reason}"
 
 
 @dataclass
@@ -105,6 +124,14 @@ class _Row:
     values: dict[str, str]
 
 
+@dataclass
+class _Table:
+    label: str  # as issues name it: "episodes.csv", "show.json episodes"
+    name: str  # episodes, seasons or characters
+    columns: list[str]  # as the file names them, before the mapping
+    rows: list[_Row]
+
+
 def parse_mapping(pairs: list[str]) -> dict[str, str]:
     """`["summary=resumo"]` -> `{"resumo": "summary"}` (source column -> schema field)."""
     known = {name for names in FIELDS.values() for name in names}
@@ -131,26 +158,39 @@ def _has_bad_bytes(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-def _csv_rows(path: Path, table: str, mapping: dict[str, str]) -> Iterator[_Row]:
+def _delimiter(text: str) -> str:
+    """The one of DELIMITERS that splits the header line into the most columns, quotes respected."""
+    header = text.partition("\n")[0].rstrip("\r")
+    best, most = DELIMITERS[0], 1
+    for candidate in DELIMITERS:
+        try:
+            count = len(next(csv.reader([header], delimiter=candidate), []))
+        except csv.Error:
+            continue
+        if count > most:
+            best, most = candidate, count
+    return best
+
+
+def _csv_table(path: Path, table: str) -> _Table:
     text = _decode(path.read_bytes())
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     try:
-        header = next(reader)
+        header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise DatasetError(f"{path} is empty: it needs a header row and data rows.") from None
-    header = [mapping.get(h.strip(), h.strip()) for h in header]
-    _check_columns(path.name, table, header)
+    rows = []
     line = reader.line_num + 1
     for cells in reader:
         start, line = line, reader.line_num + 1
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(header):
-            yield _Row(
-                path.name, start, {"__error__": f"{len(cells)} cells for {len(header)} columns"}
-            )
+            error = f"{len(cells)} cells for {len(header)} columns"
+            rows.append(_Row(path.name, start, {"__error__": error}))
             continue
-        yield _Row(path.name, start, dict(zip(header, cells, strict=False)))
+        rows.append(_Row(path.name, start, dict(zip(header, cells, strict=False))))
+    return _Table(path.name, table, header, rows)
 
 
 def _check_columns(file: str, table: str, columns: list[str]) -> None:
@@ -162,26 +202,55 @@ def _check_columns(file: str, table: str, columns: list[str]) -> None:
         )
 
 
-def _json_rows(path: Path, data: dict[str, Any], table: str, mapping: dict[str, str]) -> list[_Row]:
+def _json_table(path: Path, data: dict[str, Any], table: str) -> _Table:
     items = data.get(table, [])
     if not isinstance(items, list):
         raise DatasetError(f"{path.name}: {table!r} has to be a list of objects.")
+    label = f"{path.name} {table}"
     rows = []
-    columns: set[str] = set()
+    columns: dict[str, None] = {}  # in order of first appearance
     for index, item in enumerate(items, start=1):
         if not isinstance(item, dict):
-            rows.append(_Row(f"{path.name} {table}", index, {"__error__": "not an object"}))
+            rows.append(_Row(label, index, {"__error__": "not an object"}))
             continue
         values = {}
         for key, value in item.items():
             if isinstance(value, list):
                 value = "; ".join(str(v) for v in value)
-            values[mapping.get(key, key)] = "" if value is None else str(value)
-        columns.update(values)
-        rows.append(_Row(f"{path.name} {table}", index, values))
-    if rows:
-        _check_columns(f"{path.name} {table}", table, sorted(columns))
-    return rows
+            values[str(key)] = "" if value is None else str(value)
+        columns.update(dict.fromkeys(values))
+        rows.append(_Row(label, index, values))
+    return _Table(label, table, list(columns), rows)
+
+
+def _check_mapping(tables: list[_Table], mapping: dict[str, str]) -> None:
+    """A mapped column that no table has is a typo: say so, with the columns there are."""
+    found = {column for table in tables for column in table.columns}
+    missing = [column for column in mapping if column not in found]
+    if not missing:
+        return
+    pairs = ", ".join(f"--map {mapping[column]}={column}" for column in missing)
+    names = " or ".join(repr(column) for column in missing)
+    have = "; ".join(
+        f"{table.label} has: {', '.join(table.columns)}" for table in tables if table.columns
+    )
+    raise DatasetError(
+        f"{pairs}: no table has a column {names} ({have or 'no table has any column'}); "
+        "write COLUMN exactly as the file names it."
+    )
+
+
+def _mapped_rows(table: _Table, mapping: dict[str, str]) -> list[_Row]:
+    """The table's rows with their columns renamed to schema fields; checks the required ones."""
+    if table.columns or table.rows:
+        columns = [mapping.get(c, c) for c in table.columns]
+        _check_columns(table.label, table.name, columns)
+    if not mapping:
+        return table.rows
+    return [
+        _Row(row.file, row.line, {mapping.get(k, k): v for k, v in row.values.items()})
+        for row in table.rows
+    ]
 
 
 def _int(value: str, name: str, maximum: int) -> int:
@@ -200,7 +269,33 @@ def _int(value: str, name: str, maximum: int) -> int:
     return number
 
 
-def _text(values: dict[str, str], name: str, required: bool = False) -> str:
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’»)\]]*(?= )")
+
+
+def _cut(text: str, limit: int, unit: str) -> tuple[str, str]:
+    """`text` (single-spaced) cut to at most `limit` characters, and where it was cut.
+
+    `unit` "sentence": after the last sentence end, when that keeps at least half the limit;
+    "name": before the last name separator; otherwise, and as a fall-back, at the last word
+    boundary, with "…" to show the text goes on.
+    """
+    head = text[: limit + 1]
+    if unit == "sentence":
+        ends = [match.end() for match in _SENTENCE_END.finditer(head)]
+        if ends and ends[-1] >= limit // 2:
+            return text[: ends[-1]], "at the end of a sentence"
+    if unit == "name":
+        end = head.rfind(";" if ";" in text else ",")
+        if end > 0:
+            return text[:end].rstrip(), "after the last whole name that fits"
+    space = text.rfind(" ", 0, limit)
+    if space > 0:
+        return text[:space].rstrip(",;:-–—") + "…", "at a word boundary"
+    return text[: limit - 1] + "…", "mid-word (it has no spaces)"
+
+
+def _text(values: dict[str, str], name: str, notes: list[str], required: bool = False) -> str:
+    """The field's text, single-spaced; an over-long one is cut, with a note in `notes`."""
     text = " ".join((values.get(name) or "").split())
     if _has_bad_bytes(text):
         raise ValueError(
@@ -208,9 +303,22 @@ def _text(values: dict[str, str], name: str, required: bool = False) -> str:
         )
     if required and not text:
         raise ValueError(f"empty {name}")
-    if len(text) > MAX_LENGTH[name]:
-        raise ValueError(f"{name} is {len(text)} characters long; the limit is {MAX_LENGTH[name]}")
-    return text
+    limit = MAX_LENGTH[name]
+    if len(text) <= limit:
+        return text
+    if len(text) > ABSURD_LENGTH:
+        raise ValueError(
+            f"{name} is {len(text)} characters long, over {ABSURD_LENGTH}: that is no {name}; "
+            "in a CSV an unclosed quote joins the rows after it into one cell (check the quotes)"
+        )
+    if name not in CUT_AT:
+        raise ValueError(f"{name} is {len(text)} characters long; the limit is {limit}")
+    cut, where = _cut(text, limit, CUT_AT[name])
+    notes.append(
+        f"{name} is {len(text)} characters long, over the limit of {limit}: cut to {len(cut)} "
+        f"{where}; the row is kept (shorten the text in the file to choose the cut yourself)"
+    )
+    return cut
 
 
 def _split_names(text: str) -> tuple[str, ...]:
@@ -218,18 +326,23 @@ def _split_names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in text.split(separator) if n.strip()))
 
 
+def _kept(row: _Row, notes: list[str], issues: list[RowIssue]) -> None:
+    issues.extend(RowIssue(row.file, row.line, note, skipped=False) for note in notes)
+
+
 def _parse_episodes(rows: list[_Row], issues: list[RowIssue]) -> list[Episode]:
     episodes: list[Episode] = []
     seen: dict[tuple[int, int], _Row] = {}
     for row in rows:
+        notes: list[str] = []
         try:
             if "__error__" in row.values:
                 raise ValueError(row.values["__error__"])
             season = _int(row.values.get("season", ""), "season", MAX_SEASON)
             number = _int(row.values.get("episode", ""), "episode", MAX_EPISODE)
-            summary = _text(row.values, "summary", required=True)
-            title = _text(row.values, "title") or f"Episode {number}"
-            characters = _split_names(_text(row.values, "characters"))
+            summary = _text(row.values, "summary", notes, required=True)
+            title = _text(row.values, "title", notes) or f"Episode {number}"
+            characters = _split_names(_text(row.values, "characters", notes))
         except ValueError as exc:
             issues.append(RowIssue(row.file, row.line, str(exc)))
             continue
@@ -239,12 +352,12 @@ def _parse_episodes(rows: list[_Row], issues: list[RowIssue]) -> list[Episode]:
                 RowIssue(
                     row.file,
                     row.line,
-                    f"duplicate episode S{season:02d}E{number:02d} "
-                    f"(first at line {first.line}); this row is skipped",
+                    f"duplicate episode S{season:02d}E{number:02d} (first at line {first.line})",
                 )
             )
             continue
         seen[(season, number)] = row
+        _kept(row, notes, issues)
         episodes.append(Episode(season, number, title, summary, characters))
     return sorted(episodes, key=lambda e: (e.season, e.episode))
 
@@ -253,24 +366,24 @@ def _parse_seasons(rows: list[_Row], issues: list[RowIssue]) -> dict[int, Season
     seasons: dict[int, Season] = {}
     lines: dict[int, int] = {}
     for row in rows:
+        notes: list[str] = []
         try:
             if "__error__" in row.values:
                 raise ValueError(row.values["__error__"])
             number = _int(row.values.get("season", ""), "season", MAX_SEASON)
-            season = Season(number, _text(row.values, "title"), _text(row.values, "summary"))
+            title = _text(row.values, "title", notes)
+            season = Season(number, title, _text(row.values, "summary", notes))
         except ValueError as exc:
             issues.append(RowIssue(row.file, row.line, str(exc)))
             continue
         if number in seasons:
             issues.append(
                 RowIssue(
-                    row.file,
-                    row.line,
-                    f"duplicate season {number} "
-                    f"(first at line {lines[number]}); this row is skipped",
+                    row.file, row.line, f"duplicate season {number} (first at line {lines[number]})"
                 )
             )
             continue
+        _kept(row, notes, issues)
         seasons[number], lines[number] = season, row.line
     return seasons
 
@@ -278,17 +391,19 @@ def _parse_seasons(rows: list[_Row], issues: list[RowIssue]) -> dict[int, Season
 def _parse_characters(rows: list[_Row], issues: list[RowIssue]) -> dict[str, Character]:
     characters: dict[str, Character] = {}
     for row in rows:
+        notes: list[str] = []
         try:
             if "__error__" in row.values:
                 raise ValueError(row.values["__error__"])
-            name = _text(row.values, "name", required=True)
-            description = _text(row.values, "description")
+            name = _text(row.values, "name", notes, required=True)
+            description = _text(row.values, "description", notes)
         except ValueError as exc:
             issues.append(RowIssue(row.file, row.line, str(exc)))
             continue
         if name in characters:
-            issues.append(RowIssue(row.file, row.line, f"duplicate character {name!r}; skipped"))
+            issues.append(RowIssue(row.file, row.line, f"duplicate character {name!r}"))
             continue
+        _kept(row, notes, issues)
         characters[name] = Character(name, description)
     return characters
 
@@ -308,7 +423,7 @@ def _folder_title(path: Path) -> str:
     return path.name
 
 
-def _read_tables(path: Path, mapping: dict[str, str]) -> tuple[str, dict[str, list[_Row]]]:
+def _read_tables(path: Path) -> tuple[str, list[_Table]]:
     if path.is_dir():
         episodes = path / "episodes.csv"
         if not episodes.is_file():
@@ -316,10 +431,10 @@ def _read_tables(path: Path, mapping: dict[str, str]) -> tuple[str, dict[str, li
                 f"{path} has no episodes.csv; a series folder holds episodes.csv and optionally "
                 "seasons.csv and characters.csv."
             )
-        tables = {"episodes": list(_csv_rows(episodes, "episodes", mapping))}
+        tables = [_csv_table(episodes, "episodes")]
         for table in ("seasons", "characters"):
             if (path / f"{table}.csv").is_file():
-                tables[table] = list(_csv_rows(path / f"{table}.csv", table, mapping))
+                tables.append(_csv_table(path / f"{table}.csv", table))
         return _folder_title(path), tables
     if path.suffix.lower() == ".json":
         try:
@@ -328,33 +443,36 @@ def _read_tables(path: Path, mapping: dict[str, str]) -> tuple[str, dict[str, li
             raise DatasetError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or "episodes" not in data:
             raise DatasetError(f"{path} has to be a JSON object with an 'episodes' list.")
-        tables = {t: _json_rows(path, data, t, mapping) for t in FIELDS}
-        return str(data.get("title") or path.stem), tables
+        return str(data.get("title") or path.stem), [_json_table(path, data, t) for t in FIELDS]
     if path.suffix.lower() in {".csv", ".tsv", ".txt"}:
-        return path.stem, {"episodes": list(_csv_rows(path, "episodes", mapping))}
+        return path.stem, [_csv_table(path, "episodes")]
     raise DatasetError(f"{path}: expected a folder, a .json file or an episodes .csv file.")
 
 
 def load_series(
     path: Path | str, mapping: dict[str, str] | None = None
 ) -> tuple[Series, list[RowIssue]]:
-    """Load and validate a series; returns it with the report of skipped rows."""
+    """Load and validate a series; returns it with the report of skipped and shortened rows."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(
             f"Series data not found at {path}; pass --data with a folder, JSON or CSV."
         )
-    title, tables = _read_tables(path, mapping or {})
+    mapping = mapping or {}
+    title, read = _read_tables(path)
+    _check_mapping(read, mapping)
+    tables = {table.name: _mapped_rows(table, mapping) for table in read}
     issues: list[RowIssue] = []
     episodes = _parse_episodes(tables["episodes"], issues)
     seasons = _parse_seasons(tables.get("seasons", []), issues)
     characters = _parse_characters(tables.get("characters", []), issues)
     if not episodes:
-        detail = "; ".join(str(i) for i in issues[:5]) or "the episodes table has no rows"
+        skipped = [f"{i.where}: {i.reason}" for i in issues if i.skipped]
+        detail = "; ".join(skipped[:5]) or "the episodes table has no rows"
         raise DatasetError(f"No usable episode in {path}: {detail}.")
     for number in sorted({e.season for e in episodes} - set(seasons)):
         seasons[number] = Season(number, f"Season {number}")
     for number in sorted(set(seasons) - {e.season for e in episodes}):
-        issues.append(RowIssue("seasons", number, f"season {number} has no episodes; skipped"))
+        issues.append(RowIssue("seasons", number, f"season {number} has no episodes"))
         del seasons[number]
     return Series(title, dict(sorted(seasons.items())), episodes, characters), issues

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from studio.config import SAMPLE_SERIES
-from studio.dataset import load_series, parse_mapping
+from studio.dataset import ABSURD_LENGTH, MAX_LENGTH, RowIssue, load_series, parse_mapping
 from studio.errors import DatasetError
 
 
@@ -37,15 +37,17 @@ def test_bad_rows_are_reported_with_file_line_and_reason_and_the_rest_loads(tmp_
         '1,6,"Multi\nline title","A summary that is fine.",Rui\n',
     )
     series, issues = load_series(folder)
-    assert [e.episode for e in series.episodes] == [1, 6]
+    # The over-long summary (line 6) is cut and its row kept; the other bad rows are skipped.
+    assert [e.episode for e in series.episodes] == [1, 4, 6]
     reasons = {issue.line: issue.reason for issue in issues}
     assert all(issue.file == "episodes.csv" for issue in issues)
+    assert [i.line for i in issues if i.skipped] == [3, 4, 5, 7]
     assert reasons[3] == "missing season number"
     assert reasons[4] == "empty summary"
     assert "duplicate episode S01E01 (first at line 2)" in reasons[5]
     assert "5000 characters long" in reasons[6]
     assert "not a whole number" in reasons[7]
-    assert series.episodes[1].title == "Multi line title"
+    assert series.episodes[2].title == "Multi line title"
 
 
 def test_bad_encoding_is_reported_per_row(tmp_path):
@@ -138,3 +140,199 @@ def test_nothing_usable_fails_with_the_reasons(tmp_path):
 def test_missing_path():
     with pytest.raises(DatasetError, match="not found"):
         load_series("/nonexistent/show")
+
+
+# --- CSV delimiters ----------------------------------------------------------------------------
+
+
+def test_semicolon_csv_with_commas_in_the_text(tmp_path):
+    # Excel in European locales writes `;`; the commas inside summaries are not separators, and a
+    # quoted header name with more commas than the header has semicolons does not fool it.
+    csv_path = write(
+        tmp_path / "episodios.csv",
+        '"title, as broadcast, in full, in its language, with number, if any";'
+        "season;episode;summary;characters\n"
+        "Pilot;1;1;A storm, then a flood, hits the town.;Ana, Rui\n"
+        '"Two; the return";1;2;"She comes back; nobody, not even Rui, knows why.";Ana\n',
+    )
+    series, issues = load_series(
+        csv_path,
+        parse_mapping(["title=title, as broadcast, in full, in its language, with number, if any"]),
+    )
+    assert issues == []
+    first, second = series.episodes
+    assert (first.title, first.summary) == ("Pilot", "A storm, then a flood, hits the town.")
+    assert first.characters == ("Ana", "Rui")
+    assert second.title == "Two; the return"
+    assert second.summary == "She comes back; nobody, not even Rui, knows why."
+
+
+def test_comma_csv_with_semicolons_in_quoted_text(tmp_path):
+    csv_path = write(
+        tmp_path / "eps.csv",
+        "season,episode,title,summary,characters\n"
+        '1,1,"Storm; flood","Rain; wind; then the sea comes in.","Ana; Rui; Eva"\n'
+        '1,2,Calm,"After the storm; quiet.",Ana;Rui\n',
+    )
+    series, issues = load_series(csv_path)
+    assert issues == []
+    first, second = series.episodes
+    assert first.title == "Storm; flood"
+    assert first.summary == "Rain; wind; then the sea comes in."
+    assert first.characters == ("Ana", "Rui", "Eva")
+    assert second.characters == ("Ana", "Rui")
+
+
+@pytest.mark.parametrize("delimiter", ["\t", "|"])
+def test_tab_and_pipe_separated_files(tmp_path, delimiter):
+    lines = [["season", "episode", "summary"], ["1", "1", "A storm, then; a flood."]]
+    text = "".join(delimiter.join(cells) + "\r\n" for cells in lines)
+    series, issues = load_series(write(tmp_path / "eps.tsv", text))
+    assert issues == []
+    assert series.episodes[0].summary == "A storm, then; a flood."
+
+
+# --- --map checks --------------------------------------------------------------------------------
+
+
+def test_map_to_a_column_no_csv_has_names_the_pair_and_the_columns(tmp_path):
+    folder = tmp_path / "show"
+    folder.mkdir()
+    write(folder / "episodes.csv", "season,episode,summary\n1,1,A storm.\n")
+    write(folder / "characters.csv", "nome,descricao\nAna,A fisher.\n")
+    mapping = parse_mapping(["name=nome", "summary=nonexistent"])
+    with pytest.raises(DatasetError) as error:
+        load_series(folder, mapping)
+    message = str(error.value)
+    assert message.startswith("--map summary=nonexistent: no table has a column 'nonexistent' (")
+    assert "episodes.csv has: season, episode, summary" in message
+    assert "characters.csv has: nome, descricao" in message
+    assert "name=nome" not in message  # that column exists, in characters.csv
+
+
+def test_map_check_comes_before_the_missing_column_advice(tmp_path):
+    # Without the check, the error would say to --map summary=COLUMN, which the user just did.
+    csv_path = write(tmp_path / "eps.csv", "temporada;episodio;resumo\n1;1;Algo.\n")
+    mapping = parse_mapping(["season=temporada", "episode=episodio", "summary=Resumo"])
+    with pytest.raises(DatasetError, match=r"--map summary=Resumo: .*eps\.csv has: .*resumo"):
+        load_series(csv_path, mapping)
+
+
+def test_map_to_a_missing_json_key(tmp_path):
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps({"episodes": [{"season": 1, "episode": 1, "summary": "Storm."}]}))
+    with pytest.raises(DatasetError) as error:
+        load_series(path, parse_mapping(["title=titulo", "description=descricao"]))
+    assert str(error.value).startswith(
+        "--map title=titulo, --map description=descricao: "
+        "no table has a column 'titulo' or 'descricao' (show.json episodes has: season, episode, "
+        "summary)"
+    )
+
+
+# --- over-long texts -----------------------------------------------------------------------------
+
+
+def sentences(count):
+    return " ".join(
+        f"Sentence {n} of a detailed synopsis, with some words in it." for n in range(count)
+    )
+
+
+def test_long_summary_is_cut_at_a_sentence_end_and_the_row_kept(tmp_path):
+    summary = sentences(120)  # about 7,000 characters
+    csv_path = write(
+        tmp_path / "eps.csv",
+        f'season,episode,title,summary\n1,1,Pilot,"{summary}"\n1,2,Next,Short.\n',
+    )
+    series, issues = load_series(csv_path)
+    assert [e.episode for e in series.episodes] == [1, 2]
+    kept = series.episodes[0].summary
+    assert MAX_LENGTH["summary"] // 2 <= len(kept) <= MAX_LENGTH["summary"]
+    assert summary.startswith(kept) and kept.endswith("words in it.")
+    [issue] = issues
+    assert (issue.file, issue.line, issue.skipped) == ("eps.csv", 2, False)
+    assert f"summary is {len(summary)} characters long" in issue.reason
+    assert f"cut to {len(kept)} at the end of a sentence" in issue.reason
+    assert str(issue).startswith("shortened eps.csv:2: summary is ")
+    assert "the row is kept" in str(issue)
+
+
+def test_long_text_without_a_late_sentence_end_is_cut_at_a_word(tmp_path):
+    summary = "One short sentence. " + " ".join(["word"] * 1500)  # no sentence end after it
+    path = tmp_path / "show.json"
+    path.write_text(json.dumps({"episodes": [{"season": 1, "episode": 1, "summary": summary}]}))
+    series, issues = load_series(path)
+    kept = series.episodes[0].summary
+    assert len(kept) <= MAX_LENGTH["summary"] and len(kept) > MAX_LENGTH["summary"] - 10
+    assert kept.endswith("word…")
+    assert "at a word boundary" in issues[0].reason and not issues[0].skipped
+
+
+def test_absurdly_long_summary_is_skipped(tmp_path):
+    summary = "A word. " * (ABSURD_LENGTH // 8 + 1)
+    path = tmp_path / "show.json"
+    episodes = [
+        {"season": 1, "episode": 1, "summary": summary},
+        {"season": 1, "episode": 2, "summary": "Fine."},
+    ]
+    path.write_text(json.dumps({"episodes": episodes}))
+    series, issues = load_series(path)
+    assert [e.episode for e in series.episodes] == [2]
+    [issue] = issues
+    assert issue.skipped and issue.line == 1
+    assert "unclosed quote" in issue.reason
+    assert str(issue).startswith("skipped show.json episodes:1: summary is ")
+
+
+def test_other_long_texts_are_cut_but_a_long_name_still_skips_its_row(tmp_path):
+    folder = tmp_path / "show"
+    folder.mkdir()
+    names = "; ".join(f"Character number {n}" for n in range(80))  # about 1,700 characters
+    title = " ".join(["Title"] * 60)  # 359 characters
+    write(
+        folder / "episodes.csv",
+        f'season,episode,title,summary,characters\n1,1,{title},A storm.,"{names}"\n',
+    )
+    write(folder / "seasons.csv", f'season,title,summary\n1,One,"{sentences(80)}"\n')
+    write(
+        folder / "characters.csv",
+        f'name,description\nAna,"{sentences(30)}"\n{"N" * 200},A fisher.\n',
+    )
+    series, issues = load_series(folder)
+    episode = series.episodes[0]
+    assert len(episode.title) <= MAX_LENGTH["title"] and episode.title.endswith("Title…")
+    assert len("; ".join(episode.characters)) <= MAX_LENGTH["characters"]
+    assert episode.characters[:2] == ("Character number 0", "Character number 1")
+    assert all(name.startswith("Character number ") for name in episode.characters)
+    assert series.seasons[1].summary.endswith("words in it.")
+    assert len(series.seasons[1].summary) <= MAX_LENGTH["summary"]
+    assert series.characters["Ana"].description.endswith("words in it.")
+    assert len(series.characters["Ana"].description) <= MAX_LENGTH["description"]
+    assert set(series.characters) == {"Ana"}
+    shortened = [(i.file, i.reason.split()[0]) for i in issues if not i.skipped]
+    assert shortened == [
+        ("episodes.csv", "title"),
+        ("episodes.csv", "characters"),
+        ("seasons.csv", "summary"),
+        ("characters.csv", "description"),
+    ]
+    [skipped] = [i for i in issues if i.skipped]
+    assert (skipped.file, skipped.line) == ("characters.csv", 3)
+    assert "name is 200 characters long; the limit is 120" in skipped.reason
+
+
+def test_a_skipped_row_reports_no_shortening(tmp_path):
+    csv_path = write(
+        tmp_path / "eps.csv",
+        f'season,episode,summary\n1,1,Fine.\nx,2,"{sentences(120)}"\n1,1,"{sentences(120)}"\n',
+    )
+    _, issues = load_series(csv_path)
+    assert [(i.line, i.skipped) for i in issues] == [(3, True), (4, True)]
+
+
+def test_row_issue_reads_well_either_way():
+    assert RowIssue("eps.csv", 3, "empty summary").skipped
+    assert str(RowIssue("eps.csv", 3, "empty summary")) == "skipped eps.csv:3: empty summary"
+    shortened = RowIssue("eps.csv", 4, "summary is 5000 characters long", skipped=False)
+    assert str(shortened) == "shortened eps.csv:4: summary is 5000 characters long"
