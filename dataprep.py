@@ -47,8 +47,12 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+# Settings whose flag is not `--` + the setting's name with dashes; errors name the flag typed.
+FLAG_OF_SETTING = {"series": "--data", "data_dir": "--out", "width": "--size", "height": "--size"}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from studio.render import SCHEDULERS
+    from studio.params import SAMPLER_NAMES as SCHEDULERS
 
     parser = argparse.ArgumentParser(
         prog="dataprep.py",
@@ -111,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--llm-seed", type=int, help="LLM sampling seed (1234)")
     models.add_argument(
+        "--llm-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds to wait for one LLM answer; a server that never answers is given up on "
+        "after 3 tries (120)",
+    )
+    models.add_argument(
         "--image-model",
         help="hub id, diffusers folder, .safetensors file, "
         "'demo' or 'auto' (default: SD 1.5 if available, else the demo model)",
@@ -131,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--batch-size", type=int, help="prompts per pipeline call on a GPU (4)")
     parser.add_argument(
+        "--recover",
+        action="store_true",
+        help="rebuild a damaged or lost catalog from the images' own metadata (the old file is "
+        "kept aside), then exit",
+    )
+    parser.add_argument(
         "--out",
         dest="data_dir",
         type=Path,
@@ -140,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(summary, settings, issues_count: int, model_notes: list[str]) -> None:
+def _print_summary(summary, settings, issues: list, model_notes: list[str]) -> None:
     def say(line: str = "") -> None:
         print(line, file=sys.stderr)
 
@@ -160,8 +177,13 @@ def _print_summary(summary, settings, issues_count: int, model_notes: list[str])
             f"Images:  {summary.images_rendered} rendered, {summary.images_cached} from the "
             f"catalog{placeholder}."
         )
-    if issues_count:
-        say(f"Skipped rows in the series data: {issues_count} (listed above).")
+    skipped = sum(issue.skipped for issue in issues)
+    if skipped:
+        say(f"Skipped rows in the series data: {skipped} (listed above).")
+    if len(issues) > skipped:
+        say(
+            f"Shortened texts in the series data: {len(issues) - skipped} (kept; listed above)."
+        )
     if summary.failed:
         say(f"Failed: {len(summary.failed)}")
         for failure in summary.failed:
@@ -179,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     except StudioError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder that cannot be written, a full disk
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"Error: cannot use{where}: {exc.strerror or exc}.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             f"\nStopped after {time.perf_counter() - started:.0f} s; what was finished is kept "
@@ -188,22 +214,38 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def recover(data_dir: Path) -> int:
+    from studio.recovery import recover_catalog
+
+    print(f"Rebuilding the catalog in {data_dir.resolve()} from its images…", file=sys.stderr)
+    report = recover_catalog(data_dir)
+    for line in report.lines():
+        print(line, file=sys.stderr)
+    for path in report.unreadable[:10]:
+        print(f"  not recovered (no studio metadata): {path}", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from studio.batch import Selection, run_job
     from studio.dataset import load_series, parse_mapping
     from studio.llm import make_llm
-    from studio.render import Renderer, check_sampler, resolve_image_model
+    from studio.render import Renderer, resolve_image_model
 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     if args.size:
         overrides["width"], overrides["height"] = args.size
+    overrides["_sources"] = {
+        name: FLAG_OF_SETTING.get(name, f"--{name.replace('_', '-')}") for name in overrides
+    }
     settings = load_settings(overrides)
-    check_sampler(settings.sampler)
+    if args.recover:
+        return recover(settings.data_dir)
     series, issues = load_series(settings.series, parse_mapping(args.map))
     for issue in issues:
-        print(f"skipped {issue}", file=sys.stderr)
+        print(issue, file=sys.stderr)
     print(
         f"Series {series.title!r}: {len(series.seasons)} seasons, {len(series.episodes)} "
         f"episodes, {len(series.characters)} characters.",
@@ -220,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
     llm = make_llm(settings, store)
     print(f"Image model: {model.label} on {renderer.device}. LLM: {llm.model}.", file=sys.stderr)
     selection = Selection(args.seasons, args.episodes, args.only)
+    for note in selection.unknown(series):
+        print(f"WARNING: {note}", file=sys.stderr)
     try:
         summary = run_job(
             series,
@@ -234,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    _print_summary(summary, settings, len(issues), model.notes)
+    _print_summary(summary, settings, issues, model.notes)
     return 1 if summary.failed else 0
 
 

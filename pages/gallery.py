@@ -5,7 +5,7 @@ import streamlit as st
 
 from studio import ui
 from studio.metadata import parse_parameters, read_png_metadata
-from studio.render import SCHEDULERS
+from studio.params import request_from_infotext
 
 ui.route_through_dashboard()
 
@@ -83,31 +83,11 @@ def read_dropped_png() -> None:
         if provenance:
             with st.expander("Provenance (series studio)"):
                 st.json(provenance)
-        defaults = ui.defaults_from_settings()
-        sampler = values.get("Sampler", defaults.sampler)
-        if values.get("Schedule type") == "Karras" and f"{sampler} Karras" in SCHEDULERS:
-            sampler = f"{sampler} Karras"  # newer A1111 writes the schedule apart
-        if sampler not in SCHEDULERS:
-            st.warning(
-                f"Sampler {sampler!r} is not one of ours; the Studio will use {defaults.sampler}."
-            )
-            sampler = defaults.sampler
-        try:
-            sent = ui.Defaults(
-                prompt=values.get("Prompt", ""),
-                negative_prompt=values.get("Negative prompt", ""),
-                sampler=sampler,
-                steps=int(values.get("Steps", defaults.steps)),
-                cfg=float(values.get("CFG scale", defaults.cfg)),
-                width=int(values.get("Size-1", defaults.width)),
-                height=int(values.get("Size-2", defaults.height)),
-                seed=int(values.get("Seed", defaults.seed)) % 2**32,
-            )
-        except ValueError as exc:
-            st.error(f"The parameters could not be read as numbers: {exc}.")
-            return
+        imported = request_from_infotext(values, ui.defaults_from_settings())
+        for note in imported.notes:
+            st.warning(f"{note}.", icon=":material/tune:")
         if st.button("Send to Studio", key="ga_send_upload", type="primary"):
-            ui.send_to_studio(sent)
+            ui.send_to_studio(imported.request, imported.notes, imported.random_seed)
 
 
 st.title("Gallery")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from studio import __version__
 from studio.config import Settings
 from studio.dataset import Episode, Series
-from studio.errors import LLMUnavailableError, RenderError, StudioError
+from studio.errors import DatasetError, LLMUnavailableError, RenderError, StudioError
 from studio.llm import LLM
 from studio.metadata import encode_png, format_parameters
 from studio.prompting import PromptSpec, write_episode_prompt, write_season_prompts
@@ -51,6 +51,29 @@ class Selection:
         if self.targets == "episodes" or (self.episodes is not None and self.seasons is None):
             return []
         return [s for s in series.seasons if self.seasons is None or s in self.seasons]
+
+    def unknown(self, series: Series) -> list[str]:
+        """Warnings for seasons and episodes asked for but missing; an error if nothing is left."""
+        notes = []
+        ids = {(e.season, e.episode) for e in series.episodes}
+        ranges = ", ".join(
+            f"{eps[0].id}-{eps[-1].id}"
+            for eps in (series.episodes_of(n) for n in series.seasons)
+            if eps
+        )
+        missing_seasons = sorted((self.seasons or set()) - set(series.seasons))
+        if missing_seasons:
+            notes.append(
+                f"--seasons {','.join(map(str, missing_seasons))}: no such season in the series "
+                f"(it has {', '.join(map(str, series.seasons))})"
+            )
+        missing_episodes = sorted((self.episodes or set()) - ids)
+        if missing_episodes:
+            names = ",".join(f"S{s:02d}E{e:02d}" for s, e in missing_episodes)
+            notes.append(f"--episodes {names}: no such episode in the series (it has {ranges})")
+        if notes and not self.pick_episodes(series) and not self.pick_seasons(series):
+            raise DatasetError(f"Nothing to make: {'; '.join(notes)}.")
+        return notes
 
 
 @dataclass
@@ -158,7 +181,11 @@ def write_prompts(
                             index,
                             result.spec,
                             _request(settings, result.spec, seed),
-                            {"template_hash": result.template_hash, "prompt_key": result.key},
+                            {
+                                "template_hash": result.template_hash,
+                                "prompt_key": result.key,
+                                "llm_answers": result.answers,
+                            },
                         )
                     )
             else:
@@ -187,7 +214,12 @@ def write_prompts(
                             0,
                             spec,
                             _request(settings, spec, seed),
-                            {"template_hash": result.template_hash, "prompt_key": result.key},
+                            {
+                                "template_hash": result.template_hash,
+                                "prompt_key": result.key,
+                                "llm_answers": result.answers,
+                                "trace": result.trace,
+                            },
                         )
                     )
         except LLMUnavailableError:
@@ -261,6 +293,8 @@ def store_image(
     provenance = {
         **renderer.provenance(request),
         **job.provenance,
+        "request": asdict(request),  # exact values, for recovering the catalog from the PNGs
+        "model_label": model.label,
         "cache_key": key,
         "target": job.target,
         "season": job.season,

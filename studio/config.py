@@ -6,6 +6,7 @@ with the same keys as `Settings`' fields; a `.env` file beside it may set the en
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -15,6 +16,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from studio.errors import ConfigError
+from studio.params import SAMPLER_NAMES, ParameterError, check_value
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
@@ -36,7 +38,7 @@ class Settings:
     llm_timeout: float = 120.0  # seconds per request
     image_model: str = "auto"  # hub id, local folder, .safetensors file, "demo" or "auto"
     device: str = "auto"  # auto, cuda, mps or cpu
-    sampler: str = "DPM++ 2M Karras"  # a name from studio.render.SCHEDULERS
+    sampler: str = "DPM++ 2M Karras"  # a name from studio.params.SAMPLER_NAMES
     steps: int = 25
     cfg: float = 7.0  # classifier-free guidance scale
     width: int = 512
@@ -93,7 +95,11 @@ def _config_file_values() -> tuple[dict[str, Any], str]:
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings from flags (`overrides`, None values ignored), env vars, `studio.toml`, defaults."""
+    """Settings from `overrides` (None values ignored), env vars, `studio.toml`, defaults.
+
+    `overrides` may carry `_sources`: {setting: how the caller names it}, e.g. a CLI flag, so
+    that errors point at what the user typed; by default an override is named by its setting.
+    """
     dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
     file_values, file_name = _config_file_values()
     known = {f.name: f for f in fields(Settings)}
@@ -101,41 +107,74 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"{file_name} has unknown keys {unknown}; known keys: {sorted(known)}.")
     chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     kinds = {name: type(getattr(Settings(), name)) for name in known}
     kinds.update({"series": Path, "data_dir": Path, "cache_dir": Path})
     for name in known:
         env = ENV_VARS.get(name, "")
         if overrides and overrides.get(name) is not None:
-            chosen[name] = _coerce(
-                name, overrides[name], kinds[name], f"--{name.replace('_', '-')}"
-            )
+            value, source = overrides[name], overrides.get("_sources", {}).get(name, name)
         elif env and os.environ.get(env):
-            chosen[name] = _coerce(name, os.environ[env], kinds[name], env)
+            value, source = os.environ[env], env
         elif env and dotenv.get(env):
-            chosen[name] = _coerce(name, dotenv[env], kinds[name], f".env {env}")
+            value, source = dotenv[env], f".env {env}"
         elif name in file_values:
-            chosen[name] = _coerce(name, file_values[name], kinds[name], file_name)
+            value, source = file_values[name], f"{file_name} ({name})"
+        else:
+            continue
+        chosen[name] = _coerce(name, value, kinds[name], source)
+        sources[name] = source
     settings = replace(Settings(), **chosen)
-    check_settings(settings)
+    check_settings(settings, sources)
     return settings
 
 
-def check_settings(settings: Settings) -> None:
-    """Reject values that cannot work, with the bad value and the fix."""
-    if settings.width % 8 or settings.height % 8 or settings.width < 64 or settings.height < 64:
-        raise ConfigError(
-            f"`width` and `height` have to be divisible by 8 and at least 64 "
-            f"but are {settings.width} and {settings.height}."
+def check_settings(settings: Settings, sources: dict[str, str] | None = None) -> None:
+    """Reject values that cannot work, with the bad value, where it was set and the fix.
+
+    Render parameters go through the same gate as every request (`studio.params`).
+    """
+    sources = sources or {}
+
+    def fail(name: str, message: str) -> ConfigError:
+        where = sources.get(name) or ENV_VARS.get(name) or name
+        return ConfigError(f"{message} Set by {where}.")
+
+    for name in ("steps", "cfg", "width", "height", "seed"):
+        try:
+            check_value(name, getattr(settings, name))
+        except ParameterError as exc:
+            raise fail(name, str(exc)) from None
+    if settings.sampler not in SAMPLER_NAMES:
+        raise fail(
+            "sampler",
+            f"Unknown sampler {settings.sampler!r}; choose one of: {', '.join(SAMPLER_NAMES)}.",
         )
-    if not 1 <= settings.steps <= 150:
-        raise ConfigError(f"`steps` has to be between 1 and 150 but is {settings.steps}.")
-    if not 0 <= settings.cfg <= 30:
-        raise ConfigError(f"`cfg` has to be between 0 and 30 but is {settings.cfg}.")
     if not 1 <= settings.images_per_episode <= 16:
-        raise ConfigError(
-            f"`images_per_episode` has to be between 1 and 16 but is {settings.images_per_episode}."
+        raise fail(
+            "images_per_episode",
+            f"`images_per_episode` has to be between 1 and 16 but is "
+            f"{settings.images_per_episode}.",
         )
     if settings.batch_size < 1:
-        raise ConfigError(f"`batch_size` has to be at least 1 but is {settings.batch_size}.")
+        raise fail("batch_size", f"`batch_size` has to be at least 1 but is {settings.batch_size}.")
     if settings.device not in {"auto", "cuda", "mps", "cpu"}:
-        raise ConfigError(f"`device` has to be auto, cuda, mps or cpu but is {settings.device!r}.")
+        raise fail(
+            "device", f"`device` has to be auto, cuda, mps or cpu but is {settings.device!r}."
+        )
+    if not settings.image_model.strip():
+        raise fail(
+            "image_model",
+            "`image_model` is empty; use auto, demo, a hub id (owner/name), a diffusers folder or "
+            "a .safetensors file.",
+        )
+    if not (math.isfinite(settings.llm_timeout) and settings.llm_timeout > 0):
+        raise fail(
+            "llm_timeout",
+            f"`llm_timeout` has to be a positive number of seconds but is {settings.llm_timeout}.",
+        )
+    if not (math.isfinite(settings.llm_temperature) and 0 <= settings.llm_temperature <= 2):
+        raise fail(
+            "llm_temperature",
+            f"`llm_temperature` has to be between 0 and 2 but is {settings.llm_temperature}.",
+        )

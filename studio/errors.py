@@ -26,3 +26,11 @@ class LLMUnavailableError(LLMError):
 
 class RenderError(StudioError):
     """The image model could not be loaded or could not render."""
+
+
+class ImageInputError(StudioError):
+    """An image given to the studio (an upload, a file) cannot be read."""
+
+
+class CatalogError(StudioError):
+    """The catalog cannot be opened or written; the message names the file and the fix."""

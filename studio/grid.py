@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from PIL import Image, ImageDraw, ImageFont
 
 from studio.errors import RenderError
-from studio.render import SCHEDULERS, RenderRequest
+from studio.params import SAMPLER_NAMES, ParameterError, RenderRequest, check_value
 
 # Parameter name -> (RenderRequest field, value type).
 AXES = {
@@ -39,27 +39,32 @@ def parse_axis(name: str, text: str) -> Axis:
     """Values for one axis from a comma-separated list; samplers by their A1111 names."""
     if name not in AXES:
         raise RenderError(f"Unknown grid parameter {name!r}; choose one of {', '.join(AXES)}.")
-    _, kind = AXES[name]
+    field, kind = AXES[name]
     raw = [part.strip() for part in text.split(",") if part.strip()]
     if not raw:
         raise RenderError(f"Give at least one value for {name}, separated by commas.")
     values = []
     for item in raw:
         if kind is str:
-            if item not in SCHEDULERS:
+            if item not in SAMPLER_NAMES:
                 raise RenderError(
                     f"Unknown sampler {item!r} on the {name} axis; use one of "
-                    f"{', '.join(SCHEDULERS)}."
+                    f"{', '.join(SAMPLER_NAMES)}."
                 )
             values.append(item)
             continue
         try:
-            values.append(kind(item))
+            value = kind(item)
         except ValueError:
             raise RenderError(
                 f"{item!r} is not a valid {name} value; write numbers separated by commas, "
                 f"like {'3, 7.5, 12' if kind is float else '10, 20, 30'}."
             ) from None
+        try:
+            check_value(field, value)
+        except ParameterError as exc:
+            raise RenderError(f"{item!r} on the {name} axis: {exc}") from None
+        values.append(value)
     return Axis(name, tuple(dict.fromkeys(values)))
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
+
+from studio.errors import ImageInputError
 
 PARAMETERS_KEY = "parameters"
 PROVENANCE_KEY = "studio"
@@ -84,19 +87,59 @@ def parse_parameters(text: str) -> dict[str, str]:
     return result
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as the strings "inf", "-inf" and "nan", so it is strict JSON.
+
+    Scheduler configs hold `-inf` (DPM-Solver's `lambda_min_clipped`); Python's json would write
+    `-Infinity`, which strict JSON parsers reject.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def encode_png(image: Image.Image, parameters: str, provenance: dict[str, Any]) -> bytes:
     """PNG bytes with both chunks. Same image and metadata give the same bytes."""
     info = PngInfo()
     info.add_text(PARAMETERS_KEY, parameters)
-    info.add_text(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True, ensure_ascii=False))
+    info.add_text(
+        PROVENANCE_KEY,
+        json.dumps(json_safe(provenance), sort_keys=True, ensure_ascii=False, allow_nan=False),
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
+def open_image_bytes(data: bytes) -> Image.Image:
+    """The image in `data`, fully read; `ImageInputError` saying what is wrong if it is not one."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Image.DecompressionBombError:
+        raise ImageInputError(
+            "This image is too large to open safely (over "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels); resize it first."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageInputError(
+            "This file is not an image the studio can read; upload a PNG, JPEG or WebP file."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(
+            f"This image is damaged or truncated ({str(exc).splitlines()[0][:120]}); export it "
+            "again or try another file."
+        ) from None
+    return image
+
+
 def read_png_metadata(data: bytes | Image.Image) -> tuple[str | None, dict[str, Any] | None]:
     """(A1111 parameters text, studio provenance) of a PNG; None for a chunk it lacks."""
-    image = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(data))
+    image = data if isinstance(data, Image.Image) else open_image_bytes(data)
     text = getattr(image, "text", None) or image.info
     provenance = text.get(PROVENANCE_KEY)
     try:

@@ -21,9 +21,9 @@ from typing import Any
 
 from studio.dataset import Episode, Series
 from studio.llm import LLM
+from studio.params import CLIP_WINDOW
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
-CLIP_WINDOW = 77
 TokenCounter = Callable[[str], int]
 
 # The parts of an image prompt, in the order they are written...
@@ -190,6 +190,7 @@ class EpisodePrompt:
     key: str
     template_hash: str
     cached: bool
+    answers: dict[str, Any]  # LLM cache key -> the answer, kept in the PNGs for recovery
 
 
 def write_episode_prompt(
@@ -217,7 +218,9 @@ def write_episode_prompt(
         style=" ".join(answer.data["style"].split()),
         rationale=" ".join(answer.data["rationale"].split()),
     )
-    return EpisodePrompt(spec, answer.key, template.sha256, answer.cached)
+    return EpisodePrompt(
+        spec, answer.key, template.sha256, answer.cached, {answer.key: answer.data}
+    )
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ class SeasonPrompts:
     key: str
     template_hash: str
     cached: bool
+    answers: dict[str, Any]  # LLM cache key -> the answer, kept in the PNGs for recovery
 
 
 def season_data(series: Series, season: int) -> dict[str, Any]:
@@ -307,4 +311,5 @@ def write_season_prompts(
         key=styles_answer.key,
         template_hash=templates_hash("season_self_ask.md", "season_styles.md"),
         cached=trace_answer.cached and styles_answer.cached,
+        answers={trace_answer.key: trace_answer.data, styles_answer.key: styles_answer.data},
     )

@@ -23,6 +23,8 @@ import transformers
 from PIL import Image
 
 from studio.errors import RenderError
+from studio.metadata import json_safe
+from studio.params import CLIP_WINDOW, SAMPLER_NAMES, RenderRequest, check_sampler
 
 transformers.logging.set_verbosity_error()  # quiet the optional-torchvision notices at import
 
@@ -54,7 +56,6 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEMO_MODEL = "demo"
 DEMO_VERSION = "demo-v1"
 CLIP_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "clip-tokenizer"
-CLIP_WINDOW = 77  # tokens, BOS and EOS included
 # What `auto` downloads of the default model: the fp16 safetensors and the configs, ~2 GB.
 DEFAULT_MODEL_FILES = [
     "model_index.json",
@@ -106,9 +107,8 @@ SD15_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def check_sampler(name: str) -> None:
-    if name not in SCHEDULERS:
-        raise RenderError(f"Unknown sampler {name!r}; choose one of: {', '.join(SCHEDULERS)}.")
+if tuple(SCHEDULERS) != SAMPLER_NAMES:
+    raise ImportError("studio.render.SCHEDULERS and studio.params.SAMPLER_NAMES disagree")
 
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
@@ -141,35 +141,6 @@ def pick_device(preference: str = "auto") -> tuple[str, torch.dtype]:
     if preference == "mps" and not torch.backends.mps.is_available():
         raise RenderError("--device mps was asked for but MPS is not available; use --device auto.")
     return preference, (torch.float32 if preference == "cpu" else torch.float16)
-
-
-@dataclass(frozen=True)
-class RenderRequest:
-    """Everything that decides an image's pixels besides the model."""
-
-    prompt: str
-    negative_prompt: str = ""
-    sampler: str = "DPM++ 2M Karras"
-    steps: int = 25
-    cfg: float = 7.0
-    width: int = 512
-    height: int = 512
-    seed: int = 0
-
-    def check(self) -> None:
-        """Reject bad inputs with the value and the fix, before any model work."""
-        if self.width % 8 or self.height % 8:
-            raise RenderError(
-                f"`height` and `width` have to be divisible by 8 but are {self.height} and "
-                f"{self.width}."
-            )
-        if not 1 <= self.steps <= 150:
-            raise RenderError(f"`steps` has to be between 1 and 150 but is {self.steps}.")
-        if not 0 <= self.seed < 2**32:
-            raise RenderError(f"`seed` has to be between 0 and 2**32-1 but is {self.seed}.")
-        if not self.prompt.strip():
-            raise RenderError("The prompt is empty; write what the image should show.")
-        check_sampler(self.sampler)
 
 
 @dataclass(frozen=True)
@@ -296,6 +267,11 @@ def _hub_snapshot(repo: str, patterns: list[str] | None, local_only: bool) -> Pa
 
 def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
     """Find the weights for `name`; `auto` falls back to the demo model, explicit names never do."""
+    if not name.strip():
+        raise RenderError(
+            "The image model is empty; set STUDIO_IMAGE_MODEL (--image-model) to auto, demo, a hub "
+            "id (owner/name), a diffusers folder or a .safetensors file."
+        )
     if name == DEMO_MODEL:
         folder = build_demo_model(cache_dir / "models" / DEMO_VERSION)
         return ImageModel(
@@ -336,6 +312,12 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
             raise RenderError(f"Image model file {path} does not exist.")
         stat = path.stat()
         return ImageModel(name, "file", str(path.resolve()), f"{stat.st_size}:{stat.st_mtime_ns}")
+    looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    if looks_like_path:
+        raise RenderError(
+            f"Image model path {path} does not exist; point STUDIO_IMAGE_MODEL (--image-model) "
+            "at a diffusers folder or a .safetensors file, or use 'auto' or 'demo'."
+        )
     if name.count("/") == 1:
         try:
             snapshot = _hub_snapshot(name, None, local_only=True)
@@ -344,14 +326,14 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
                 snapshot = _hub_snapshot(name, None, local_only=False)
             except Exception as exc:
                 raise RenderError(
-                    f"Image model {name!r} is not in the Hugging Face cache and could not be "
-                    f"downloaded ({type(exc).__name__}). Check the name and the network, or pass a "
-                    "local folder or .safetensors file."
+                    f"Image model {name!r} is no folder here, is not in the Hugging Face cache "
+                    f"and could not be downloaded ({type(exc).__name__}). Check the name and the "
+                    "network, or pass a local folder or .safetensors file."
                 ) from None
         return ImageModel(name, "hub", str(snapshot), snapshot.name)
     raise RenderError(
         f"Image model {name!r} is neither a folder, a .safetensors file, a hub id (owner/name), "
-        "'demo' nor 'auto'."
+        "'demo' nor 'auto'; set STUDIO_IMAGE_MODEL (--image-model) to one of them."
     )
 
 
@@ -448,7 +430,9 @@ class Renderer:
             "placeholder": self.model.placeholder,
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
-            "scheduler": scheduler_config_of(request.sampler, self._base_scheduler_config),
+            "scheduler": json_safe(
+                scheduler_config_of(request.sampler, self._base_scheduler_config)
+            ),
         }
 
     def render(

@@ -1,9 +1,14 @@
 """The catalog: SQLite (WAL, named migrations) plus content-addressed PNG files, written atomically.
 
 Layout under the data folder: `catalog.sqlite`, `images/ab/abcdef....png` (the name is the file's
-sha256). A run killed at any moment leaves no broken file: files are written to a temporary name
-and renamed into place, catalog rows are written after their file in one transaction, and stale
-temporary files are removed when the store opens.
+sha256). A run killed at any moment leaves no broken file and no half-recorded image: files are
+written to a temporary name and renamed into place inside the transaction that adds their row, and
+when the store opens it removes stale temporaries, drops rows whose file is gone and adopts PNGs
+that have no row (a kill between the rename and the commit) from their own metadata.
+
+A catalog that is damaged, unreadable, not ours, or empty while images lie beside it is never
+taken as new: opening it raises `CatalogError` naming the file and the fix (`studio.recovery`
+rebuilds it from the PNGs).
 """
 
 from __future__ import annotations
@@ -15,12 +20,32 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from studio.errors import CatalogError
+from studio.metadata import json_safe, parse_parameters
+
 TMP_PREFIX = ".tmp-"
+CATALOG_NAME = "catalog.sqlite"
+RECOVER_HINT = (
+    "Rebuild it from the images' own metadata with `python dataprep.py --recover` (the old file "
+    "is kept aside)"
+)
+
+
+def _file_mode() -> int:
+    # The permissions a plain open() would give, as for the catalog itself (mkstemp uses 0600).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
 
 
 def _now() -> str:
@@ -144,6 +169,50 @@ class ImageRecord:
     provenance: dict[str, Any]
 
 
+def record_from_png(path: Path) -> ImageRecord | None:
+    """The catalog record a studio PNG describes (its `studio` and `parameters` chunks), or None.
+
+    Images written since the recorded request and model label were added to the provenance are
+    recovered exactly; older ones from the A1111 infotext, where numbers are rounded as written.
+    """
+    try:
+        with Image.open(path) as image:
+            info = dict(image.info)  # text chunks before the image data: no decoding needed
+        provenance = json.loads(info["studio"])
+        infotext = parse_parameters(info.get("parameters", ""))
+        request = provenance.get("request") or {
+            "prompt": infotext["Prompt"],
+            "negative_prompt": infotext["Negative prompt"],
+            "sampler": infotext["Sampler"],
+            "steps": int(infotext["Steps"]),
+            "cfg": float(infotext["CFG scale"]),
+            "width": int(infotext["Size-1"]),
+            "height": int(infotext["Size-2"]),
+            "seed": int(infotext["Seed"]),
+        }
+        return ImageRecord(
+            cache_key=provenance["cache_key"],
+            target=provenance.get("target") or "studio",
+            season=provenance.get("season"),
+            episode=provenance.get("episode"),
+            style=provenance.get("style"),
+            image_index=int(provenance.get("image_index") or 0),
+            prompt=request["prompt"],
+            negative_prompt=request["negative_prompt"],
+            model=provenance.get("model_label") or infotext.get("Model", ""),
+            sampler=request["sampler"],
+            steps=int(request["steps"]),
+            cfg=float(request["cfg"]),
+            width=int(request["width"]),
+            height=int(request["height"]),
+            seed=int(request["seed"]),
+            placeholder=bool(provenance.get("placeholder")),
+            provenance=provenance,
+        )
+    except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` so that `path` is either absent, old, or complete, never partial."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,32 +222,118 @@ def atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-class Store:
-    """The catalog of one data folder. Safe to share between threads."""
+def _unwritable(folder: Path, exc: Exception) -> CatalogError:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return CatalogError(
+        f"The data folder {folder} cannot be written ({reason}). Set STUDIO_DATA_DIR (or "
+        "--out) to a folder you can write, or fix the folder's permissions."
+    )
 
-    def __init__(self, data_dir: Path | str):
+
+@dataclass
+class OpenReport:
+    """What the store tidied when it opened."""
+
+    adopted: int = 0  # PNGs without a row, recorded again from their own metadata
+    dropped: int = 0  # rows whose PNG file is gone, removed
+
+
+class Store:
+    """The catalog of one data folder. Safe to share between threads.
+
+    `rebuilding=True` skips the refusal of an empty catalog beside existing images: only the
+    recovery, which fills it from those images, opens a store that way.
+    """
+
+    def __init__(self, data_dir: Path | str, *, rebuilding: bool = False):
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / "images"
-        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog_path = self.data_dir / CATALOG_NAME
+        self.opened = OpenReport()
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.data_dir / "catalog.sqlite", check_same_thread=False, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._migrate()
-        self._remove_stale_temporaries()
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unwritable(self.data_dir, exc) from None
+        if not rebuilding:
+            self._refuse_hollow_catalog()
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = sqlite3.connect(
+                self.catalog_path, check_same_thread=False, isolation_level=None
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._check_catalog()
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+            self._remove_stale_temporaries()
+            self._sweep()
+        except sqlite3.DatabaseError as exc:
+            if self._db is not None:
+                self._db.close()
+            raise self._open_error(exc) from None
+        except OSError as exc:
+            if self._db is not None:
+                self._db.close()
+            raise _unwritable(self.data_dir, exc) from None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _pngs(self) -> list[Path]:
+        return [p for p in self.images_dir.rglob("*.png") if not p.name.startswith(TMP_PREFIX)]
+
+    def _refuse_hollow_catalog(self) -> None:
+        """An empty or missing catalog beside existing images would orphan them all: refuse."""
+        path = self.catalog_path
+        if path.is_file() and path.stat().st_size > 0:
+            return
+        images = len(self._pngs())
+        if images:
+            state = "empty (0 bytes)" if path.exists() else "missing"
+            raise CatalogError(
+                f"The catalog {path} is {state}, but {images} images are in {self.images_dir}. "
+                f"{RECOVER_HINT}."
+            )
+
+    def _check_catalog(self) -> None:
+        """Raise unless the file is a readable catalog of ours (or a new, empty database)."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems))
+        tables = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        if tables and "migrations" not in tables:
+            raise CatalogError(
+                f"{self.catalog_path} is not a series studio catalog (its tables: "
+                f"{', '.join(tables[:8])}). Move it away, or set STUDIO_DATA_DIR (or --out) to "
+                "another folder; nothing was changed."
+            )
+
+    def _open_error(self, exc: sqlite3.DatabaseError) -> CatalogError:
+        message = str(exc)
+        if (
+            "readonly" in message
+            or "unable to open" in message
+            or not os.access(self.data_dir, os.W_OK)
+        ):
+            return _unwritable(self.data_dir, exc)
+        return CatalogError(
+            f"The catalog {self.catalog_path} is damaged or unreadable ({message}). {RECOVER_HINT}."
+        )
 
     def _migrate(self) -> None:
         with self._lock:
@@ -197,6 +352,22 @@ class Store:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+
+    def _sweep(self) -> None:
+        """No row without its image, no image without its row."""
+        with self._lock:
+            rows = self._db.execute("SELECT cache_key, path FROM images").fetchall()
+        known = {row["path"] for row in rows}
+        gone = [row["cache_key"] for row in rows if not (self.data_dir / row["path"]).is_file()]
+        if gone:
+            with self._lock:
+                self._db.executemany(
+                    "DELETE FROM images WHERE cache_key = ?", [(key,) for key in gone]
+                )
+            self.opened.dropped = len(gone)
+        for path in sorted(self._pngs(), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+            if path.relative_to(self.data_dir).as_posix() not in known and self.adopt_png(path):
+                self.opened.adopted += 1
 
     def _remove_stale_temporaries(self) -> None:
         for tmp in self.images_dir.rglob(f"{TMP_PREFIX}*"):
@@ -218,30 +389,88 @@ class Store:
         return row
 
     def add_image(self, record: ImageRecord, png: bytes) -> sqlite3.Row:
-        """Store the PNG under its content hash and record it; re-adding replaces the row."""
+        """Store the PNG under its content hash and record it; re-adding replaces the row.
+
+        The row and the file are one unit: the file is renamed into place inside the row's
+        transaction, so a failed write leaves neither.
+        """
         sha = hashlib.sha256(png).hexdigest()
         relative = Path("images") / sha[:2] / f"{sha}.png"
         path = self.data_dir / relative
-        if not (path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha):
-            atomic_write(path, png)
-        values = {
-            **{k: v for k, v in record.__dict__.items() if k != "provenance"},
-            "placeholder": int(record.placeholder),
-            "provenance": json.dumps(record.provenance, sort_keys=True),
-            "sha256": sha,
-            "path": relative.as_posix(),
-            "created_at": _now(),
-        }
-        columns = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
         with self._lock:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO images ({columns}) VALUES ({marks})",
-                tuple(values.values()),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert_image(record, sha, relative, "INSERT OR REPLACE", _now())
+                if not (path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha):
+                    atomic_write(path, png)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return self._db.execute(
                 "SELECT * FROM images WHERE cache_key = ?", (record.cache_key,)
             ).fetchone()
+
+    def _insert_image(
+        self, record: ImageRecord, sha: str, relative: Path, verb: str, created_at: str
+    ) -> None:
+        values = {
+            **{k: v for k, v in record.__dict__.items() if k != "provenance"},
+            "placeholder": int(record.placeholder),
+            "provenance": json.dumps(json_safe(record.provenance), sort_keys=True, allow_nan=False),
+            "sha256": sha,
+            "path": relative.as_posix(),
+            "created_at": created_at,
+        }
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        self._db.execute(f"{verb} INTO images ({columns}) VALUES ({marks})", tuple(values.values()))
+
+    def adopt_png(self, path: Path) -> bool:
+        """Record a PNG already in the images folder from its own metadata; False if it can't be.
+
+        A row already there for its cache key wins (the file is then a superseded copy).
+        """
+        record = record_from_png(path)
+        if record is None:
+            return False
+        created = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+        with self._lock:
+            before = self._db.total_changes
+            self._insert_image(
+                record, path.stem, path.relative_to(self.data_dir), "INSERT OR IGNORE", created
+            )
+            return self._db.total_changes > before
+
+    def image_records(self, **where: Any) -> list[ImageRecord]:
+        """Image rows matching column=value filters as typed records, oldest first."""
+        names = [f.name for f in fields(ImageRecord)]
+        return [
+            ImageRecord(
+                **{
+                    **{name: row[name] for name in names},
+                    "placeholder": bool(row["placeholder"]),
+                    "provenance": json.loads(row["provenance"]),
+                }
+            )
+            for row in self.images(**where)
+        ]
+
+    def insert_rows(self, table: str, rows: list[tuple[Any, ...]]) -> int:
+        """Add whole rows to `table` unless their key is there already; how many were added."""
+        if not rows:
+            return 0
+        marks = ", ".join("?" for _ in rows[0])
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._db.total_changes - before
 
     def images(self, **where: Any) -> list[sqlite3.Row]:
         """Image rows matching column=value filters, oldest first."""

@@ -72,7 +72,7 @@ def test_dry_run_prints_prompts(tmp_path, capsys, fake_llm):
         (["--image-model", "/models/model.ckpt"], "only .safetensors checkpoints are loaded"),
         (["--image-model", "/models/missing.safetensors"], "does not exist"),
         (["--image-model", "nobody/no-such-model"], "not in the Hugging Face cache"),
-        (["--size", "500x512"], "divisible by 8 and at least 64 but are 500 and 512"),
+        (["--size", "500x512"], "`width` has to be divisible by 8 but is 500; try 496. Set by --size."),
         (["--map", "plot"], "--map takes FIELD=COLUMN"),
     ],
 )

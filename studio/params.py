@@ -1,0 +1,236 @@
+"""The one gate for render parameters: their limits, the request type, and values from elsewhere.
+
+Torch-free, so the CLI's `--help`, the grid and the gallery do not load torch. Every value that
+reaches rendering (widgets, the comparison grid, PNG imports, the CLI, the config file, the API)
+is checked here, with the same limits; the dashboard's widgets take their ranges from `LIMITS`.
+Values written by other tools (AUTOMATIC1111's infotext) are mapped and clamped with a note, never
+trusted: `Seed: -1` means random, `Steps: 200` becomes our maximum and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from studio.errors import RenderError
+
+CLIP_WINDOW = 77  # tokens, BOS and EOS included
+
+# Sampler names as AUTOMATIC1111 shows them; studio.render maps each to a diffusers scheduler.
+SAMPLER_NAMES = (
+    "Euler",
+    "Euler a",
+    "Heun",
+    "LMS",
+    "LMS Karras",
+    "DPM2",
+    "DPM2 a",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DPM++ 2M SDE",
+    "DPM++ 2M SDE Karras",
+    "DPM++ SDE",
+    "DDIM",
+    "PNDM",
+    "UniPC",
+    "DEIS",
+)
+DEFAULT_SAMPLER = "DPM++ 2M Karras"
+
+
+class ParameterError(RenderError):
+    """A render parameter is outside what the studio accepts."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    low: float
+    high: float
+    multiple: int = 1  # integer values must be a multiple of this (sizes: 8, the VAE's factor)
+
+
+# The accepted range of every numeric parameter, everywhere.
+LIMITS: dict[str, Limit] = {
+    "steps": Limit(1, 150),
+    "cfg": Limit(0.0, 30.0),
+    "width": Limit(64, 2048, 8),
+    "height": Limit(64, 2048, 8),
+    "seed": Limit(0, 2**32 - 1),
+}
+_INTEGER = {"steps", "width", "height", "seed"}
+
+
+def check_sampler(name: str) -> None:
+    if name not in SAMPLER_NAMES:
+        raise ParameterError(
+            f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLER_NAMES)}."
+        )
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise `ParameterError` unless `value` is a finite number of the right kind within limits."""
+    limit = LIMITS[name]
+    integer = name in _INTEGER
+    kind = "a whole number" if integer else "a number"
+    number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number_ok or (integer and not isinstance(value, int)) or not math.isfinite(value):
+        raise ParameterError(
+            f"`{name}` has to be {kind} between {limit.low:g} and {limit.high:g} but is {value!r}."
+        )
+    if not limit.low <= value <= limit.high:
+        raise ParameterError(
+            f"`{name}` has to be between {limit.low:g} and {limit.high:g} but is {value:g}."
+        )
+    if integer and value % limit.multiple:
+        raise ParameterError(
+            f"`{name}` has to be divisible by {limit.multiple} but is {value}; "
+            f"try {round_to_multiple(value, limit.multiple)}."
+        )
+
+
+def round_to_multiple(value: int, multiple: int) -> int:
+    """The nearest multiple at or below `value` (at least `multiple`)."""
+    return max(multiple, value // multiple * multiple)
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """Everything that decides an image's pixels besides the model."""
+
+    prompt: str
+    negative_prompt: str = ""
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = 25
+    cfg: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+
+    def check(self) -> None:
+        """Reject bad inputs with the value and the fix, before any model work."""
+        if self.width % 8 or self.height % 8:
+            raise ParameterError(
+                f"`height` and `width` have to be divisible by 8 but are {self.height} and "
+                f"{self.width}."
+            )
+        for name in LIMITS:
+            check_value(name, getattr(self, name))
+        if not self.prompt.strip():
+            raise ParameterError("The prompt is empty; write what the image should show.")
+        check_sampler(self.sampler)
+
+
+REQUEST_FIELDS = tuple(f.name for f in fields(RenderRequest))
+
+
+def _clamp(name: str, value: float, notes: list[str], label: str) -> float:
+    limit = LIMITS[name]
+    if value < limit.low:
+        notes.append(f"{label} {value:g} -> {limit.low:g}, our minimum")
+        return limit.low
+    if value > limit.high:
+        notes.append(f"{label} {value:g} -> {limit.high:g}, our maximum")
+        return limit.high
+    return value
+
+
+def clamp_request(
+    request: RenderRequest, fallback: RenderRequest
+) -> tuple[RenderRequest, list[str]]:
+    """`request` brought within the limits; `fallback`'s value where one cannot be used at all.
+
+    For values that come from outside (another tool's PNG, an old session): never raises.
+    """
+    notes: list[str] = []
+    changes: dict[str, Any] = {}
+    labels = {"steps": "Steps", "cfg": "CFG scale", "width": "Width", "height": "Height"}
+    for name, label in labels.items():
+        value = getattr(request, name)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            notes.append(f"{label} {value!r} is not a number; using {getattr(fallback, name)}")
+            changes[name] = getattr(fallback, name)
+            continue
+        value = _clamp(name, value, notes, label)
+        if name in _INTEGER:
+            value = int(value)
+            multiple = LIMITS[name].multiple
+            if value % multiple:
+                rounded = round_to_multiple(value, multiple)
+                notes.append(f"{label} {value} -> {rounded}, a multiple of {multiple}")
+                value = rounded
+        else:
+            value = float(value)
+        changes[name] = value
+    seed = request.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        notes.append(f"Seed {seed!r} -> {fallback.seed}, seeds are 0..{2**32 - 1}")
+        changes["seed"] = fallback.seed
+    if request.sampler not in SAMPLER_NAMES:
+        notes.append(f"Sampler {request.sampler!r} is not one of ours; using {fallback.sampler}")
+        changes["sampler"] = fallback.sampler
+    for name in ("prompt", "negative_prompt"):
+        if not isinstance(getattr(request, name), str):
+            changes[name] = getattr(fallback, name)
+    return replace(request, **changes), notes
+
+
+@dataclass(frozen=True)
+class Imported:
+    """Parameters read from another tool's infotext, made safe to use here."""
+
+    request: RenderRequest
+    notes: list[str]  # what was changed and why, to show the user
+    random_seed: bool  # A1111's `Seed: -1`: a new random seed each time
+
+
+def _number(values: dict[str, str], key: str, notes: list[str]) -> float | None:
+    text = values.get(key)
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        notes.append(f"{key} {text!r} is not a number; using our default")
+        return None
+    return number
+
+
+def request_from_infotext(values: dict[str, str], fallback: RenderRequest) -> Imported:
+    """A request from A1111 infotext fields (`metadata.parse_parameters`), mapped and clamped."""
+    notes: list[str] = []
+    sampler = values.get("Sampler", fallback.sampler)
+    if values.get("Schedule type") == "Karras" and f"{sampler} Karras" in SAMPLER_NAMES:
+        sampler = f"{sampler} Karras"  # newer A1111 writes the schedule apart
+    numbers = {
+        "steps": _number(values, "Steps", notes),
+        "cfg": _number(values, "CFG scale", notes),
+        "width": _number(values, "Size-1", notes),
+        "height": _number(values, "Size-2", notes),
+        "seed": _number(values, "Seed", notes),
+    }
+    random_seed = numbers["seed"] is not None and numbers["seed"] < 0
+    if random_seed:
+        notes.append("Seed -1 means a random seed: the Studio picks a new one each time")
+    merged: dict[str, Any] = {}
+    for name, number in numbers.items():
+        if number is None or (name == "seed" and random_seed):
+            merged[name] = getattr(fallback, name)
+        elif name in _INTEGER and math.isfinite(number):
+            merged[name] = int(number)
+        else:
+            merged[name] = number
+    request, clamp_notes = clamp_request(
+        RenderRequest(
+            prompt=values.get("Prompt", ""),
+            negative_prompt=values.get("Negative prompt", ""),
+            sampler=sampler,
+            **merged,
+        ),
+        fallback,
+    )
+    return Imported(request, notes + clamp_notes, random_seed)
