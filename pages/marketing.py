@@ -12,7 +12,9 @@ from studio.marketing import (
     Brief,
     Chain,
     export_zip,
+    missing_images,
     post_full_text,
+    review,
 )
 
 ui.route_through_dashboard()
@@ -73,7 +75,7 @@ def brief_form(series, store) -> Brief:
     return brief
 
 
-def show_output(campaign, step: str, store) -> None:
+def show_output(chain, campaign, step: str, store) -> None:
     output = campaign.steps[step]
     if step == "concept":
         st.markdown(
@@ -96,24 +98,41 @@ def show_output(campaign, step: str, store) -> None:
                         f"{prompt['negative_prompt']}")  # fmt: skip
     elif step == "images":
         posts = campaign.steps["posts"]
-        columns = st.columns(min(4, len(output)))
-        for number, image in enumerate(output):
-            row = store.find_image(image["cache_key"])
-            with columns[number % len(columns)]:
-                label = f"{number + 1}. {posts[number]['platform']}"
+        missing = {m.post: m for m in missing_images(campaign, store)}
+        columns = st.columns(min(4, len(posts)))
+        for number, post in enumerate(posts, start=1):
+            with columns[(number - 1) % len(columns)]:
+                label = f"{number}. {post['platform']}"
+                row = None if number in missing else store.find_image(
+                    output[number - 1]["cache_key"])  # fmt: skip
                 if row is not None:
                     st.image(str(store.image_path(row)), caption=label, width="stretch")
                 else:
-                    st.caption(f"{label}: image missing")
+                    gone = missing[number].detail if number in missing else "its image is missing"
+                    st.caption(f"{label}: {gone}")
     elif step == "review":
-        if output["ok"]:
-            st.success(f"All {output['posts']} posts are within their platforms' limits and have "
+        # Checked again on every run: an image can leave the data folder after the review ran.
+        current = review(campaign, store)
+        if current["ok"]:
+            st.success(f"All {current['posts']} posts are within their platforms' limits and have "
                        "their images.")  # fmt: skip
-        for issue in output["issues"]:
+        for issue in current["issues"]:
             st.warning(issue)
+        missing = missing_images(campaign, store)  # what export_zip will mark MISSING
+        if missing:
+            numbers = ", ".join(str(m.post) for m in missing)
+            st.warning(
+                f"The zip leaves out {len(missing)} image(s) (post {numbers}): those posts are "
+                "marked MISSING, with the reason, in posts.md and posts.csv. Rerun the images "
+                "step to include them.", icon=":material/image_not_supported:",
+            )  # fmt: skip
+            if st.button("Rerun the images step", key="mk_rerun_images"):
+                with ui.guard("Rerunning the images step"):
+                    run_steps(chain, campaign, "images", again=True)
+                    st.rerun()
         st.download_button(
             "Download the campaign (zip: images, posts.csv, posts.md, campaign.json)",
-            lambda: export_zip(campaign, store), file_name=f"campaign-{campaign.id}.zip",
+            lambda: export_zip(campaign, store).data, file_name=f"campaign-{campaign.id}.zip",
             mime="application/zip", key="mk_download", on_click="ignore",
         )  # fmt: skip
 
@@ -139,13 +158,17 @@ def edit_output(chain, campaign, step: str) -> None:
                 st.rerun()
 
 
-def run_steps(chain, campaign, until: str) -> None:
+def run_steps(chain, campaign, until: str, again: bool = False) -> None:
+    """Run the steps still to do up to `until`; `again`: run `until` anew, then the review."""
     bar = st.progress(0.0, text="Starting…")
 
     def progress(step: str, done: int, total: int) -> None:
         bar.progress(done / max(1, total), text=f"{TITLES[step]}: {done} of {total}")
 
     try:
+        if again:
+            chain.run_step(campaign, until, progress)
+            until = "review"
         chain.run(campaign, until=until, progress=progress)
     finally:
         bar.empty()
@@ -162,7 +185,7 @@ def campaign_view(chain, campaign, store) -> None:
         with st.container(border=True):
             st.markdown(f"#### {TITLES[step]}")
             if campaign.done(step):
-                show_output(campaign, step, store)
+                show_output(chain, campaign, step, store)
                 if step in EDITABLE:
                     edit_output(chain, campaign, step)
             elif step == campaign.next_step:

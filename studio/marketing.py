@@ -8,7 +8,11 @@ cached like the batch job's, so running a step again with the same inputs costs 
     campaign = chain.start(Brief(source="episode", season=1, episode=3, platforms=["X"]))
     chain.run(campaign)                       # every step still to do, in order
     chain.edit(campaign, "posts", {...})      # clears image_prompts, images and review
-    zip_bytes = export_zip(campaign, store)
+    export = export_zip(campaign, store)      # export.data: the zip; export.missing: its gaps
+
+A post whose image is gone (its PNG deleted from the data folder, its catalog row removed, or its
+render failed) is never dropped in silence: `missing_images` says which and why, the review lists
+them, and the zip marks them MISSING in posts.md and posts.csv.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import jsonschema
 from studio.batch import derive_seed
 from studio.config import Settings
 from studio.dataset import Series
-from studio.errors import StudioError
+from studio.errors import RenderError, StudioError
 from studio.generation import Target, generate_image
 from studio.llm import LLM
 from studio.prompting import (
@@ -73,13 +77,21 @@ PLATFORMS = {
 }
 
 
+SMALLEST_SIDE = 64  # the renderer's smallest width or height
+
+
 def aspect_size(aspect: str, base: int = 512) -> tuple[int, int]:
-    """A size of about base x base pixels at `aspect`, both sides multiples of 16."""
+    """A size of about base x base pixels at `aspect`, both sides multiples of 16.
+
+    A small base is scaled up until the shorter side is at least SMALLEST_SIDE.
+    """
     width_part, height_part = (int(n) for n in aspect.split(":"))
     ratio = math.sqrt(width_part / height_part)
+    width, height = base * ratio, base / ratio
+    scale = max(1.0, SMALLEST_SIDE / min(width, height))
     return (
-        max(16, round(base * ratio / 16) * 16),
-        max(16, round(base / ratio / 16) * 16),
+        max(SMALLEST_SIDE, round(width * scale / 16) * 16),
+        max(SMALLEST_SIDE, round(height * scale / 16) * 16),
     )
 
 
@@ -516,7 +528,8 @@ class Chain:
             return [{"cache_key": row["cache_key"], "path": row["path"], "reused": True}] * len(
                 posts
             )
-        images = []
+        images: list[dict[str, Any]] = []
+        failures: list[RenderError] = []
         s = self.settings
         for number, (post, prompt) in enumerate(
             zip(posts, campaign.steps["image_prompts"], strict=True)
@@ -533,28 +546,100 @@ class Chain:
                 height=height,
                 seed=derive_seed(s.seed, prompt["prompt"], 0),
             )
-            made = generate_image(
-                self.renderer,
-                self.store,
-                self.llm,
-                request,
-                Target("campaign", brief.season, brief.episode, post["platform"]),
-            )
+            try:
+                made = generate_image(
+                    self.renderer,
+                    self.store,
+                    self.llm,
+                    request,
+                    Target("campaign", brief.season, brief.episode, post["platform"]),
+                )
+            except RenderError as exc:
+                failures.append(exc)
+                images.append({"cache_key": None, "path": None, "reused": False,
+                               "error": str(exc)})  # fmt: skip
+                continue
             images.append(
                 {"cache_key": made.row["cache_key"], "path": made.row["path"], "reused": False}
             )
+        if failures and len(failures) == len(posts):
+            raise failures[0]  # nothing rendered at all: the step failed, as a whole
         progress("images", len(posts), len(posts))
         return images
 
     def _review(self, campaign: Campaign, progress: Progress) -> dict[str, Any]:
-        posts, images = campaign.steps["posts"], campaign.steps["images"]
-        issues = []
-        for number, (post, image) in enumerate(zip(posts, images, strict=True), start=1):
-            for flag in check_post(post)["flags"]:
-                issues.append(f"Post {number} ({post['platform']}): {flag}")
-            if self.store.find_image(image["cache_key"]) is None:
-                issues.append(f"Post {number} ({post['platform']}): its image is missing")
-        return {"ok": not issues, "issues": issues, "posts": len(posts)}
+        return review(campaign, self.store)
+
+
+@dataclass(frozen=True)
+class MissingImage:
+    """A post whose image cannot go into the export, and why."""
+
+    post: int  # the post's number, from 1
+    platform: str
+    reason: str  # completes "its image …"
+    fix: str
+
+    @property
+    def detail(self) -> str:
+        return f"its image {self.reason} — {self.fix}"
+
+    @property
+    def message(self) -> str:
+        return f"Post {self.post} ({self.platform}): {self.detail}"
+
+
+RERUN_IMAGES = "rerun the images step"
+REUSE_GONE = "choose another image to reuse or render new ones in a new campaign"
+
+
+def _image_problem(store: Store, image: dict[str, Any] | None) -> tuple[str, str] | None:
+    """Why `image`, an entry of the images step, is not in the catalog and on disk now."""
+    if image is None:
+        return "was never made", RERUN_IMAGES
+    fix = REUSE_GONE if image.get("reused") else RERUN_IMAGES
+    key = image.get("cache_key")
+    if not key:
+        return f"failed to render ({image.get('error') or 'no image was recorded'})", fix
+    if store.find_image(key) is not None:  # the row, and its file on disk
+        return None
+    rows = store.images(cache_key=key)
+    if not rows:
+        return "is missing from the catalog", fix
+    return f"file is missing from the data folder ({rows[0]['path']})", fix
+
+
+def missing_images(campaign: Campaign, store: Store) -> list[MissingImage]:
+    """Each post whose image is not in the catalog and on disk right now, in post order.
+
+    Cheap (a catalog look-up and a file check per post, no image read): the page calls it on every
+    rerun; the review and the export use it too.
+    """
+    posts = campaign.steps.get("posts", [])
+    if not campaign.done("images"):
+        return [MissingImage(n, p["platform"], "was not made yet", "run the images step")
+                for n, p in enumerate(posts, start=1)]  # fmt: skip
+    images = campaign.steps["images"]
+    missing = []
+    for number, post in enumerate(posts, start=1):
+        image = images[number - 1] if number <= len(images) else None
+        problem = _image_problem(store, image)
+        if problem is not None:
+            missing.append(MissingImage(number, post["platform"], *problem))
+    return missing
+
+
+def review(campaign: Campaign, store: Store) -> dict[str, Any]:
+    """The review step's output, from the posts and the catalog as they are now."""
+    posts = campaign.steps["posts"]
+    missing = {m.post: m for m in missing_images(campaign, store)}
+    issues = []
+    for number, post in enumerate(posts, start=1):
+        for flag in check_post(post)["flags"]:
+            issues.append(f"Post {number} ({post['platform']}): {flag}")
+        if number in missing:
+            issues.append(missing[number].message)
+    return {"ok": not issues, "issues": issues, "posts": len(posts)}
 
 
 def crop_to_aspect(png: bytes, aspect: str) -> bytes:
@@ -575,24 +660,47 @@ def crop_to_aspect(png: bytes, aspect: str) -> bytes:
     return buffer.getvalue()
 
 
-def export_zip(campaign: Campaign, store: Store) -> bytes:
-    """The campaign as a zip: images/, posts.csv, posts.md and campaign.json."""
+def _export_png(store: Store, image: dict[str, Any], platform: str) -> bytes:
+    row = store.find_image(image["cache_key"])
+    if row is None:
+        raise FileNotFoundError("it was removed during the export")
+    png = store.image_path(row).read_bytes()
+    return crop_to_aspect(png, PLATFORMS[platform].aspect) if image.get("reused") else png
+
+
+@dataclass(frozen=True)
+class CampaignExport:
+    """The campaign's zip, and the posts whose image it could not include."""
+
+    data: bytes
+    missing: list[MissingImage]
+
+
+def export_zip(campaign: Campaign, store: Store) -> CampaignExport:
+    """The campaign as a zip: images/, posts.csv, posts.md and campaign.json.
+
+    A post whose image is missing still gets its row and section, marked MISSING with the reason;
+    the same posts are listed in the result's `missing`.
+    """
     posts = campaign.steps.get("posts", [])
     images = campaign.steps.get("images", [])
+    missing = {m.post: m for m in missing_images(campaign, store)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        names = []
-        for number, image in enumerate(images, start=1):
-            row = store.find_image(image["cache_key"])
-            name = f"images/{number:02d}-{posts[number - 1]['platform'].lower()}.png"
-            if row is not None:
-                png = store.image_path(row).read_bytes()
-                if image.get("reused"):
-                    png = crop_to_aspect(png, PLATFORMS[posts[number - 1]["platform"]].aspect)
-                archive.writestr(name, png)
-                names.append(name)
-            else:
-                names.append("")
+        names: dict[int, str] = {}
+        for number, post in enumerate(posts, start=1):
+            if number in missing:
+                continue
+            image = images[number - 1]
+            name = f"images/{number:02d}-{post['platform'].lower()}.png"
+            try:
+                png = _export_png(store, image, post["platform"])
+            except (OSError, ValueError) as exc:  # gone or unreadable since the check
+                reason = f"could not be read ({type(exc).__name__}: {exc})"
+                missing[number] = MissingImage(number, post["platform"], reason, RERUN_IMAGES)
+                continue
+            archive.writestr(name, png)
+            names[number] = name
         table = io.StringIO()
         writer = csv.writer(table)
         writer.writerow(["post", "platform", "text", "hashtags", "characters", "limit", "flags",
@@ -603,17 +711,20 @@ def export_zip(campaign: Campaign, store: Store) -> bytes:
             lines += [f"**Hook:** {concept['hook']}", "", f"**Key message:** "
                       f"{concept['key_message']}", ""]  # fmt: skip
         for number, post in enumerate(posts, start=1):
-            image = names[number - 1] if number <= len(names) else ""
             checked = check_post(post)
+            image = names.get(number) or f"MISSING: {missing[number].detail}"
             writer.writerow([number, post["platform"], post["text"], " ".join(checked["hashtags"]),
                              checked["characters"], checked["limit"], "; ".join(checked["flags"]),
                              image])  # fmt: skip
             lines += [f"## {number}. {post['platform']}", "", post_full_text(checked), ""]
-            if image:
-                lines += [f"![{post['platform']}]({image})", ""]
+            if number in names:
+                lines += [f"![{post['platform']}]({names[number]})", ""]
+            else:
+                lines += [f"> **MISSING IMAGE:** {image.removeprefix('MISSING: ')}", ""]
         archive.writestr("posts.csv", table.getvalue())
         archive.writestr("posts.md", "\n".join(lines))
-        archive.writestr(
-            "campaign.json", json.dumps(campaign.to_dict(), indent=2, ensure_ascii=False)
-        )
-    return buffer.getvalue()
+        saved = campaign.to_dict()
+        if campaign.done("review"):  # as of this export, not as of when the review ran
+            saved["steps"] = {**saved["steps"], "review": review(campaign, store)}
+        archive.writestr("campaign.json", json.dumps(saved, indent=2, ensure_ascii=False))
+    return CampaignExport(buffer.getvalue(), [missing[n] for n in sorted(missing)])

@@ -190,7 +190,7 @@ class EpisodePrompt:
     key: str
     template_hash: str
     cached: bool
-    answers: dict[str, Any]  # LLM cache key -> the answer, kept in the PNGs for recovery
+    answers: dict[str, str]  # LLM cache key -> the answer as cached, kept in PNGs for recovery
 
 
 def write_episode_prompt(
@@ -219,7 +219,7 @@ def write_episode_prompt(
         rationale=" ".join(answer.data["rationale"].split()),
     )
     return EpisodePrompt(
-        spec, answer.key, template.sha256, answer.cached, {answer.key: answer.data}
+        spec, answer.key, template.sha256, answer.cached, {answer.key: answer.text}
     )
 
 
@@ -230,7 +230,7 @@ class SeasonPrompts:
     key: str
     template_hash: str
     cached: bool
-    answers: dict[str, Any]  # LLM cache key -> the answer, kept in the PNGs for recovery
+    answers: dict[str, str]  # LLM cache key -> the answer as cached, kept in PNGs for recovery
 
 
 def season_data(series: Series, season: int) -> dict[str, Any]:
@@ -311,5 +311,5 @@ def write_season_prompts(
         key=styles_answer.key,
         template_hash=templates_hash("season_self_ask.md", "season_styles.md"),
         cached=trace_answer.cached and styles_answer.cached,
-        answers={trace_answer.key: trace_answer.data, styles_answer.key: styles_answer.data},
+        answers={trace_answer.key: trace_answer.text, styles_answer.key: styles_answer.text},
     )

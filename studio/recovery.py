@@ -93,7 +93,10 @@ def _prompt_rows(record: ImageRecord, now: str) -> list[tuple[Any, ...]]:
         "style": provenance.get("prompt_style", ""),
         "rationale": provenance.get("rationale", ""),
     }
+    # The PNG's JSON has its keys sorted: put each step back in the order it was recorded.
     trace = provenance.get("trace")
+    if trace is not None:
+        trace = [{"question": step["question"], "answer": step["answer"]} for step in trace]
     return [
         (
             key if record.target == "episode" else f"{key}:{record.style}",
@@ -127,9 +130,8 @@ def recover_catalog(data_dir: Path | str) -> RecoveryReport:
         for record in store.image_records():
             provenance = record.provenance
             prompts += _prompt_rows(record, now)
-            for key, answer in (provenance.get("llm_answers") or {}).items():
-                llm_model = provenance.get("llm_model", "")
-                answers.append((key, llm_model, json.dumps(answer, ensure_ascii=False), now))
+            for key, text in (provenance.get("llm_answers") or {}).items():
+                answers.append((key, provenance.get("llm_model", ""), text, now))
         report.prompts = store.insert_rows("prompts", prompts)
         report.llm_answers = store.insert_rows("llm_cache", answers)
         if report.kept_aside is not None:

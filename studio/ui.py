@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import runpy
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -31,8 +31,9 @@ from studio.generation import (
     generate_image,
     latent_preview,
 )
+from studio.params import LIMITS, SAMPLER_NAMES, RenderRequest, clamp_request
 from studio.prompting import PromptSpec
-from studio.render import SCHEDULERS, Renderer, RenderRequest, resolve_image_model
+from studio.render import Renderer, resolve_image_model
 from studio.store import Store
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,9 @@ def guard(action: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the page must stay usable; details go to the log
         log.exception("%s failed", action)
         st.error(
-            f"{action} failed: {type(exc).__name__}: {exc}. The details are in the server's log; "
-            "try other settings or restart `streamlit run dashboard.py`.",
+            f"{action} failed unexpectedly ({type(exc).__name__}). The page still works: try "
+            "again or with other settings. The details are in the log of the terminal running "
+            "`streamlit run dashboard.py`.",
             icon=":material/error:",
         )
 
@@ -185,48 +187,78 @@ def controls_values(prefix: str, fallback: Defaults) -> Defaults:
     )
 
 
-def load_controls(prefix: str, values: Defaults) -> None:
+def load_controls(prefix: str, values: Defaults, random_seed: bool = False) -> None:
     """Put `values` into the controls of `prefix`; call before the controls are drawn."""
     for name, value in asdict(values).items():
         st.session_state[f"{prefix}_{name}"] = value
-    st.session_state[f"{prefix}_random"] = False
+    st.session_state[f"{prefix}_random"] = random_seed
+
+
+def _keep_controls_in_range(prefix: str, defaults: Defaults) -> None:
+    """Bring values that reached the controls from outside within the widgets' ranges.
+
+    A value past a widget's range makes Streamlit raise on every run of the page; clamping here,
+    before the widgets are drawn, keeps the page usable whatever was loaded into it.
+    """
+    current = controls_values(prefix, defaults)
+    safe, notes = clamp_request(current, defaults)
+    if notes:
+        load_controls(prefix, safe, bool(st.session_state.get(f"{prefix}_random")))
+        st.info("Adjusted to the studio's limits: " + "; ".join(notes) + ".")
+
+
+def _widget_range(name: str) -> tuple[Any, Any]:
+    limit = LIMITS[name]
+    if name == "cfg":
+        return float(limit.low), float(limit.high)
+    return int(limit.low), int(limit.high)
 
 
 def render_controls(prefix: str, defaults: Defaults, prompt: bool = True) -> RenderRequest:
     """The generation controls, keyed `{prefix}_cfg` and so on; returns the request they make."""
-    for name, value in asdict(defaults).items():
+    # Streamlit forgets a widget's value when a run does not draw it (another page was open):
+    # the last values are kept under a key of their own and brought back.
+    kept = st.session_state.get(f"{prefix}_kept", {})
+    for name, value in {**asdict(defaults), "random": False, **kept}.items():
         st.session_state.setdefault(f"{prefix}_{name}", value)
-    st.session_state.setdefault(f"{prefix}_random", False)
+    _keep_controls_in_range(prefix, defaults)
     if prompt:
         st.text_area("Prompt", key=f"{prefix}_prompt", height=110)
         st.text_area("Negative prompt", key=f"{prefix}_negative_prompt", height=70)
     left, right = st.columns(2)
     left.slider(
         "CFG scale",
-        1.0,
-        20.0,
+        *_widget_range("cfg"),
         step=0.5,
         key=f"{prefix}_cfg",
         help="How strictly the image follows the prompt; 5–9 is usual, high values oversaturate.",
     )
     right.slider(
         "Sampling steps",
-        1,
-        150,
+        *_widget_range("steps"),
         key=f"{prefix}_steps",
         help="More steps refine detail, with diminishing returns past 30–40.",
     )
     left.selectbox(
         "Sampler",
-        list(SCHEDULERS),
+        list(SAMPLER_NAMES),
         key=f"{prefix}_sampler",
         help="The scheduler that removes the noise; names as in AUTOMATIC1111.",
     )
-    right.number_input("Seed", 0, 2**32 - 1, key=f"{prefix}_seed")
+    right.number_input("Seed", *_widget_range("seed"), key=f"{prefix}_seed")
     right.checkbox("Random seed each time", key=f"{prefix}_random")
-    left.number_input("Width", 64, 2048, step=64, key=f"{prefix}_width")
-    right.number_input("Height", 64, 2048, step=64, key=f"{prefix}_height")
-    return controls_values(prefix, defaults)
+    left.number_input(
+        "Width", *_widget_range("width"), step=64, key=f"{prefix}_width", help="A multiple of 8."
+    )
+    right.number_input(
+        "Height", *_widget_range("height"), step=64, key=f"{prefix}_height", help="A multiple of 8."
+    )
+    values = controls_values(prefix, defaults)
+    st.session_state[f"{prefix}_kept"] = {
+        **asdict(values),
+        "random": st.session_state[f"{prefix}_random"],
+    }
+    return values
 
 
 def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
@@ -289,9 +321,9 @@ def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True)
     return False
 
 
-def send_to_studio(values: Defaults) -> None:
-    """Open the Studio with `values` in its controls."""
-    st.session_state["st_pending"] = values
+def send_to_studio(values: Defaults, notes: Sequence[str] = (), random_seed: bool = False) -> None:
+    """Open the Studio with `values` in its controls, and `notes` on what was changed on the way."""
+    st.session_state["st_pending"] = (values, list(notes), random_seed)
     st.switch_page("pages/studio.py")
 
 
@@ -318,7 +350,7 @@ def sidebar() -> None:
         with guard("Loading the image model"):
             model = renderer()
             st.caption(f"Image model: {model.model.label} on {model.device}")
-        st.caption(f"LLM: {s.llm_base_url or 'embedded (' + llm_module.EMBEDDED_MODEL_NAME + ')'}")
+        st.caption(f"LLM: {llm_module.backend_description(s)}")
         st.caption(f"Catalog: {s.data_dir}")
 
 
@@ -326,12 +358,15 @@ def apply_pending(prefix: str) -> None:
     """Load values queued for `prefix`'s controls (by a rewrite or a send) before they are drawn."""
     pending = st.session_state.pop(f"{prefix}_pending", None)
     if pending is not None:
-        load_controls(prefix, pending)
+        values, notes, random_seed = pending
+        load_controls(prefix, values, random_seed)
+        if notes:
+            st.info("Loaded with changes: " + "; ".join(notes) + ".", icon=":material/info:")
 
 
 def queue_controls(prefix: str, values: Defaults) -> None:
     """Set `prefix`'s controls to `values` on the next run, then rerun."""
-    st.session_state[f"{prefix}_pending"] = values
+    st.session_state[f"{prefix}_pending"] = (values, [], False)
     st.rerun()
 
 

@@ -7,6 +7,8 @@ boundary; each test works on its own copy of the catalog.
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -266,3 +268,98 @@ def test_a_link_to_a_saved_campaign_opens_it(catalog):
     assert any(
         "No saved campaign nope" in e.value for e in open_page(PAGES[4], campaign="nope").error
     )
+
+
+def a1111_png(parameters: str) -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 48), "navy").save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+A1111_OUT_OF_RANGE = (
+    "a castle on a hill at dawn\nNegative prompt: blurry\n"
+    "Steps: 200, Sampler: Euler a, CFG scale: 35, Seed: -1, Size: 1000x1500, Model: sdxl_base"
+)
+
+
+def test_an_a1111_png_with_values_past_our_ranges_opens_the_studio_clamped(app_env):
+    at = open_page(PAGES[3])
+    at.file_uploader(key="ga_upload").set_value(
+        ("castle.png", a1111_png(A1111_OUT_OF_RANGE), "image/png")
+    ).run()
+    assert not at.exception
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Steps 200 -> 150, our maximum" in warnings and "CFG scale 35 -> 30" in warnings
+    at.button(key="ga_send_upload").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_area(key="st_prompt").value == "a castle on a hill at dawn"
+    assert at.slider(key="st_steps").value == 150 and at.slider(key="st_cfg").value == 30.0
+    assert (at.number_input(key="st_width").value, at.number_input(key="st_height").value) == (
+        1000,
+        1496,
+    )
+    assert at.checkbox(key="st_random").value  # A1111's Seed: -1 is "random", not 4294967295
+    assert any("Steps 200 -> 150" in i.value for i in at.info)
+    # Leaving and coming back keeps the page usable and the imported prompt.
+    at.switch_page(PAGES[3]).run()
+    at.switch_page(PAGES[2]).run()
+    assert not at.exception
+    assert at.text_area(key="st_prompt").value == "a castle on a hill at dawn"
+
+
+def test_values_past_the_widgets_ranges_in_a_session_are_clamped_not_fatal(app_env):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["st_cfg"] = 99.0
+    at.session_state["st_steps"] = float("nan")
+    at.session_state["st_width"] = 5000
+    at.run()
+    at.switch_page(PAGES[2]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="st_cfg").value == 30.0
+    assert at.number_input(key="st_width").value == 2048
+    assert any("our maximum" in i.value for i in at.info)
+
+
+def test_the_grid_refuses_nan_cfg_and_leaves_nothing_behind(app_env):
+    at = open_page(PAGES[2])
+    at.text_input(key="st_grid_x_CFG scale").set_value("3, nan")
+    at.button(key="st_grid_render").click().run()
+    assert not at.exception
+    assert any("'nan' on the CFG scale axis" in e.value for e in at.error)
+    assert Store(app_env).images() == []
+    assert not list((app_env / "images").rglob("*.png"))
+
+
+def test_png_info_on_a_file_that_is_not_an_image_says_so_plainly(app_env):
+    at = open_page(PAGES[3])
+    at.file_uploader(key="ga_upload").set_value(("notes.png", b"not a png at all", "image/png"))
+    at.run()
+    assert not at.exception
+    (error,) = at.error
+    assert "not an image the studio can read" in error.value
+    assert "BytesIO" not in error.value and "restart" not in error.value
+
+
+def test_a_damaged_catalog_is_named_with_the_fix(catalog):
+    path = catalog.catalog_path
+    catalog.close()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    at = open_page(PAGES[3])
+    assert any(str(path) in e.value and "dataprep.py --recover" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]
+
+
+def test_the_dashboard_listens_on_this_machine_only():
+    result = subprocess.run(
+        [sys.executable, "-m", "streamlit", "config", "show"],
+        cwd=Path(APP).parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert '\naddress = "localhost"\n' in result.stdout

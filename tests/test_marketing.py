@@ -3,14 +3,17 @@
 import csv
 import io
 import json
+import sqlite3
 import zipfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+import studio.marketing
 from studio.config import SAMPLE_SERIES, load_settings
 from studio.dataset import load_series
-from studio.errors import LLMError
+from studio.errors import LLMError, RenderError
 from studio.llm import LLM
 from studio.marketing import (
     PLATFORMS,
@@ -21,6 +24,8 @@ from studio.marketing import (
     aspect_size,
     check_post,
     export_zip,
+    missing_images,
+    review,
     tidy_cut,
 )
 from studio.render import Renderer, resolve_image_model
@@ -92,6 +97,8 @@ def test_aspect_sizes_are_multiples_of_16_near_the_base_area():
         assert width % 16 == 0 and height % 16 == 0
         assert 0.85 < width * height / 512**2 < 1.15
     assert aspect_size("1:1") == (512, 512)
+    # A small base keeps the aspect ratio but no side under the renderer's 64 pixels.
+    assert aspect_size("16:9", 64) == (112, 64) and aspect_size("4:5", 64) == (64, 80)
 
 
 def test_posts_over_the_limit_are_repaired_or_flagged(tmp_path, shared_cache, series):
@@ -200,7 +207,7 @@ def test_reusing_an_episode_image_renders_nothing(tmp_path, shared_cache, series
     assert [i["cache_key"] for i in second.steps["images"]] == [existing, existing]
     assert len(store.images()) == count
     # The export cuts the reused image to each platform's aspect ratio, parameters kept.
-    archive = zipfile.ZipFile(io.BytesIO(export_zip(second, store)))
+    archive = zipfile.ZipFile(io.BytesIO(export_zip(second, store).data))
     instagram = Image.open(io.BytesIO(archive.read("images/01-instagram.png")))
     x_image = Image.open(io.BytesIO(archive.read("images/02-x.png")))
     assert instagram.size == (51, 64) and x_image.size == (64, 36)
@@ -212,7 +219,9 @@ def test_export_zip_has_images_posts_and_the_campaign(tmp_path, shared_cache, se
     campaign = chain.start(Brief(source="episode", season=1, episode=5,
                                  platforms=["Instagram", "X"], posts_per_platform=2))  # fmt: skip
     chain.run(campaign)
-    archive = zipfile.ZipFile(io.BytesIO(export_zip(campaign, store)))
+    export = export_zip(campaign, store)
+    assert export.missing == []
+    archive = zipfile.ZipFile(io.BytesIO(export.data))
     names = sorted(archive.namelist())
     assert names == ["campaign.json", "images/01-instagram.png", "images/02-instagram.png",
                      "images/03-x.png", "images/04-x.png", "posts.csv", "posts.md"]  # fmt: skip
@@ -225,3 +234,155 @@ def test_export_zip_has_images_posts_and_the_campaign(tmp_path, shared_cache, se
     assert saved["steps"]["posts"][0]["text"] == campaign.steps["posts"][0]["text"]
     image = store.find_image(campaign.steps["images"][0]["cache_key"])
     assert archive.read("images/01-instagram.png") == store.image_path(image).read_bytes()
+
+
+def read_export(export) -> tuple[list[str], list[dict[str, str]], str, dict]:
+    archive = zipfile.ZipFile(io.BytesIO(export.data))
+    rows = list(csv.DictReader(io.StringIO(archive.read("posts.csv").decode())))
+    saved = json.loads(archive.read("campaign.json"))
+    return sorted(archive.namelist()), rows, archive.read("posts.md").decode(), saved
+
+
+def reviewed_campaign(tmp_path, shared_cache, series):
+    """Three posts, each with its own rendered image, through the review."""
+    chain, _, store = make_chain(tmp_path, shared_cache, series)
+    campaign = chain.start(Brief(source="episode", season=1, episode=4,
+                                 platforms=["Instagram", "X", "TikTok"]))  # fmt: skip
+    chain.run(campaign)
+    assert campaign.steps["review"]["ok"]
+    return chain, store, campaign
+
+
+def delete_catalog_row(store, cache_key: str) -> None:
+    """What a manual clean-up of the catalog does (the store has no way to delete an image)."""
+    with sqlite3.connect(store.data_dir / "catalog.sqlite") as db:
+        db.execute("DELETE FROM images WHERE cache_key = ?", (cache_key,))
+
+
+@pytest.mark.parametrize("row_too", [False, True], ids=["file-deleted", "row-deleted"])
+def test_a_missing_image_is_reported_and_marked_in_the_export(
+    tmp_path, shared_cache, series, row_too
+):
+    chain, store, campaign = reviewed_campaign(tmp_path, shared_cache, series)
+    gone = campaign.steps["images"][1]  # the X post's
+    row = store.find_image(gone["cache_key"])
+    store.image_path(row).unlink()
+    if row_too:
+        delete_catalog_row(store, gone["cache_key"])
+    reason = ("is missing from the catalog" if row_too
+              else f"file is missing from the data folder ({row['path']})")  # fmt: skip
+    message = f"Post 2 (X): its image {reason} — rerun the images step"
+
+    # The stored review predates the deletion; the review as of now reports it, as does the step.
+    assert [m.message for m in missing_images(campaign, store)] == [message]
+    assert review(campaign, store) == {"ok": False, "issues": [message], "posts": 3}
+    chain.run_step(campaign, "review")
+    assert campaign.steps["review"]["issues"] == [message]
+
+    export = export_zip(campaign, store)
+    assert [m.message for m in export.missing] == [message]
+    names, rows, markdown, saved = read_export(export)
+    assert names == ["campaign.json", "images/01-instagram.png", "images/03-tiktok.png",
+                     "posts.csv", "posts.md"]  # fmt: skip
+    assert [r["image"] for r in rows] == [
+        "images/01-instagram.png",
+        f"MISSING: its image {reason} — rerun the images step",
+        "images/03-tiktok.png",
+    ]
+    assert f"> **MISSING IMAGE:** its image {reason} — rerun the images step" in markdown
+    assert "![Instagram](images/01-instagram.png)" in markdown and "![X]" not in markdown
+    assert "![TikTok](images/03-tiktok.png)" in markdown
+    assert saved["steps"]["review"]["issues"] == [message]
+
+    # Rerunning the images step renders the missing image again; nothing is missing then.
+    chain.run_step(campaign, "images")
+    chain.run(campaign)
+    assert campaign.steps["review"]["ok"] and export_zip(campaign, store).missing == []
+
+
+def test_a_missing_reused_image_marks_every_post_and_says_to_choose_another(
+    tmp_path, shared_cache, series
+):
+    chain, store, first = reviewed_campaign(tmp_path, shared_cache, series)
+    reused = first.steps["images"][0]["cache_key"]
+    second = chain.start(Brief(source="episode", season=1, episode=4, platforms=["X", "TikTok"],
+                               reuse_image=reused))  # fmt: skip
+    chain.run(second)
+    delete_catalog_row(store, reused)
+    export = export_zip(second, store)
+    assert [m.post for m in export.missing] == [1, 2]
+    assert all("choose another image to reuse" in m.message for m in export.missing)
+    names, rows, _, _ = read_export(export)
+    assert not any(n.startswith("images/") for n in names)
+    assert all(
+        r["image"].startswith("MISSING: its image is missing from the catalog") for r in rows
+    )
+
+
+def test_a_post_whose_image_failed_to_render_is_reported_not_dropped(
+    tmp_path, shared_cache, series, monkeypatch
+):
+    chain, _, store = make_chain(tmp_path, shared_cache, series)
+    real = studio.marketing.generate_image
+
+    def fail_for_x(renderer, store, llm, request, target):
+        if target.style == "X":
+            raise RenderError("The image model ran out of memory.")
+        return real(renderer, store, llm, request, target)
+
+    monkeypatch.setattr(studio.marketing, "generate_image", fail_for_x)
+    campaign = chain.start(Brief(source="season", season=1, platforms=["Instagram", "X"]))
+    chain.run(campaign)
+    message = ("Post 2 (X): its image failed to render (The image model ran out of memory.) — "
+               "rerun the images step")  # fmt: skip
+    assert campaign.steps["review"] == {"ok": False, "issues": [message], "posts": 2}
+    export = export_zip(campaign, store)
+    names, rows, markdown, _ = read_export(export)
+    assert "images/01-instagram.png" in names and rows[1]["image"].startswith("MISSING: ")
+    assert "MISSING IMAGE" in markdown
+
+    # When no image renders at all, the step fails as a whole, as before.
+    chain.edit(campaign, "posts", [{**campaign.steps["posts"][1], "text": "Only X now."}])
+    chain.run(campaign, until="image_prompts")
+    with pytest.raises(RenderError, match="out of memory"):
+        chain.run_step(campaign, "images")
+    assert not campaign.done("images")
+
+
+def test_the_marketing_page_warns_of_missing_images_by_the_download(
+    tmp_path, shared_cache, series, monkeypatch
+):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import studio.llm
+    from tests.catalogs import SMALL_ENV
+
+    for name, value in SMALL_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(studio.llm, "make_backend", lambda settings: FakeBackend())
+    chain, store, campaign = reviewed_campaign(tmp_path / "data", shared_cache, series)
+    gone = store.find_image(campaign.steps["images"][2]["cache_key"])
+    store.image_path(gone).unlink()
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard.py"),
+                               default_timeout=120)  # fmt: skip
+        at.query_params["campaign"] = campaign.id
+        at.run()
+        at.switch_page("pages/marketing.py").run()
+        assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+        # (A store opening drops the rows of deleted files: the page may find the row gone too.)
+        warnings = [w.value for w in at.warning]
+        assert any(w.startswith("Post 3 (TikTok): its image ")
+                   and w.endswith(" — rerun the images step") for w in warnings)  # fmt: skip
+        assert any("The zip leaves out 1 image(s) (post 3)" in w for w in warnings)
+        assert not any(s.value.startswith("All 3 posts") for s in at.success)
+        assert any(c.value.startswith("3. TikTok: its image ") for c in at.caption)
+
+        at.button(key="mk_rerun_images").click().run()
+        assert not at.exception and not at.error
+        assert any(s.value.startswith("All 3 posts") for s in at.success)
+        assert missing_images(chain.load(campaign.id), store) == []
+    finally:
+        st.cache_resource.clear()

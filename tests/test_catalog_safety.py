@@ -1,0 +1,230 @@
+"""The catalog never loses images: damaged, empty and foreign files refused, recovery from PNGs,
+rows and files written as one unit, orphans swept, read-only folders said plainly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import dataprep
+import studio.llm
+import studio.store
+from studio.batch import Selection, run_job
+from studio.config import PROJECT_ROOT, SAMPLE_SERIES, load_settings
+from studio.dataset import load_series
+from studio.errors import CatalogError
+from studio.generation import generate_image
+from studio.llm import LLM
+from studio.params import RenderRequest
+from studio.recovery import recover_catalog
+from studio.render import Renderer, resolve_image_model
+from studio.store import CATALOG_NAME, Store
+from tests.fakes import FakeBackend
+
+SELECTION = Selection(seasons={1}, episodes={(1, 1), (1, 2)})  # 2 episode + 5 season images
+
+
+def make_job(folder, cache_dir):
+    settings = load_settings({"width": 64, "height": 64, "steps": 2, "data_dir": folder})
+    store = Store(folder)
+    backend = FakeBackend()
+    llm = LLM(backend, store, settings.llm_temperature, settings.llm_seed)
+    renderer = Renderer(resolve_image_model("demo", cache_dir), "cpu")
+    return settings, store, llm, renderer
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, shared_cache):
+    """A catalog with episode, season and Studio images, a cover and a campaign."""
+    folder = tmp_path_factory.mktemp("catalog")
+    settings, store, llm, renderer = make_job(folder, shared_cache)
+    series = load_series(SAMPLE_SERIES)[0]
+    summary = run_job(series, SELECTION, settings, llm, renderer, store)
+    assert summary.images_rendered == 7 and not summary.failed
+    request = RenderRequest("a lighthouse", width=64, height=64, steps=2, seed=3, cfg=7.25)
+    generate_image(renderer, store, llm, request)
+    episode_two = store.images(target="episode", season=1, episode=2)[0]
+    store.set_cover(1, 2, episode_two["cache_key"])
+    store.save_campaign("c1", "Launch", {"brief": {"platforms": ["x"]}})
+    store.close()
+    return folder
+
+
+def snapshot(folder):
+    """Everything recovery must give back, without row ids and times."""
+    db = sqlite3.connect(folder / CATALOG_NAME)
+    db.row_factory = sqlite3.Row
+    images = sorted(
+        tuple((k, row[k]) for k in row.keys() if k not in {"id", "created_at"})  # noqa: SIM118
+        for row in db.execute("SELECT * FROM images")
+    )
+    prompts = sorted(
+        tuple((k, row[k]) for k in row.keys() if k != "created_at")  # noqa: SIM118
+        for row in db.execute("SELECT * FROM prompts")
+    )
+    answers = sorted(
+        (r["key"], r["model"], r["response"]) for r in db.execute("SELECT * FROM llm_cache")
+    )
+    order = [row["cache_key"] for row in db.execute("SELECT cache_key FROM images ORDER BY id")]
+    db.close()
+    return images, prompts, answers, order
+
+
+@pytest.fixture
+def catalog(built, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(built, folder)
+    return folder
+
+
+def rerun_does_no_model_work(folder, cache_dir):
+    settings, store, llm, renderer = make_job(folder, cache_dir)
+    series = load_series(SAMPLE_SERIES)[0]
+    summary = run_job(series, SELECTION, settings, llm, renderer, store)
+    store.close()
+    assert (summary.llm_calls, summary.images_rendered, summary.images_cached) == (0, 0, 7)
+
+
+def test_a_truncated_catalog_is_refused_then_recovered_from_the_pngs(catalog, shared_cache):
+    before = snapshot(catalog)
+    path = catalog / CATALOG_NAME
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CatalogError) as error:
+        Store(catalog)
+    assert str(path) in str(error.value) and "dataprep.py --recover" in str(error.value)
+
+    report = recover_catalog(catalog)
+    assert report.images == 8 and not report.unreadable
+    assert report.prompts == 2 + 5 and report.llm_answers == 2 + 2
+    assert report.kept_aside is not None and report.kept_aside.is_file()
+    assert snapshot(catalog) == before  # the same images (in order), prompts and LLM answers
+    rerun_does_no_model_work(catalog, shared_cache)
+
+
+def test_an_empty_catalog_beside_images_is_never_taken_as_new(catalog, shared_cache, capsys):
+    before = snapshot(catalog)
+    (catalog / CATALOG_NAME).write_bytes(b"")
+    code = dataprep.main(["--out", str(catalog), "--image-model", "demo"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is empty (0 bytes), but 8 images are in" in err and "--recover" in err
+    assert "Traceback" not in err
+    assert (catalog / CATALOG_NAME).stat().st_size == 0  # nothing was written over it
+
+    assert dataprep.main(["--out", str(catalog), "--recover"]) == 0
+    err = capsys.readouterr().err
+    assert "Images recovered: 8" in err and "kept at" in err
+    assert snapshot(catalog) == before
+
+
+def test_recovery_salvages_covers_and_campaigns_a_readable_old_file_still_has(catalog):
+    # A catalog whose images table lost its rows but whose other tables are intact.
+    db = sqlite3.connect(catalog / CATALOG_NAME)
+    db.execute("DELETE FROM images")
+    db.commit()
+    db.close()
+    report = recover_catalog(catalog)
+    assert report.salvaged == {"covers": 1, "campaigns": 1}
+    store = Store(catalog)
+    assert store.campaign("c1") == {"brief": {"platforms": ["x"]}}
+    assert store.episode_covers(1)[2]["cache_key"] == store.cover_keys(1)[2]
+
+
+def test_a_missing_catalog_beside_images_is_refused(catalog):
+    (catalog / CATALOG_NAME).unlink()
+    with pytest.raises(CatalogError, match="is missing, but 8 images are in"):
+        Store(catalog)
+
+
+def test_a_foreign_database_is_left_alone(tmp_path):
+    path = tmp_path / CATALOG_NAME
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (body TEXT)")
+    db.commit()
+    db.close()
+    content = path.read_bytes()
+    with pytest.raises(CatalogError, match="is not a series studio catalog .*notes"):
+        Store(tmp_path)
+    assert path.read_bytes() == content
+
+
+def test_opening_adopts_orphan_pngs_and_drops_rows_without_files(catalog):
+    store = Store(catalog)
+    first, second = store.images()[:2]
+    store.close()
+    db = sqlite3.connect(catalog / CATALOG_NAME)
+    db.execute("DELETE FROM images WHERE cache_key = ?", (first["cache_key"],))
+    db.commit()
+    db.close()
+    (catalog / second["path"]).unlink()
+    store = Store(catalog)
+    assert (store.opened.adopted, store.opened.dropped) == (1, 1)
+    assert store.find_image(first["cache_key"])["prompt"] == first["prompt"]
+    assert store.find_image(second["cache_key"]) is None
+    assert len(store.images()) == 7
+
+
+def test_a_failed_file_write_leaves_no_row(tmp_path, monkeypatch, built):
+    store = Store(tmp_path)
+    record = Store(built).image_records()[0]
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(studio.store, "atomic_write", full_disk)
+    with pytest.raises(OSError):
+        store.add_image(record, b"png")
+    assert store.images() == []
+
+
+def test_image_files_get_the_same_permissions_as_the_catalog(built):
+    png = next((built / "images").rglob("*.png"))
+    catalog_mode = stat.S_IMODE((built / CATALOG_NAME).stat().st_mode)
+    assert stat.S_IMODE(png.stat().st_mode) == catalog_mode
+
+
+def test_a_read_only_data_folder_is_one_clear_line(tmp_path):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    command = [sys.executable, "dataprep.py", "--out", str(folder), "--dry-run"]
+    if os.geteuid() == 0:  # root writes anywhere: drop the capability that lets it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")
+        caps = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *command]
+    env = {**os.environ, "STUDIO_IMAGE_MODEL": "demo"}
+    result = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"The data folder {folder} cannot be written (Permission denied)" in result.stderr
+    assert "STUDIO_DATA_DIR (or --out)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(autouse=True)
+def no_llm_server(monkeypatch):
+    backend = FakeBackend()
+    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *a, **k: backend)
+
+
+def test_episode_ids_the_series_lacks_are_said(tmp_path, capsys):
+    code = dataprep.main(["--out", str(tmp_path), "--episodes", "S9E9", "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Nothing to make: --episodes S09E09: no such episode in the series" in err
+    assert "S01E01-S01E12" in err
+    code = dataprep.main(
+        ["--out", str(tmp_path), "--episodes", "S9E9,S1E1", "--dry-run", "--image-model", "demo"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "WARNING: --episodes S09E09: no such episode" in err
+    assert "Prompts: 1 written" in err
