@@ -72,8 +72,13 @@ def test_dry_run_prints_prompts(tmp_path, capsys, fake_llm):
         (["--image-model", "/models/model.ckpt"], "only .safetensors checkpoints are loaded"),
         (["--image-model", "/models/missing.safetensors"], "does not exist"),
         (["--image-model", "nobody/no-such-model"], "not in the Hugging Face cache"),
-        (["--size", "500x512"], "`width` has to be divisible by 8 but is 500; try 496. Set by --size."),
+        (["--size", "500x512"], "`width` has to be divisible by 8 but is 500; try 496"),
         (["--map", "plot"], "--map takes FIELD=COLUMN"),
+        (["--image-model", ""], "`image_model` is empty; use auto, demo, a hub id"),
+        (["--image-model", "./models/my-sd15"], "Image model path models/my-sd15 does not exist"),
+        (["--image-model", "/srv/models/sd/v15"], "path /srv/models/sd/v15 does not exist"),
+        (["--cfg", "nan"], "`cfg` has to be a number between 0 and 30 but is nan. Set by --cfg."),
+        (["--llm-timeout", "0"], "`llm_timeout` has to be a positive number"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, fake_llm, args, message):

@@ -1,3 +1,5 @@
+import io
+
 from PIL import Image
 
 from studio.metadata import encode_png, format_parameters, parse_parameters, read_png_metadata
@@ -39,3 +41,34 @@ def test_png_carries_both_chunks_and_is_deterministic():
     parameters, provenance = read_png_metadata(png)
     assert parameters.startswith("p\n")
     assert provenance == {"placeholder": True, "x": 1}
+
+
+def test_the_studio_chunk_is_strict_json_even_with_infinite_scheduler_values(tmp_path):
+    import json
+
+    from studio.params import RenderRequest
+    from studio.render import Renderer, resolve_image_model
+
+    renderer = Renderer(resolve_image_model("demo", tmp_path), "cpu")
+    provenance = renderer.provenance(RenderRequest("x", sampler="DPM++ 2M Karras"))
+    assert provenance["scheduler"]["lambda_min_clipped"] == "-inf"
+    png = encode_png(Image.new("RGB", (8, 8)), "x", provenance)
+    text = Image.open(io.BytesIO(png)).info["studio"]
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    assert json.loads(text, parse_constant=refuse)["scheduler"]["lambda_min_clipped"] == "-inf"
+
+
+def test_unreadable_images_are_one_plain_message():
+    import pytest
+
+    from studio.errors import ImageInputError
+
+    with pytest.raises(ImageInputError, match="not an image the studio can read"):
+        read_png_metadata(b"hello")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buffer, format="PNG")
+    with pytest.raises(ImageInputError, match="damaged or truncated"):
+        read_png_metadata(buffer.getvalue()[:60])

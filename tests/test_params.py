@@ -52,7 +52,7 @@ def test_the_grid_takes_values_within_the_limits():
 
 def test_settings_go_through_the_same_gate_and_name_where_they_were_set(monkeypatch):
     monkeypatch.setenv("STUDIO_CFG", "nan")
-    with pytest.raises(ConfigError, match=r"`cfg` has to be a number .* is nan\. Set by STUDIO_CFG"):
+    with pytest.raises(ConfigError, match=r"`cfg` has to be a number .* nan\. Set by STUDIO_CFG"):
         load_settings()
     monkeypatch.delenv("STUDIO_CFG")
     with pytest.raises(ConfigError, match="Set by --steps"):
