@@ -181,9 +181,7 @@ def _print_summary(summary, settings, issues: list, model_notes: list[str]) -> N
     if skipped:
         say(f"Skipped rows in the series data: {skipped} (listed above).")
     if len(issues) > skipped:
-        say(
-            f"Shortened texts in the series data: {len(issues) - skipped} (kept; listed above)."
-        )
+        say(f"Shortened texts in the series data: {len(issues) - skipped} (kept; listed above).")
     if summary.failed:
         say(f"Failed: {len(summary.failed)}")
         for failure in summary.failed:
