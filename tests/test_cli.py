@@ -149,3 +149,28 @@ def test_killed_run_resumes_with_no_broken_or_duplicate_file(tmp_path, shared_ca
     assert sorted(Path(p).relative_to(out).as_posix() for p in files) == sorted(r[0] for r in rows)
     for path, sha, _ in rows:
         assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha
+
+
+def test_a_server_that_never_answers_is_shown_then_given_up_on(tmp_path, capsys):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    port = silent.getsockname()[1]
+    url = f"http://user:SECRET@127.0.0.1:{port}/v1"
+    try:
+        started = time.perf_counter()
+        code, err = run(
+            capsys,
+            "--out", str(tmp_path), "--episodes", "S1E1", "--dry-run", "--image-model", "demo",
+            "--llm-base-url", url, "--llm-model", "m", "--llm-timeout", "0.4",
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+    finally:
+        silent.close()
+    assert code == 2
+    assert f"waiting for http://127.0.0.1:{port}/v1 (try 2 of 3" in err
+    assert "STUDIO_LLM_TIMEOUT" in err and "Traceback" not in err
+    assert "SECRET" not in err and "user:" not in err
+    assert elapsed < 20
