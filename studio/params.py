@@ -10,7 +10,7 @@ trusted: `Seed: -1` means random, `Steps: 200` becomes our maximum and says so.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from studio.errors import RenderError
@@ -37,6 +37,14 @@ SAMPLER_NAMES = (
     "DEIS",
 )
 DEFAULT_SAMPLER = "DPM++ 2M Karras"
+
+# Ways of making an image. img2img, inpaint, outpaint and variation start from an init image
+# (inpaint also from a mask: white = repaint, black = keep).
+MODES = ("txt2img", "img2img", "inpaint", "outpaint", "variation")
+NEEDS_INIT = frozenset({"img2img", "inpaint", "outpaint", "variation"})
+USES_STRENGTH = frozenset({"img2img", "inpaint", "variation"})
+OUTPAINT_SIDES = ("left", "right", "up", "down")
+MAX_OUTPAINT = 1024  # pixels added on one side at most
 
 
 class ParameterError(RenderError):
@@ -96,7 +104,11 @@ def round_to_multiple(value: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class RenderRequest:
-    """Everything that decides an image's pixels besides the model."""
+    """Everything that decides an image's pixels besides the model.
+
+    Input images are named by the sha256 of their normalised PNG (see `studio.inputs`), so a
+    request is a plain value: hashable, comparable, and a complete cache key.
+    """
 
     prompt: str
     negative_prompt: str = ""
@@ -106,6 +118,11 @@ class RenderRequest:
     width: int = 512
     height: int = 512
     seed: int = 0
+    mode: str = "txt2img"
+    strength: float | None = None  # img2img, inpaint, variation: how much to change, 0..1
+    init_image: str | None = None  # sha256 of the init image (every mode but txt2img)
+    mask_image: str | None = None  # sha256 of the mask (inpaint)
+    outpaint: tuple[int, int, int, int] | None = None  # pixels added left, right, up, down
 
     def check(self) -> None:
         """Reject bad inputs with the value and the fix, before any model work."""
@@ -116,9 +133,61 @@ class RenderRequest:
             )
         for name in LIMITS:
             check_value(name, getattr(self, name))
-        if not self.prompt.strip():
+        if not self.prompt.strip() and self.mode != "variation":
             raise ParameterError("The prompt is empty; write what the image should show.")
         check_sampler(self.sampler)
+        self._check_mode()
+
+    def _check_mode(self) -> None:
+        if self.mode not in MODES:
+            raise ParameterError(f"Unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
+        if self.mode in NEEDS_INIT and not self.init_image:
+            raise ParameterError(f"Mode {self.mode} needs an init image; give one.")
+        if self.mode == "txt2img" and (self.init_image or self.mask_image):
+            raise ParameterError("txt2img takes no init image or mask; use img2img or inpaint.")
+        if self.mode == "inpaint" and not self.mask_image:
+            raise ParameterError("Inpainting needs a mask (white = repaint, black = keep).")
+        if self.mode in USES_STRENGTH:
+            strength = self.strength
+            if not isinstance(strength, int | float) or not (
+                math.isfinite(strength) and 0 < strength <= 1
+            ):
+                raise ParameterError(
+                    f"`strength` has to be a number above 0 and at most 1 but is {strength!r}; "
+                    "low keeps the init image, 1 redraws it."
+                )
+        elif self.strength is not None:
+            raise ParameterError(f"Mode {self.mode} takes no strength.")
+        if self.mode == "outpaint":
+            amounts = self.outpaint or (0, 0, 0, 0)
+            if len(amounts) != 4 or any(
+                not isinstance(a, int) or isinstance(a, bool) or a < 0 for a in amounts
+            ):
+                raise ParameterError(
+                    "Outpaint amounts are whole pixels >= 0 for left, right, up and down, "
+                    f"but are {amounts!r}."
+                )
+            if not any(amounts):
+                raise ParameterError("Outpainting needs an amount above 0 on at least one side.")
+            if max(amounts) > MAX_OUTPAINT:
+                raise ParameterError(
+                    f"An outpaint side can add at most {MAX_OUTPAINT} pixels, not {max(amounts)}."
+                )
+            if any(a % 8 for a in amounts):
+                raise ParameterError(
+                    f"Outpaint amounts have to be multiples of 8 but are {amounts!r}."
+                )
+        elif self.outpaint is not None:
+            raise ParameterError(f"Mode {self.mode} takes no outpaint amounts.")
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that go into a cache key: the mode's fields only where they are set, so
+        a txt2img request keeps the key it had before modes existed."""
+        values = asdict(self)
+        if self.mode == "txt2img":
+            for name in ("mode", "strength", "init_image", "mask_image", "outpaint"):
+                values.pop(name)
+        return values
 
 
 REQUEST_FIELDS = tuple(f.name for f in fields(RenderRequest))

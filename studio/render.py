@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import transformers
 from PIL import Image
 
 from studio.errors import RenderError
+from studio.image_backends import Capabilities, InputResolver
 from studio.metadata import json_safe
 from studio.params import CLIP_WINDOW, SAMPLER_NAMES, RenderRequest, check_sampler
 
@@ -398,6 +399,22 @@ class Renderer:
         self._base_scheduler_config = model.scheduler_base_config()
         self._lock = threading.Lock()
 
+    capabilities = Capabilities(modes=("txt2img",))
+
+    @property
+    def label(self) -> str:
+        return self.model.label
+
+    @property
+    def placeholder(self) -> bool:
+        return self.model.placeholder
+
+    def identity(self) -> dict[str, str]:
+        return self.model.identity()
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(self.tokenizer, text)
+
     @property
     def pipe(self) -> StableDiffusionPipeline:
         if self._pipe is None:
@@ -419,7 +436,7 @@ class Renderer:
             "model": self.model.identity(),
             "dtype": str(self.dtype),
             "pipeline": kind,
-            "request": asdict(request),
+            "request": request.key_fields(),
             "scheduler": scheduler_config_of(request.sampler, self._base_scheduler_config),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -436,7 +453,10 @@ class Renderer:
         }
 
     def render(
-        self, requests: Sequence[RenderRequest], on_step: StepCallback | None = None
+        self,
+        requests: Sequence[RenderRequest],
+        on_step: StepCallback | None = None,
+        inputs: InputResolver | None = None,
     ) -> list[Image.Image]:
         """Render `requests`, batched where they share sampler, steps, CFG and size."""
         for request in requests:

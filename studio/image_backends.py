@@ -1,0 +1,108 @@
+"""The image backends' contract and registry (torch-free).
+
+An image backend turns `RenderRequest`s into PIL images. It declares what it can do
+(`Capabilities`: modes, samplers, sizes, seeds), names itself for cache keys and provenance, and
+renders. Per-image facts a backend learns while rendering (DALL-E 3's revised prompt) travel in
+the returned image's `info` dict and are recorded in the PNG's provenance by the image service.
+
+Backends are chosen by the `image_model` setting: `openai:<model>` for OpenAI Images
+(`openai:gpt-image-1`, `openai:dall-e-3`, `openai:dall-e-2`), anything else for diffusers (hub id,
+folder, `.safetensors` file, `demo`, `auto`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from studio.params import MODES, SAMPLER_NAMES, ParameterError, RenderRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from studio.config import Settings
+
+# step, total steps, latents (None when the backend has none to show)
+StepCallback = Callable[[int, int, Any], None]
+# sha256 of an input image -> the image (RGB, or L for masks)
+InputResolver = Callable[[str], "Image.Image"]
+
+OPENAI_PREFIX = "openai:"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the dashboard shows only the controls it supports."""
+
+    modes: tuple[str, ...] = MODES
+    samplers: tuple[str, ...] = SAMPLER_NAMES  # empty: the backend has no sampler choice
+    sizes: tuple[tuple[int, int], ...] = ()  # empty: any size within studio.params.LIMITS
+    seeds: bool = True  # False: the same request may give other pixels (a hosted model)
+    negative_prompt: bool = True
+    steps_and_cfg: bool = True
+    max_batch: int = 1  # requests per call at most
+
+    def check(self, request: RenderRequest, backend: str) -> None:
+        """Refuse a request this backend cannot honour, saying what it can do instead."""
+        if request.mode not in self.modes:
+            raise ParameterError(
+                f"{backend} cannot do {request.mode}; it does {', '.join(self.modes)}."
+            )
+        if self.sizes and (request.width, request.height) not in self.sizes:
+            sizes = ", ".join(f"{w}x{h}" for w, h in self.sizes)
+            raise ParameterError(
+                f"{backend} makes only these sizes: {sizes}; not {request.width}x{request.height}."
+            )
+
+
+class ImageBackend(Protocol):
+    """What the image service needs of a backend."""
+
+    capabilities: Capabilities
+
+    @property
+    def label(self) -> str:
+        """The model's name in A1111's `Model:` field (says "placeholder" for the demo)."""
+        ...
+
+    @property
+    def placeholder(self) -> bool:
+        """True when the images are not art (the untrained demo model)."""
+        ...
+
+    @property
+    def device(self) -> str: ...
+
+    def identity(self) -> dict[str, str]:
+        """Model name, kind and revision, as they go into cache keys and provenance."""
+        ...
+
+    def cache_key(self, request: RenderRequest) -> str: ...
+
+    def provenance(self, request: RenderRequest) -> dict[str, Any]: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in the text encoder's window (prompt fitting)."""
+        ...
+
+    def render(
+        self,
+        requests: Sequence[RenderRequest],
+        on_step: StepCallback | None = None,
+        inputs: InputResolver | None = None,
+    ) -> list[Image.Image]: ...
+
+
+def open_image_backend(settings: Settings) -> ImageBackend:
+    """The backend the `image_model` setting names (loading nothing heavy until it renders)."""
+    name = settings.image_model
+    if name.startswith(OPENAI_PREFIX):
+        from studio.openai_images import OpenAIImagesBackend
+
+        return OpenAIImagesBackend.from_settings(settings)
+    from studio.render import Renderer, resolve_image_model
+
+    return Renderer(
+        resolve_image_model(name, settings.cache_dir), settings.device, settings.batch_size
+    )
