@@ -18,5 +18,6 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+ui.mark_routed()
 ui.sidebar()
 page.run()

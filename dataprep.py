@@ -229,8 +229,7 @@ def run(args: argparse.Namespace) -> int:
 
     from studio.batch import Selection, run_job
     from studio.dataset import load_series, parse_mapping
-    from studio.llm import backend_description, make_llm
-    from studio.render import Renderer, resolve_image_model
+    from studio.llm import backend_description
 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     if args.size:
@@ -250,36 +249,31 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
 
-    from studio.store import Store
+    from studio.api import Studio
 
-    store = Store(settings.data_dir)
-    model = resolve_image_model(settings.image_model, settings.cache_dir)
-    for note in model.notes:
-        print(f"WARNING: {note}", file=sys.stderr)
-    renderer = Renderer(model, settings.device, settings.batch_size)
-    llm = make_llm(settings, store, on_status=lambda line: tqdm.write(line, file=sys.stderr))
-    print(
-        f"Image model: {model.label} on {renderer.device}. LLM: {backend_description(settings)}.",
-        file=sys.stderr,
-    )
-    selection = Selection(args.seasons, args.episodes, args.only)
-    for note in selection.unknown(series):
-        print(f"WARNING: {note}", file=sys.stderr)
-    try:
+    with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:
+        backend = studio.backend
+        for note in backend.notes:
+            print(f"WARNING: {note}", file=sys.stderr)
+        print(
+            f"Image model: {backend.label} on {backend.device}. "
+            f"LLM: {backend_description(settings)}.",
+            file=sys.stderr,
+        )
+        selection = Selection(args.seasons, args.episodes, args.only)
+        for note in selection.unknown(series):
+            print(f"WARNING: {note}", file=sys.stderr)
         summary = run_job(
             series,
             selection,
             settings,
-            llm,
-            renderer,
-            store,
+            studio.llm,
+            studio.images,
             dry_run=args.dry_run,
             force=args.force,
             progress=tqdm,
         )
-    finally:
-        store.close()
-    _print_summary(summary, settings, issues, model.notes)
+    _print_summary(summary, settings, issues, backend.notes)
     return 1 if summary.failed else 0
 
 

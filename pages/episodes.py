@@ -6,11 +6,10 @@ from dataclasses import replace
 import streamlit as st
 
 from studio import ui
-from studio.generation import Target
+from studio.params import Target
 from studio.prompting import PromptSpec, write_episode_prompt
-from studio.render import count_tokens
 
-ui.route_through_dashboard()
+ui.route_through_dashboard(__file__)
 
 CARDS_PER_PAGE = 24
 COLUMNS = 4
@@ -48,14 +47,14 @@ def episode_list(series, store) -> None:
 
 def rewrite_prompt(series, episode, store, prefix: str) -> None:
     """Ask the LLM for another prompt (another sampling seed) and load it into the controls."""
-    llm, renderer = ui.llm(), ui.renderer()
+    llm, backend = ui.llm(), ui.backend()
     earlier = len(store.prompts(target="episode", season=episode.season, episode=episode.episode))
     with st.spinner("The LLM is rewriting the prompt…"):
         result = write_episode_prompt(
             llm,
             series,
             episode,
-            lambda text: count_tokens(renderer.tokenizer, text),
+            backend.count_tokens,
             seed=llm.seed + earlier,
         )
     store.add_prompt(

@@ -7,7 +7,7 @@ from studio import ui
 from studio.metadata import parse_parameters, read_png_metadata
 from studio.params import request_from_infotext
 
-ui.route_through_dashboard()
+ui.route_through_dashboard(__file__)
 
 PER_PAGE = 24
 COLUMNS = 4
@@ -40,7 +40,7 @@ def browse(store) -> None:
     if not rows:
         st.info("The catalog is empty: run `python dataprep.py`, or make images in the Studio.")
         return
-    frame = pd.DataFrame([dict(row) for row in rows])
+    frame = pd.DataFrame([row.summary() for row in rows])
     shown = filters(frame).sort_values("id", ascending=False)
     st.caption(f"{len(shown)} of {len(frame)} images")
     ui.placeholder_banner(*shown.head(PER_PAGE).to_dict("records"))

@@ -17,7 +17,7 @@ from studio.marketing import (
     review,
 )
 
-ui.route_through_dashboard()
+ui.route_through_dashboard(__file__)
 
 TITLES = {
     "concept": "1. Concept",
@@ -37,7 +37,7 @@ def open_campaign(campaign_id: str) -> None:
 
 
 def make_chain(series, store) -> Chain:
-    return Chain(ui.llm(), ui.renderer(), store, series, ui.settings())
+    return Chain(ui.llm(), ui.studio().images, series, ui.settings())
 
 
 def brief_form(series, store) -> Brief:

@@ -6,10 +6,10 @@ from dataclasses import replace
 import streamlit as st
 
 from studio import ui
-from studio.generation import Target
+from studio.params import Target
 from studio.prompting import PromptSpec, load_styles
 
-ui.route_through_dashboard()
+ui.route_through_dashboard(__file__)
 
 
 def season_page(series, store) -> None:

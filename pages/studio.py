@@ -7,7 +7,7 @@ import streamlit as st
 from studio import ui
 from studio.grid import AXES, compose_grid, grid_requests, parse_axis
 
-ui.route_through_dashboard()
+ui.route_through_dashboard(__file__)
 
 PREFIX = "st"
 EXAMPLE_VALUES = {
@@ -22,7 +22,7 @@ def playground(request) -> None:
     if st.button("Generate", type="primary", key="st_generate"):
         with ui.guard("Generating the image"):
             made = ui.generate(ui.with_seed_choice(PREFIX, request))
-            st.session_state["st_last"] = made.row["cache_key"]
+            st.session_state["st_last"] = made.key
             if made.cached:
                 st.toast("That image was already in the catalog.")
     key = st.session_state.get("st_last")
@@ -52,7 +52,7 @@ def comparison_grid(request) -> None:
                 overall.progress(
                     (number - 1) / len(requests), text=f"Cell {number} of {len(requests)}"
                 )
-                images.append(ui.generate(cell).image)
+                images.append(ui.generate(cell).image())
             overall.empty()
             sheet = compose_grid(images, x, y)
             buffer = io.BytesIO()

@@ -9,26 +9,39 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from studio import __version__
 from studio.config import Settings
 from studio.dataset import Episode, Series
-from studio.errors import DatasetError, LLMUnavailableError, RenderError, StudioError
+from studio.errors import DatasetError, LLMUnavailableError, StudioError
+from studio.images import ImageJob, ImageResult, ImageService
 from studio.llm import LLM
-from studio.metadata import encode_png, format_parameters
+from studio.params import RenderRequest, Target
 from studio.prompting import PromptSpec, write_episode_prompt, write_season_prompts
-from studio.render import Renderer, RenderRequest, count_tokens
-from studio.store import ImageRecord, Store
 
-# progress(iterable, total=..., desc=..., unit=...) -> iterable; tqdm fits, as does a no-op.
-Progress = Callable[..., Iterable[Any]]
+# progress(iterable or None, total=..., desc=..., unit=...) -> a bar to iterate or `update`;
+# tqdm fits, as does `no_progress`.
+Progress = Callable[..., Any]
 
 
-def no_progress(iterable: Iterable[Any], **_: Any) -> Iterable[Any]:
-    return iterable
+class _SilentBar:
+    def __init__(self, iterable: Iterable[Any] | None):
+        self._iterable = iterable if iterable is not None else ()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._iterable)
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def no_progress(iterable: Iterable[Any] | None = None, **_: Any) -> _SilentBar:
+    return _SilentBar(iterable)
 
 
 @dataclass
@@ -77,26 +90,6 @@ class Selection:
 
 
 @dataclass
-class Job:
-    """One image to make: what it is for, its prompt and its render settings."""
-
-    target: str  # episode or season
-    season: int
-    episode: int | None
-    style: str | None
-    image_index: int
-    spec: PromptSpec
-    request: RenderRequest
-    provenance: dict[str, Any]
-
-    @property
-    def label(self) -> str:
-        if self.target == "episode":
-            return f"S{self.season:02d}E{self.episode:02d}#{self.image_index + 1}"
-        return f"S{self.season:02d} {self.style}"
-
-
-@dataclass
 class Summary:
     prompts_written: int = 0
     prompts_cached: int = 0
@@ -108,6 +101,14 @@ class Summary:
     placeholder: bool = False
     dry_run: bool = False
     prompts: list[tuple[str, PromptSpec]] = field(default_factory=list)
+
+    def count(self, result: ImageResult) -> None:
+        if result.error:
+            self.failed.append(f"{result.job.label}: {result.error}")
+        elif result.cached:
+            self.images_cached += 1
+        else:
+            self.images_rendered += 1
 
     @property
     def nothing_done(self) -> bool:
@@ -133,23 +134,31 @@ def _request(settings: Settings, spec: PromptSpec, seed: int) -> RenderRequest:
     )
 
 
+def _prompt_provenance(result: Any, llm: LLM, spec: PromptSpec) -> dict[str, Any]:
+    """What an image records of the prompt it was made from (plain values, for recovery too)."""
+    return {
+        "template_hash": result.template_hash,
+        "prompt_key": result.key,
+        "llm_answers": result.answers,
+        "llm_model": llm.model,
+        "prompt_style": spec.style,
+        "rationale": spec.rationale,
+    }
+
+
 def write_prompts(
     series: Series,
     selection: Selection,
     settings: Settings,
     llm: LLM,
-    renderer: Renderer,
-    store: Store,
+    images: ImageService,
     summary: Summary,
     refresh: bool = False,
     progress: Progress = no_progress,
-) -> list[Job]:
+) -> list[ImageJob]:
     """Ask the LLM (or its cache) for every selected prompt; record them; return the image jobs."""
-
-    def count(text: str) -> int:
-        return count_tokens(renderer.tokenizer, text)
-
-    jobs: list[Job] = []
+    store, count = images.store, images.backend.count_tokens
+    jobs: list[ImageJob] = []
     episodes = selection.pick_episodes(series)
     seasons = selection.pick_seasons(series)
     items: list[tuple[str, Any]] = [("episode", e) for e in episodes] + [
@@ -173,19 +182,11 @@ def write_prompts(
                 for index in range(settings.images_per_episode):
                     seed = derive_seed(settings.seed, item.id, index)
                     jobs.append(
-                        Job(
-                            "episode",
-                            item.season,
-                            item.episode,
-                            None,
-                            index,
-                            result.spec,
+                        ImageJob(
                             _request(settings, result.spec, seed),
-                            {
-                                "template_hash": result.template_hash,
-                                "prompt_key": result.key,
-                                "llm_answers": result.answers,
-                            },
+                            Target("episode", item.season, item.episode),
+                            index,
+                            _prompt_provenance(result, llm, result.spec),
                         )
                     )
             else:
@@ -206,20 +207,11 @@ def write_prompts(
                     summary.prompts.append((f"{season_id} {style}", spec))
                     seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)
                     jobs.append(
-                        Job(
-                            "season",
-                            item,
-                            None,
-                            style,
-                            0,
-                            spec,
+                        ImageJob(
                             _request(settings, spec, seed),
-                            {
-                                "template_hash": result.template_hash,
-                                "prompt_key": result.key,
-                                "llm_answers": result.answers,
-                                "trace": result.trace,
-                            },
+                            Target("season", item, None, style),
+                            0,
+                            {**_prompt_provenance(result, llm, spec), "trace": result.trace},
                         )
                     )
         except LLMUnavailableError:
@@ -236,98 +228,23 @@ def write_prompts(
 
 
 def render_jobs(
-    jobs: list[Job],
-    settings: Settings,
-    llm: LLM,
-    renderer: Renderer,
-    store: Store,
+    jobs: list[ImageJob],
+    images: ImageService,
     summary: Summary,
     force: bool = False,
     progress: Progress = no_progress,
 ) -> None:
-    """Render the jobs whose images are not in the catalog yet; store each as soon as it exists."""
-    pending = []
-    for job in jobs:
-        key = renderer.cache_key(job.request)
-        if not force and store.find_image(key) is not None:
-            summary.images_cached += 1
-        else:
-            pending.append((key, job))
-    batch_size = renderer.batch_size
-    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
-    bar = progress(batches, total=len(batches), desc="images", unit="batch")
-    for batch in bar:
-        try:
-            images = renderer.render([job.request for _, job in batch])
-        except RenderError as exc:
-            summary.failed.extend(f"{job.label}: {exc}" for _, job in batch)
-            continue
-        for (key, job), image in zip(batch, images, strict=True):
-            store_image(store, renderer, llm.model, job, key, image)
-            summary.images_rendered += 1
+    """Make every job's image through the image service; a failed batch is reported, not fatal."""
+    bar = progress(None, total=len(jobs), desc="images", unit="image")
 
+    def done(result: ImageResult) -> None:
+        summary.count(result)
+        bar.update(1)
 
-def request_parameters(request: RenderRequest, model_label: str, version: str | None = None) -> str:
-    """A request's A1111 infotext, as written into the PNG and shown in the dashboard."""
-    return format_parameters(
-        request.prompt,
-        request.negative_prompt,
-        {
-            "Steps": request.steps,
-            "Sampler": request.sampler,
-            "CFG scale": float(request.cfg),
-            "Seed": request.seed,
-            "Size": f"{request.width}x{request.height}",
-            "Model": model_label,
-            "Version": version,
-        },
-    )
-
-
-def store_image(
-    store: Store, renderer: Renderer, llm_model: str, job: Job, key: str, image: Any
-) -> None:
-    """Write one image with its parameters inside and its catalog row."""
-    request, model = job.request, renderer.model
-    parameters = request_parameters(request, model.label, f"series-studio {__version__}")
-    provenance = {
-        **renderer.provenance(request),
-        **job.provenance,
-        "request": asdict(request),  # exact values, for recovering the catalog from the PNGs
-        "model_label": model.label,
-        "cache_key": key,
-        "target": job.target,
-        "season": job.season,
-        "episode": job.episode,
-        "style": job.style,
-        "image_index": job.image_index,
-        "llm_model": llm_model,
-        "prompt_style": job.spec.style,
-        "rationale": job.spec.rationale,
-    }
-    png = encode_png(image, parameters, provenance)
-    store.add_image(
-        ImageRecord(
-            cache_key=key,
-            target=job.target,
-            season=job.season,
-            episode=job.episode,
-            style=job.style,
-            image_index=job.image_index,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            model=model.label,
-            sampler=request.sampler,
-            steps=request.steps,
-            cfg=request.cfg,
-            width=request.width,
-            height=request.height,
-            seed=request.seed,
-            placeholder=model.placeholder,
-            provenance=provenance,
-        ),
-        png,
-    )
+    try:
+        images.make(jobs, force=force, on_result=done, keep_going=True)
+    finally:
+        bar.close()
 
 
 def run_job(
@@ -335,21 +252,20 @@ def run_job(
     selection: Selection,
     settings: Settings,
     llm: LLM,
-    renderer: Renderer,
-    store: Store,
+    images: ImageService,
     dry_run: bool = False,
     force: bool = False,
     progress: Progress = no_progress,
 ) -> Summary:
     """Prompts, then (unless `dry_run`) images; returns the counts for the closing summary."""
     started = time.perf_counter()
-    summary = Summary(placeholder=renderer.model.placeholder, dry_run=dry_run)
+    summary = Summary(placeholder=images.backend.placeholder, dry_run=dry_run)
     calls_before = llm.calls
     jobs = write_prompts(
-        series, selection, settings, llm, renderer, store, summary, refresh=force, progress=progress
+        series, selection, settings, llm, images, summary, refresh=force, progress=progress
     )
     if not dry_run:
-        render_jobs(jobs, settings, llm, renderer, store, summary, force=force, progress=progress)
+        render_jobs(jobs, images, summary, force=force, progress=progress)
     summary.llm_calls = llm.calls - calls_before
     summary.seconds = time.perf_counter() - started
     return summary

@@ -37,6 +37,11 @@ class Settings:
     llm_temperature: float = 0.7
     llm_timeout: float = 120.0  # seconds per request
     image_model: str = "auto"  # hub id, local folder, .safetensors file, "demo" or "auto"
+    # Inpainting checkpoint for inpaint and outpaint (same forms as image_model); empty: the image
+    # model itself, through diffusers' AutoPipelineForInpainting.from_pipe.
+    inpaint_model: str = ""
+    images_base_url: str = ""  # OpenAI Images server; empty: llm_base_url, else OpenAI
+    images_timeout: float = 300.0  # seconds per try of an OpenAI Images call
     device: str = "auto"  # auto, cuda, mps or cpu
     sampler: str = "DPM++ 2M Karras"  # a name from studio.params.SAMPLER_NAMES
     steps: int = 25
@@ -59,6 +64,9 @@ ENV_VARS = {
     "llm_temperature": "STUDIO_LLM_TEMPERATURE",
     "llm_timeout": "STUDIO_LLM_TIMEOUT",
     "image_model": "STUDIO_IMAGE_MODEL",
+    "inpaint_model": "STUDIO_INPAINT_MODEL",
+    "images_base_url": "STUDIO_IMAGES_BASE_URL",
+    "images_timeout": "STUDIO_IMAGES_TIMEOUT",
     "device": "STUDIO_DEVICE",
     "sampler": "STUDIO_SAMPLER",
     "steps": "STUDIO_STEPS",
@@ -167,6 +175,12 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
             "image_model",
             "`image_model` is empty; use auto, demo, a hub id (owner/name), a diffusers folder or "
             "a .safetensors file.",
+        )
+    if not (math.isfinite(settings.images_timeout) and settings.images_timeout > 0):
+        raise fail(
+            "images_timeout",
+            f"`images_timeout` has to be a positive number of seconds but is "
+            f"{settings.images_timeout}.",
         )
     if not (math.isfinite(settings.llm_timeout) and settings.llm_timeout > 0):
         raise fail(

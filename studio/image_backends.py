@@ -74,6 +74,11 @@ class ImageBackend(Protocol):
     @property
     def device(self) -> str: ...
 
+    @property
+    def notes(self) -> list[str]:
+        """Warnings for the user (say, a stand-in model), printed by the CLI."""
+        ...
+
     def identity(self) -> dict[str, str]:
         """Model name, kind and revision, as they go into cache keys and provenance."""
         ...

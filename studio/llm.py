@@ -836,6 +836,5 @@ def make_llm(
     cache: ResponseCache | None,
     on_status: Callable[[str], None] | None = None,
 ) -> LLM:
-    # Tests replace make_backend with a function of the settings alone.
-    backend = make_backend(settings) if on_status is None else make_backend(settings, on_status)
+    backend = make_backend(settings, on_status)
     return LLM(backend, cache, settings.llm_temperature, settings.llm_seed)

@@ -4,7 +4,7 @@ Each step's output is the next step's input, is kept in the campaign, can be edi
 against the step's schema), and an edit clears only the steps after it. LLM answers and images are
 cached like the batch job's, so running a step again with the same inputs costs nothing.
 
-    chain = Chain(llm, renderer, store, series, settings)
+    chain = Chain(llm, images, series, settings)      # images: the studio's ImageService
     campaign = chain.start(Brief(source="episode", season=1, episode=3, platforms=["X"]))
     chain.run(campaign)                       # every step still to do, in order
     chain.edit(campaign, "posts", {...})      # clears image_prompts, images and review
@@ -34,8 +34,10 @@ from studio.batch import derive_seed
 from studio.config import Settings
 from studio.dataset import Series
 from studio.errors import RenderError, StudioError
-from studio.generation import Target, generate_image
+from studio.generation import generate_image
+from studio.images import ImageService
 from studio.llm import LLM
+from studio.params import RenderRequest, Target
 from studio.prompting import (
     base_negative,
     episode_data,
@@ -44,7 +46,6 @@ from studio.prompting import (
     merge_phrases,
     season_data,
 )
-from studio.render import Renderer, RenderRequest, count_tokens
 from studio.store import Store
 
 STEPS = ("concept", "posts", "image_prompts", "images", "review")
@@ -304,12 +305,10 @@ Progress = Callable[[str, int, int], None]  # (step, done, total)
 
 
 class Chain:
-    """Runs a campaign's steps with the studio's LLM, renderer and catalog."""
+    """Runs a campaign's steps with the studio's LLM, image service and catalog."""
 
-    def __init__(
-        self, llm: LLM, renderer: Renderer, store: Store, series: Series, settings: Settings
-    ):
-        self.llm, self.renderer, self.store = llm, renderer, store
+    def __init__(self, llm: LLM, images: ImageService, series: Series, settings: Settings):
+        self.llm, self.images, self.store = llm, images, images.store
         self.series, self.settings = series, settings
 
     # Campaigns ----------------------------------------------------------------------------
@@ -493,8 +492,7 @@ class Chain:
         context = json.dumps(self._visual_context(campaign), ensure_ascii=False)
         posts = campaign.steps["posts"]
 
-        def count(text: str) -> int:
-            return count_tokens(self.renderer.tokenizer, text)
+        count = self.images.backend.count_tokens
 
         prompts = []
         for number, post in enumerate(posts):
@@ -548,9 +546,7 @@ class Chain:
             )
             try:
                 made = generate_image(
-                    self.renderer,
-                    self.store,
-                    self.llm,
+                    self.images,
                     request,
                     Target("campaign", brief.season, brief.episode, post["platform"]),
                 )
@@ -560,7 +556,7 @@ class Chain:
                                "error": str(exc)})  # fmt: skip
                 continue
             images.append(
-                {"cache_key": made.row["cache_key"], "path": made.row["path"], "reused": False}
+                {"cache_key": made.record.cache_key, "path": made.record.path, "reused": False}
             )
         if failures and len(failures) == len(posts):
             raise failures[0]  # nothing rendered at all: the step failed, as a whole

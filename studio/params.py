@@ -190,6 +190,30 @@ class RenderRequest:
         return values
 
 
+TARGET_KINDS = ("episode", "season", "character", "studio", "campaign")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an image is for: an episode, a season's style, a character, a campaign's post
+    (`style` holds the platform), or the Studio playground."""
+
+    kind: str = "studio"
+    season: int | None = None
+    episode: int | None = None
+    style: str | None = None
+
+    def label(self, image_index: int | None = None) -> str:
+        number = "" if image_index is None else f"#{image_index + 1}"
+        if self.kind == "episode":
+            return f"S{self.season:02d}E{self.episode:02d}{number}"
+        if self.kind == "season":
+            return f"S{self.season:02d} {self.style}"
+        return f"{self.kind} {self.style or ''}{number}".strip()
+
+
+STUDIO_TARGET = Target()  # the Studio playground: no episode, season or campaign
+
 REQUEST_FIELDS = tuple(f.name for f in fields(RenderRequest))
 
 

@@ -127,7 +127,7 @@ def recover_catalog(data_dir: Path | str) -> RecoveryReport:
             if path.relative_to(data_dir).as_posix() not in recorded:
                 report.unreadable.append(str(path))
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        for record in store.image_records():
+        for record in store.images():
             provenance = record.provenance
             prompts += _prompt_rows(record, now)
             for key, text in (provenance.get("llm_answers") or {}).items():

@@ -1,38 +1,76 @@
-"""Stable Diffusion rendering: model loading, device and dtype, the sampler registry, seeds.
+"""Stable Diffusion rendering: model loading, device and dtype, the sampler registry, seeds, modes.
 
 The image model is a hub id, a local diffusers folder, a single `.safetensors` checkpoint, `demo`
 (a tiny untrained pipeline built here, deterministically, whose images are placeholders) or `auto`:
 Stable Diffusion 1.5 when its weights are in the Hugging Face cache or can be downloaded, else the
-demo model with a warning. A model named explicitly never falls back.
+demo model with a warning. A model named explicitly never falls back. SD 1.x/2.x and SDXL load
+alike: the family is read from the model's own files (`model_index.json`, or a single file's
+tensor names), never configured and never downloaded to find out.
+
+Every mode runs on the weights already loaded: each batch gets a pipeline built by diffusers'
+AutoPipeline `from_pipe` from the loaded components (the same unet, VAE and text encoders), with
+the request's sampler. How sizes relate to the init image, per mode:
+
+- txt2img: `width` x `height`.
+- img2img and variation: the init image's size, which the request's `width` and `height` must equal.
+  A variation is img2img of the init image at the request's (low) strength with its own seed; its
+  prompt may be empty (the image service fills in the init image's prompt where it knows it).
+- inpaint: the init image's size (the request's `width` and `height` must equal it, and the mask's
+  size too). White in the mask is repainted, black kept: the result is composited so that every
+  black pixel is exactly the init image's.
+- outpaint: the request's `width` and `height` are the *output* size, which must be the init
+  image's size plus `outpaint` = (left, right, up, down) pixels (`outpaint_size`). The init image is
+  pasted onto that canvas, the new area filled by repeating the edge pixels and masked white; the
+  mask reaches `OUTPAINT_SEAM` pixels into the original and is blurred, so the join blends; then the
+  canvas is inpainted at full strength and composited under the blurred mask.
+
+Inpaint and outpaint use a dedicated inpainting checkpoint when one is given (`inpaint_model`,
+loaded on first use), else the image model through `AutoPipelineForInpainting.from_pipe`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
-from PIL import Image
+from PIL import Image, ImageFilter
 
-from studio.errors import RenderError
+from studio.errors import ImageInputError, RenderError, StudioError
 from studio.image_backends import Capabilities, InputResolver
+from studio.inputs import check_mask_size, to_mask, to_rgb
 from studio.metadata import json_safe
-from studio.params import CLIP_WINDOW, SAMPLER_NAMES, RenderRequest, check_sampler
+from studio.params import (
+    CLIP_WINDOW,
+    LIMITS,
+    MODES,
+    SAMPLER_NAMES,
+    ParameterError,
+    RenderRequest,
+    check_sampler,
+)
 
 transformers.logging.set_verbosity_error()  # quiet the optional-torchvision notices at import
 
 from diffusers import (  # noqa: E402
     AutoencoderKL,
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
     DDIMScheduler,
     DEISMultistepScheduler,
+    DiffusionPipeline,
     DPMSolverMultistepScheduler,
     DPMSolverSinglestepScheduler,
     EulerAncestralDiscreteScheduler,
@@ -42,12 +80,20 @@ from diffusers import (  # noqa: E402
     KDPM2DiscreteScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 diffusers_logging.set_verbosity_error()
 diffusers_logging.disable_progress_bar()  # the studio draws its own progress
@@ -56,6 +102,7 @@ transformers.logging.disable_progress_bar()
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEMO_MODEL = "demo"
 DEMO_VERSION = "demo-v1"
+SD, SDXL = "sd", "sdxl"  # model families: SD 1.x/2.x and SDXL
 CLIP_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "clip-tokenizer"
 # What `auto` downloads of the default model: the fp16 safetensors and the configs, ~2 GB.
 DEFAULT_MODEL_FILES = [
@@ -164,12 +211,40 @@ class ImageModel:
     def identity(self) -> dict[str, str]:
         return {"model": self.name, "kind": self.kind, "revision": self.revision}
 
+    @cached_property
+    def family(self) -> str:
+        """`sdxl` or `sd` (1.x/2.x), from the model's own files; nothing is downloaded."""
+        if self.kind == "file":
+            return _file_family(Path(self.source))
+        index = Path(self.source) / "model_index.json"
+        if not index.is_file():  # the default hub model, by id: SD 1.5
+            return SD
+        config = json.loads(index.read_text(encoding="utf-8"))
+        xl = "XL" in str(config.get("_class_name", "")) or "text_encoder_2" in config
+        return SDXL if xl else SD
+
     def scheduler_base_config(self) -> dict[str, Any]:
         if self.kind in {"folder", "demo"}:
             path = Path(self.source) / "scheduler" / "scheduler_config.json"
             if path.is_file():
                 return json.loads(path.read_text(encoding="utf-8"))
         return dict(SD15_SCHEDULER_CONFIG)
+
+
+def _file_family(path: Path) -> str:
+    """The family of a single-file checkpoint, from its tensor names (the header only)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            names = list(weights.keys())
+    except Exception as exc:
+        raise RenderError(
+            f"{path} is not a readable .safetensors checkpoint ({exc}); point "
+            "STUDIO_IMAGE_MODEL at a complete file or a diffusers folder."
+        ) from None
+    # SDXL checkpoints keep their two text encoders under `conditioner.embedders`.
+    return SDXL if any(name.startswith("conditioner.embedders.") for name in names) else SD
 
 
 def _local_revision(folder: Path) -> str:
@@ -182,6 +257,51 @@ def _local_revision(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _tiny_vae() -> AutoencoderKL:
+    """A tiny untrained VAE that downsamples by 8 like SD's, seeded."""
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=[8, 16, 32, 32],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=512,
+    )
+
+
+def _tiny_clip_config() -> CLIPTextConfig:
+    """A tiny CLIP text encoder's config over CLIP's real vocabulary and 77-token window."""
+    return CLIPTextConfig(
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        vocab_size=49408,
+        max_position_embeddings=CLIP_WINDOW,
+        projection_dim=32,
+    )
+
+
+def _save_pipeline(pipe: DiffusionPipeline, folder: Path) -> Path:
+    """Save `pipe` into `folder` atomically (safetensors); a concurrent builder's copy wins."""
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first: its model is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def build_demo_model(folder: Path) -> Path:
     """Build the tiny untrained demo pipeline into `folder` (safetensors), same weights every time.
 
@@ -190,7 +310,6 @@ def build_demo_model(folder: Path) -> Path:
     """
     if (folder / "model_index.json").is_file():
         return folder
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64),
@@ -204,52 +323,69 @@ def build_demo_model(folder: Path) -> Path:
         attention_head_dim=8,
         norm_num_groups=32,
     )
+    vae = _tiny_vae()
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16, 32, 32],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=512,
-    )
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=3,
-            vocab_size=49408,
-            max_position_embeddings=CLIP_WINDOW,
-            projection_dim=32,
-        )
-    )
-    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR)
+    text_encoder = CLIPTextModel(_tiny_clip_config())
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR),
         unet=unet,
         scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished first: its model is the same
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return _save_pipeline(pipe, folder)
+
+
+def build_demo_sdxl_model(folder: Path) -> Path:
+    """Build a tiny untrained SDXL pipeline into `folder`, same weights every time (for tests).
+
+    SDXL's structure at the demo's scale: two CLIP text encoders (the second with a projection,
+    whose pooled output and the size/crop "time ids" condition the unet), their hidden states
+    concatenated (32 + 32 = the unet's cross-attention width), CLIP's real tokenizer for both, and
+    the demo's VAE, so it runs at real sizes. Shapes follow diffusers' SDXL `get_dummy_components`.
+    """
+    if (folder / "model_index.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled text (32)
+        cross_attention_dim=64,
+        norm_num_groups=32,
+    )
+    vae = _tiny_vae()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(_tiny_clip_config())
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config())
+    tokenizer = CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR)
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(
+            {**SD15_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
+        ),
+        add_watermarker=False,
+    )
+    return _save_pipeline(pipe, folder)
 
 
 def _hub_offline() -> bool:
@@ -339,7 +475,8 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
 
 
 def load_tokenizer(model: ImageModel) -> CLIPTokenizer:
-    """The model's own tokenizer, without loading its weights."""
+    """The model's own tokenizer, without loading its weights (SDXL: the first of its two, which
+    shares CLIP's vocabulary and 77-token window with the second)."""
     if model.kind in {"folder", "demo"}:
         return CLIPTokenizer.from_pretrained(model.source, subfolder="tokenizer")
     if model.kind == "hub":
@@ -349,7 +486,8 @@ def load_tokenizer(model: ImageModel) -> CLIPTokenizer:
             else _hub_snapshot(model.source, DEFAULT_MODEL_FILES, local_only=True)
         )
         return CLIPTokenizer.from_pretrained(snapshot, subfolder="tokenizer")
-    return CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR)  # single files carry SD 1.5's
+    # Single files carry no tokenizer files: SD 1.x's and SDXL's first are CLIP ViT-L's.
+    return CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR)
 
 
 def count_tokens(tokenizer: CLIPTokenizer, text: str) -> int:
@@ -357,22 +495,38 @@ def count_tokens(tokenizer: CLIPTokenizer, text: str) -> int:
     return len(tokenizer(text, truncation=False).input_ids)
 
 
-def load_pipeline(model: ImageModel, device: str, dtype: torch.dtype) -> StableDiffusionPipeline:
-    """Load the pipeline's weights (safetensors only) onto `device`."""
-    options: dict[str, Any] = {"dtype": dtype, "safety_checker": None}
+# (family, task) -> the pipeline class a single-file checkpoint loads as.
+SINGLE_FILE_PIPELINES: dict[tuple[str, str], type] = {
+    (SD, "text2image"): StableDiffusionPipeline,
+    (SDXL, "text2image"): StableDiffusionXLPipeline,
+    (SD, "inpaint"): StableDiffusionInpaintPipeline,
+    (SDXL, "inpaint"): StableDiffusionXLInpaintPipeline,
+}
+AUTO_PIPELINES = {"text2image": AutoPipelineForText2Image, "inpaint": AutoPipelineForInpainting}
+
+
+def _family_options(family: str) -> dict[str, Any]:
+    """Pipeline arguments per family: no safety checker (SD), no invisible watermark (SDXL: it
+    would change pixels depending on whether its package happens to be installed)."""
+    return {"add_watermarker": False} if family == SDXL else {"safety_checker": None}
+
+
+def load_pipeline(
+    model: ImageModel, device: str, dtype: torch.dtype, task: str = "text2image"
+) -> DiffusionPipeline:
+    """Load a model's weights (safetensors only) onto `device` as a text-to-image pipeline, or an
+    inpainting one (`task="inpaint"`, for a dedicated inpainting checkpoint). SD and SDXL alike:
+    folders and hub ids through diffusers' AutoPipeline classes, which read `model_index.json`;
+    single files through `from_single_file` of the family's class."""
+    options: dict[str, Any] = {"dtype": dtype, **_family_options(model.family)}
     try:
         if model.kind == "file":
-            pipe = StableDiffusionPipeline.from_single_file(model.source, **options)
-        elif model.kind == "hub" and model.variant:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                model.source,
-                variant=model.variant,
-                use_safetensors=True,
-                local_files_only=True,
-                **options,
-            )
+            pipe_class = SINGLE_FILE_PIPELINES[model.family, task]
+            pipe = pipe_class.from_single_file(model.source, **options)
         else:
-            pipe = StableDiffusionPipeline.from_pretrained(
+            if model.kind == "hub" and model.variant:
+                options["variant"] = model.variant
+            pipe = AUTO_PIPELINES[task].from_pretrained(
                 model.source, use_safetensors=True, local_files_only=True, **options
             )
     except Exception as exc:
@@ -383,23 +537,129 @@ def load_pipeline(model: ImageModel, device: str, dtype: torch.dtype) -> StableD
 
 StepCallback = Callable[[int, int, torch.Tensor | None], None]
 
+INPAINT_MODES = frozenset({"inpaint", "outpaint"})
+# Each mode's pipeline is built from the loaded one by this AutoPipeline's `from_pipe`.
+MODE_PIPELINES = {
+    "txt2img": AutoPipelineForText2Image,
+    "img2img": AutoPipelineForImage2Image,
+    "variation": AutoPipelineForImage2Image,
+    "inpaint": AutoPipelineForInpainting,
+    "outpaint": AutoPipelineForInpainting,
+}
+OUTPAINT_SEAM = 16  # pixels of the original that outpainting repaints along each extended edge
+OUTPAINT_BLUR = 4  # Gaussian blur radius of the outpaint mask: the seam's softness
+
+
+def outpaint_size(size: tuple[int, int], amounts: Sequence[int]) -> tuple[int, int]:
+    """The outpainted image's (width, height): `size` plus (left, right, up, down) pixels."""
+    left, right, up, down = amounts
+    return size[0] + left + right, size[1] + up + down
+
+
+def outpaint_canvas(
+    image: Image.Image, amounts: Sequence[int]
+) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """(canvas, mask, blend mask) for outpainting `image` by (left, right, up, down) pixels.
+
+    The canvas is `image` pasted onto the bigger size, the new area filled with its edge pixels
+    repeated. The mask (white = repaint) covers the new area and `OUTPAINT_SEAM` pixels of the
+    original along each extended edge; the blend mask is that mask blurred, and fully white over
+    the new area, for compositing the result: the original stays exact away from the seam.
+    """
+    left, right, up, down = amounts
+    width, height = image.size
+    pixels = np.asarray(to_rgb(image))
+    canvas = np.pad(pixels, ((up, down), (left, right), (0, 0)), mode="edge")
+    new_area = np.full(canvas.shape[:2], 255, dtype=np.uint8)
+    new_area[up : up + height, left : left + width] = 0
+    seam_x, seam_y = min(OUTPAINT_SEAM, width // 4), min(OUTPAINT_SEAM, height // 4)
+    mask = np.full(canvas.shape[:2], 255, dtype=np.uint8)
+    top, bottom = up + (seam_y if up else 0), up + height - (seam_y if down else 0)
+    first, last = left + (seam_x if left else 0), left + width - (seam_x if right else 0)
+    mask[top:bottom, first:last] = 0
+    blurred = Image.fromarray(mask).filter(ImageFilter.GaussianBlur(OUTPAINT_BLUR))
+    blend = np.maximum(np.asarray(blurred), new_area)
+    return Image.fromarray(canvas), Image.fromarray(mask), Image.fromarray(blend)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """A request's input images, ready for its pipeline."""
+
+    image: Image.Image | None = None  # the init image, or outpaint's canvas
+    mask: Image.Image | None = None  # white = repaint, as the pipeline gets it
+    blend: Image.Image | None = None  # where the result replaces `image` (soft for outpaint)
+
+
+def _resolve(inputs: InputResolver | None, sha: str, what: str) -> Image.Image:
+    if inputs is None:
+        raise RenderError(
+            f"The {what} {sha[:12]}… was not given to the renderer: pass `inputs`, a function from "
+            "an input image's sha256 to the image (the image service passes its catalog's)."
+        )
+    try:
+        image = inputs(sha)
+    except StudioError:
+        raise
+    except (KeyError, LookupError, OSError) as exc:
+        raise ImageInputError(
+            f"The {what} {sha[:12]}… is not among the input images ({type(exc).__name__}); "
+            "give the image again."
+        ) from None
+    return to_mask(image) if what == "mask" else to_rgb(image)
+
+
+def _size_error(request: RenderRequest, image: Image.Image, what: str) -> ParameterError:
+    return ParameterError(
+        f"The init image is {image.width}x{image.height} but the {request.mode} request is "
+        f"{request.width}x{request.height}; {what}"
+    )
+
+
+def _check_denoising_steps(request: RenderRequest) -> None:
+    """diffusers runs int(steps x strength) steps from an init image: at least one, or it fails."""
+    strength = request.strength
+    if request.mode == "outpaint" or strength is None or int(request.steps * strength) >= 1:
+        return
+    raise ParameterError(
+        f"{request.mode} runs `steps` x `strength` denoising steps, and {request.steps} x "
+        f"{strength:g} makes none; raise steps to {math.ceil(1 / strength)} or strength to "
+        f"{1 / request.steps:g}."
+    )
+
 
 class Renderer:
-    """One loaded model shared by every request; samplers vary per request without copying weights.
+    """One loaded model shared by every request and mode; samplers and modes vary per batch
+    without copying weights (each batch's pipeline is built from the loaded components).
 
     `render` holds a lock: scheduler state is per pipeline call and not thread-safe.
     """
 
-    def __init__(self, model: ImageModel, device: str = "auto", batch_size: int = 4):
+    def __init__(
+        self,
+        model: ImageModel,
+        device: str = "auto",
+        batch_size: int = 4,
+        *,
+        inpaint_model: ImageModel | None = None,
+    ):
         self.model = model
+        self.inpaint_model = inpaint_model  # a dedicated inpainting checkpoint, loaded on use
         self.device, self.dtype = pick_device(device)
         self.batch_size = batch_size if self.device != "cpu" else 1
-        self._pipe: StableDiffusionPipeline | None = None
+        self._pipe: DiffusionPipeline | None = None
+        self._inpaint_pipe: DiffusionPipeline | None = None
         self._tokenizer: CLIPTokenizer | None = None
         self._base_scheduler_config = model.scheduler_base_config()
+        self._inpaint_scheduler_config = (
+            inpaint_model.scheduler_base_config() if inpaint_model else None
+        )
         self._lock = threading.Lock()
 
-    capabilities = Capabilities(modes=("txt2img",))
+    @property
+    def capabilities(self) -> Capabilities:
+        """Every mode and sampler, any size within the limits, seeded; batches of `batch_size`."""
+        return Capabilities(modes=MODES, samplers=SAMPLER_NAMES, max_batch=self.batch_size)
 
     @property
     def label(self) -> str:
@@ -409,6 +669,16 @@ class Renderer:
     def placeholder(self) -> bool:
         return self.model.placeholder
 
+    @property
+    def notes(self) -> list[str]:
+        """Warnings for the user about the model (the demo model standing in for SD 1.5)."""
+        return self.model.notes
+
+    @property
+    def family(self) -> str:
+        """The image model's family: `sd` (1.x/2.x) or `sdxl`."""
+        return self.model.family
+
     def identity(self) -> dict[str, str]:
         return self.model.identity()
 
@@ -416,41 +686,76 @@ class Renderer:
         return count_tokens(self.tokenizer, text)
 
     @property
-    def pipe(self) -> StableDiffusionPipeline:
+    def pipe(self) -> DiffusionPipeline:
+        """The image model's text-to-image pipeline, loaded on first use."""
         if self._pipe is None:
             self._pipe = load_pipeline(self.model, self.device, self.dtype)
             self._base_scheduler_config = dict(self._pipe.scheduler.config)
         return self._pipe
 
     @property
+    def inpaint_pipe(self) -> DiffusionPipeline:
+        """The pipeline inpaint and outpaint start from: the dedicated inpainting checkpoint's,
+        loaded on first use, or else the image model's own."""
+        if self.inpaint_model is None:
+            return self.pipe
+        if self._inpaint_pipe is None:
+            self._inpaint_pipe = load_pipeline(
+                self.inpaint_model, self.device, self.dtype, task="inpaint"
+            )
+            self._inpaint_scheduler_config = dict(self._inpaint_pipe.scheduler.config)
+        return self._inpaint_pipe
+
+    @property
     def tokenizer(self) -> CLIPTokenizer:
+        """The tokenizer prompts are fitted with (SDXL: the first; both have 77 tokens)."""
         if self._pipe is not None:
             return self._pipe.tokenizer
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.model)
         return self._tokenizer
 
-    def cache_key(self, request: RenderRequest, kind: str = "txt2img") -> str:
-        """Hash of all that affects the pixels: model, pipeline, request, scheduler config."""
-        payload = {
+    def _dedicated(self, mode: str) -> bool:
+        return self.inpaint_model is not None and mode in INPAINT_MODES
+
+    def _scheduler_config(self, mode: str) -> dict[str, Any]:
+        if self._dedicated(mode) and self._inpaint_scheduler_config is not None:
+            return self._inpaint_scheduler_config
+        return self._base_scheduler_config
+
+    def cache_key(self, request: RenderRequest, kind: str | None = None) -> str:
+        """Hash of all that affects the pixels: model, pipeline (the mode, unless `kind` says
+        otherwise), request, scheduler config; the inpainting checkpoint where one is used, and
+        the seam for outpainting. A txt2img key is what it was before modes existed."""
+        kind = kind or request.mode
+        payload: dict[str, Any] = {
             "model": self.model.identity(),
             "dtype": str(self.dtype),
             "pipeline": kind,
             "request": request.key_fields(),
-            "scheduler": scheduler_config_of(request.sampler, self._base_scheduler_config),
+            "scheduler": scheduler_config_of(request.sampler, self._scheduler_config(kind)),
         }
+        if self._dedicated(kind):
+            payload["inpaint_model"] = self.inpaint_model.identity()
+        if kind == "outpaint":
+            payload["seam"] = {"pixels": OUTPAINT_SEAM, "blur": OUTPAINT_BLUR}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def provenance(self, request: RenderRequest) -> dict[str, Any]:
-        return {
+        provenance = {
             "image_model": self.model.identity(),
+            "model_family": self.family,
+            "pipeline": request.mode,
             "placeholder": self.model.placeholder,
             "device": self.device,
             "dtype": str(self.dtype).removeprefix("torch."),
             "scheduler": json_safe(
-                scheduler_config_of(request.sampler, self._base_scheduler_config)
+                scheduler_config_of(request.sampler, self._scheduler_config(request.mode))
             ),
         }
+        if self._dedicated(request.mode):
+            provenance["inpaint_model"] = self.inpaint_model.identity()
+        return provenance
 
     def render(
         self,
@@ -458,55 +763,133 @@ class Renderer:
         on_step: StepCallback | None = None,
         inputs: InputResolver | None = None,
     ) -> list[Image.Image]:
-        """Render `requests`, batched where they share sampler, steps, CFG and size."""
+        """Render `requests`, batched where they share mode, sampler, steps, CFG, size and
+        strength. `inputs` gives the init images and masks by sha256 (every mode but txt2img);
+        each is checked against its request before any model work."""
+        if inputs is not None:
+            inputs = cache(inputs)  # each input read once per call
         for request in requests:
+            if request.mode == "outpaint":
+                self._check_outpaint_size(request, inputs)  # says more than check() would
             request.check()
+            self.capabilities.check(request, self.label)
+            _check_denoising_steps(request)
+        prepared = [self._prepare(request, inputs) for request in requests]
         images: list[Image.Image | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, r in enumerate(requests):
-            groups.setdefault((r.sampler, r.steps, r.cfg, r.width, r.height), []).append(index)
+            group = (r.mode, r.sampler, r.steps, r.cfg, r.width, r.height, r.strength)
+            groups.setdefault(group, []).append(index)
         with self._lock:
             for indices in groups.values():
                 for start in range(0, len(indices), self.batch_size):
                     batch = indices[start : start + self.batch_size]
-                    rendered = self._render_batch([requests[i] for i in batch], on_step)
+                    rendered = self._render_batch(
+                        [requests[i] for i in batch], [prepared[i] for i in batch], on_step
+                    )
                     for index, image in zip(batch, rendered, strict=True):
                         images[index] = image
         return [image for image in images if image is not None]
 
-    def _render_batch(
-        self, batch: list[RenderRequest], on_step: StepCallback | None
-    ) -> list[Image.Image]:
-        first = batch[0]
-        pipe = StableDiffusionPipeline(
-            **{
-                **self.pipe.components,
-                "scheduler": make_scheduler(first.sampler, self._base_scheduler_config),
-            }
+    def _check_outpaint_size(self, request: RenderRequest, inputs: InputResolver | None) -> None:
+        amounts = request.outpaint
+        if not request.init_image or not isinstance(amounts, tuple) or len(amounts) != 4:
+            return  # check() says what is missing
+        if not all(isinstance(a, int) and not isinstance(a, bool) for a in amounts):
+            return
+        init = _resolve(inputs, request.init_image, "init image")
+        width, height = outpaint_size(init.size, amounts)
+        high = int(LIMITS["width"].high)
+        if width > high or height > int(LIMITS["height"].high):
+            raise ParameterError(
+                f"Outpainting the {init.width}x{init.height} init image by {amounts} (left, right, "
+                f"up, down) would make {width}x{height}, over the {high}x{high} limit; outpaint "
+                "less, or start from a smaller image."
+            )
+        if (request.width, request.height) != (width, height):
+            raise _size_error(
+                request,
+                init,
+                f"for outpaint the width and height are the result's size, the init image's plus "
+                f"the amounts {amounts} (left, right, up, down): set them to {width}x{height}.",
+            )
+
+    def _prepare(self, request: RenderRequest, inputs: InputResolver | None) -> _Inputs:
+        """The request's input images, checked against it and made ready for its pipeline."""
+        if request.mode == "txt2img":
+            return _Inputs()
+        assert request.init_image is not None  # check() saw to it
+        init = _resolve(inputs, request.init_image, "init image")
+        if request.mode == "outpaint":
+            assert request.outpaint is not None
+            canvas, mask, blend = outpaint_canvas(init, request.outpaint)
+            if canvas.size != (request.width, request.height):  # _check_outpaint_size saw to it
+                raise _size_error(request, init, "set width and height to the result's size.")
+            return _Inputs(canvas, mask, blend)
+        if init.size != (request.width, request.height):
+            raise _size_error(
+                request,
+                init,
+                f"for {request.mode} the width and height have to be the init image's: set them "
+                f"to {init.width}x{init.height}, or resize the image first.",
+            )
+        if request.mode != "inpaint":
+            return _Inputs(init)
+        assert request.mask_image is not None
+        mask = _resolve(inputs, request.mask_image, "mask")
+        check_mask_size(mask, init)
+        return _Inputs(init, mask, mask)
+
+    def mode_pipeline(self, mode: str, sampler: str) -> DiffusionPipeline:
+        """`mode`'s pipeline on the loaded components (no weights copied), with `sampler`."""
+        base = self.inpaint_pipe if mode in INPAINT_MODES else self.pipe
+        family = self.inpaint_model.family if self._dedicated(mode) else self.family
+        options = {"add_watermarker": False} if family == SDXL else {}
+        pipe = MODE_PIPELINES[mode].from_pipe(
+            base, scheduler=make_scheduler(sampler, self._scheduler_config(mode)), **options
         )
         pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _render_batch(
+        self, batch: list[RenderRequest], prepared: list[_Inputs], on_step: StepCallback | None
+    ) -> list[Image.Image]:
+        first = batch[0]
+        pipe = self.mode_pipeline(first.mode, first.sampler)
 
         def step_end(
-            _pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]
+            pipe_: Any, step: int, _timestep: Any, tensors: dict[str, Any]
         ) -> dict[str, Any]:
             if on_step is not None:
-                on_step(step + 1, first.steps, tensors.get("latents"))
+                # img2img runs steps x strength of the steps, Heun-like samplers about twice
+                total = getattr(pipe_, "num_timesteps", None) or first.steps
+                on_step(step + 1, total, tensors.get("latents"))
             return tensors
 
+        arguments: dict[str, Any] = {
+            "prompt": [r.prompt for r in batch],
+            "negative_prompt": [r.negative_prompt for r in batch],
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.cfg,
+            "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in batch],
+            "callback_on_step_end": step_end,
+        }
+        if first.mode != "txt2img":
+            arguments["image"] = [p.image for p in prepared]
+            arguments["strength"] = first.strength if first.strength is not None else 1.0
+        if first.mode in INPAINT_MODES:
+            arguments["mask_image"] = [p.mask for p in prepared]
+        if first.mode in {"txt2img", *INPAINT_MODES}:
+            arguments.update(width=first.width, height=first.height)
         try:
-            result = pipe(
-                prompt=[r.prompt for r in batch],
-                negative_prompt=[r.negative_prompt for r in batch],
-                num_inference_steps=first.steps,
-                guidance_scale=first.cfg,
-                width=first.width,
-                height=first.height,
-                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
-                callback_on_step_end=step_end,
-            )
+            result = pipe(**arguments)
         except torch.OutOfMemoryError as exc:
             raise RenderError(
                 f"Out of GPU memory rendering {first.width}x{first.height} x{len(batch)}: lower "
                 "--batch-size or the size, or close other GPU programs."
             ) from exc
-        return list(result.images)
+        images = list(result.images)
+        return [
+            image if p.blend is None else Image.composite(image, p.image, p.blend)
+            for image, p in zip(images, prepared, strict=True)
+        ]

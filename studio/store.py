@@ -20,7 +20,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from PIL import Image
 
 from studio.errors import CatalogError
 from studio.metadata import json_safe, parse_parameters
+from studio.params import REQUEST_FIELDS, RenderRequest, Target
 
 TMP_PREFIX = ".tmp-"
 CATALOG_NAME = "catalog.sqlite"
@@ -140,16 +141,34 @@ def _create_campaigns(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_modes(db: sqlite3.Connection) -> None:
+    # init_image and mask_image: sha256 of files in inputs/; outpaint: JSON [left, right, up,
+    # down]. (No comments in the SQL: ADD COLUMN copies them into the table's schema text.)
+    _run_script(
+        db,
+        """
+        ALTER TABLE images ADD COLUMN mode TEXT NOT NULL DEFAULT 'txt2img';
+        ALTER TABLE images ADD COLUMN strength REAL;
+        ALTER TABLE images ADD COLUMN init_image TEXT;
+        ALTER TABLE images ADD COLUMN mask_image TEXT;
+        ALTER TABLE images ADD COLUMN outpaint TEXT
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
     ("002_covers", _create_covers),
     ("003_campaigns", _create_campaigns),
+    ("004_modes", _add_modes),
 ]
 
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """An image's catalog entry: what it was made for and everything that made it."""
+
     cache_key: str
     target: str
     season: int | None
@@ -167,6 +186,74 @@ class ImageRecord:
     seed: int
     placeholder: bool
     provenance: dict[str, Any]
+    mode: str = "txt2img"
+    strength: float | None = None
+    init_image: str | None = None  # sha256 of the init image in the catalog's inputs/
+    mask_image: str | None = None
+    outpaint: tuple[int, int, int, int] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        request: RenderRequest,
+        target: Target,
+        image_index: int,
+        model_label: str,
+        placeholder: bool,
+        provenance: dict[str, Any],
+        cache_key: str,
+    ) -> ImageRecord:
+        values = asdict(request)
+        return cls(
+            cache_key=cache_key,
+            target=target.kind,
+            season=target.season,
+            episode=target.episode,
+            style=target.style,
+            image_index=image_index,
+            model=model_label,
+            placeholder=placeholder,
+            provenance=provenance,
+            **values,
+        )
+
+    @property
+    def request(self) -> RenderRequest:
+        return RenderRequest(**{name: getattr(self, name) for name in REQUEST_FIELDS})
+
+    @property
+    def target_of(self) -> Target:
+        return Target(self.target, self.season, self.episode, self.style)
+
+
+@dataclass(frozen=True)
+class StoredImage(ImageRecord):
+    """An image as the catalog holds it: its record, where its PNG is, when it was made."""
+
+    id: int = 0
+    sha256: str = ""
+    path: str = ""  # relative to the data folder
+    created_at: str = ""
+
+    def __getitem__(self, name: str) -> Any:  # row-style access, as templates and tests use
+        return getattr(self, name)
+
+    def summary(self) -> dict[str, Any]:
+        """Every field but the provenance: one row of a table of images."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "provenance"}
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> StoredImage:
+        values = {name: row[name] for name in row.keys()}  # noqa: SIM118 - a Row, not a dict
+        outpaint = values.get("outpaint")
+        return cls(
+            **{
+                **values,
+                "placeholder": bool(values["placeholder"]),
+                "provenance": json.loads(values["provenance"]),
+                "outpaint": tuple(json.loads(outpaint)) if outpaint else None,
+            }
+        )
 
 
 def record_from_png(path: Path) -> ImageRecord | None:
@@ -208,6 +295,11 @@ def record_from_png(path: Path) -> ImageRecord | None:
             seed=int(request["seed"]),
             placeholder=bool(provenance.get("placeholder")),
             provenance=provenance,
+            mode=request.get("mode", "txt2img"),
+            strength=request.get("strength"),
+            init_image=request.get("init_image"),
+            mask_image=request.get("mask_image"),
+            outpaint=tuple(request["outpaint"]) if request.get("outpaint") else None,
         )
     except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
         return None
@@ -378,7 +470,7 @@ class Store:
     def image_path(self, row: sqlite3.Row | dict[str, Any]) -> Path:
         return self.data_dir / row["path"]
 
-    def find_image(self, cache_key: str) -> sqlite3.Row | None:
+    def find_image(self, cache_key: str) -> StoredImage | None:
         """The catalog row for `cache_key`, if its file is there too."""
         with self._lock:
             row = self._db.execute(
@@ -386,9 +478,9 @@ class Store:
             ).fetchone()
         if row is None or not self.image_path(row).is_file():
             return None
-        return row
+        return StoredImage.from_row(row)
 
-    def add_image(self, record: ImageRecord, png: bytes) -> sqlite3.Row:
+    def add_image(self, record: ImageRecord, png: bytes) -> StoredImage:
         """Store the PNG under its content hash and record it; re-adding replaces the row.
 
         The row and the file are one unit: the file is renamed into place inside the row's
@@ -407,16 +499,19 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return self._db.execute(
-                "SELECT * FROM images WHERE cache_key = ?", (record.cache_key,)
-            ).fetchone()
+            return StoredImage.from_row(
+                self._db.execute(
+                    "SELECT * FROM images WHERE cache_key = ?", (record.cache_key,)
+                ).fetchone()
+            )
 
     def _insert_image(
         self, record: ImageRecord, sha: str, relative: Path, verb: str, created_at: str
     ) -> None:
         values = {
-            **{k: v for k, v in record.__dict__.items() if k != "provenance"},
+            **{f.name: getattr(record, f.name) for f in fields(ImageRecord)},
             "placeholder": int(record.placeholder),
+            "outpaint": None if record.outpaint is None else json.dumps(list(record.outpaint)),
             "provenance": json.dumps(json_safe(record.provenance), sort_keys=True, allow_nan=False),
             "sha256": sha,
             "path": relative.as_posix(),
@@ -442,20 +537,6 @@ class Store:
             )
             return self._db.total_changes > before
 
-    def image_records(self, **where: Any) -> list[ImageRecord]:
-        """Image rows matching column=value filters as typed records, oldest first."""
-        names = [f.name for f in fields(ImageRecord)]
-        return [
-            ImageRecord(
-                **{
-                    **{name: row[name] for name in names},
-                    "placeholder": bool(row["placeholder"]),
-                    "provenance": json.loads(row["provenance"]),
-                }
-            )
-            for row in self.images(**where)
-        ]
-
     def insert_rows(self, table: str, rows: list[tuple[Any, ...]]) -> int:
         """Add whole rows to `table` unless their key is there already; how many were added."""
         if not rows:
@@ -472,13 +553,38 @@ class Store:
                 raise
             return self._db.total_changes - before
 
-    def images(self, **where: Any) -> list[sqlite3.Row]:
-        """Image rows matching column=value filters, oldest first."""
+    # Input images (init images, masks) --------------------------------------------------------
+
+    def input_path(self, sha: str) -> Path:
+        return self.data_dir / "inputs" / sha[:2] / f"{sha}.png"
+
+    def add_input(self, png: bytes) -> str:
+        """Keep an input image by content; its sha256 names it in requests."""
+        sha = hashlib.sha256(png).hexdigest()
+        path = self.input_path(sha)
+        if not path.is_file():
+            atomic_write(path, png)
+        return sha
+
+    def input_image(self, sha: str) -> Image.Image:
+        """An input image by its sha256, decoded."""
+        path = self.input_path(sha)
+        if not path.is_file():
+            raise CatalogError(
+                f"The input image {sha[:12]}… is not in {path.parent.parent}; give the image again."
+            )
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+
+    def images(self, **where: Any) -> list[StoredImage]:
+        """Images matching column=value filters, oldest first."""
         clauses = " AND ".join(f"{column} IS ?" for column in where) or "1"
         with self._lock:
-            return self._db.execute(
+            rows = self._db.execute(
                 f"SELECT * FROM images WHERE {clauses} ORDER BY id", tuple(where.values())
             ).fetchall()
+        return [StoredImage.from_row(row) for row in rows]
 
     def next_image_index(self, target: str, season: int | None, episode: int | None) -> int:
         with self._lock:
@@ -502,7 +608,7 @@ class Store:
             ).fetchall()
         return {row[0]: row[1] for row in rows}
 
-    def episode_covers(self, season: int) -> dict[int, sqlite3.Row]:
+    def episode_covers(self, season: int) -> dict[int, StoredImage]:
         """Each episode's cover image of `season`: the chosen one, else its first image."""
         with self._lock:
             rows = self._db.execute(
@@ -517,7 +623,7 @@ class Store:
                 (season,),
             ).fetchall()
         # Oldest last, so the first image wins when no cover was chosen.
-        return {row["episode"]: row for row in rows}
+        return {row["episode"]: StoredImage.from_row(row) for row in rows}
 
     def image_counts(self, season: int) -> dict[int, int]:
         with self._lock:

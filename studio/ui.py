@@ -9,7 +9,6 @@ progress bar and a denoising preview. The work itself is done by the package's p
 from __future__ import annotations
 
 import logging
-import runpy
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,21 +19,23 @@ from typing import Any
 import streamlit as st
 
 from studio import llm as llm_module
-from studio.batch import request_parameters
-from studio.config import PROJECT_ROOT, Settings, load_settings
+from studio.api import Studio
+from studio.config import Settings, load_settings
 from studio.dataset import Series, load_series
 from studio.errors import StudioError
-from studio.generation import (
+from studio.generation import generate_image, latent_preview
+from studio.image_backends import ImageBackend, open_image_backend
+from studio.images import ImageResult, request_parameters
+from studio.params import (
+    LIMITS,
+    SAMPLER_NAMES,
     STUDIO_TARGET,
-    Generated,
+    RenderRequest,
     Target,
-    generate_image,
-    latent_preview,
+    clamp_request,
 )
-from studio.params import LIMITS, SAMPLER_NAMES, RenderRequest, clamp_request
 from studio.prompting import PromptSpec
-from studio.render import Renderer, resolve_image_model
-from studio.store import Store
+from studio.store import Store, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,35 @@ PLACEHOLDER_NOTE = (
 # Routing --------------------------------------------------------------------------------------
 
 
-def route_through_dashboard() -> None:
-    """Make every URL go through the entry file's navigation, even the first one after a start.
+ROUTED_KEY = "_studio_routed"  # in session state: dashboard.py's st.navigation ran in this session
+REROUTED_KEY = "_studio_rerouted"  # in session state: a page already asked for a rerun through it
 
-    With a `pages/` folder, Streamlit runs a page's script on its own (its old multipage mode)
-    until some session has run `st.navigation`; a bookmark to /studio after a restart would then
-    get a page without the app's layout and sidebar. Each page calls this first: in that mode it
-    runs `dashboard.py` in its place, which routes back to the page.
+
+def mark_routed() -> None:
+    """dashboard.py calls this right after `st.navigation`: its pages now run inside its frame."""
+    st.session_state[ROUTED_KEY] = True
+
+
+def route_through_dashboard(page_file: str) -> None:
+    """Make every URL go through dashboard.py's navigation, even the first one after a start.
+
+    Each page calls this first with its `__file__`. With a `pages/` folder next to dashboard.py,
+    Streamlit runs a page's script on its own (its legacy pages-directory mode) until some session
+    has called `st.navigation`, which, as its documentation says, makes the app ignore `pages/`
+    in every session from then on. So when dashboard.py has not routed this session (a bookmark
+    to /studio opened first after a restart), this calls `st.navigation` with this page, which
+    switches the app to dashboard.py's navigation and keeps the URL on this page, then
+    `st.rerun()`: the rerun keeps the URL and its query and goes through dashboard.py like every
+    later run. Public API only; nothing of the page is drawn outside dashboard.py.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        runpy.run_path(str(PROJECT_ROOT / "dashboard.py"), run_name="__main__")
+    if st.session_state.get(ROUTED_KEY):
+        return
+    if st.session_state.get(REROUTED_KEY):  # the rerun did not go through dashboard.py
+        st.error("This page runs inside the dashboard: start it with `streamlit run dashboard.py`.")
         st.stop()
+    st.session_state[REROUTED_KEY] = True
+    st.navigation([st.Page(page_file)], position="hidden")
+    st.rerun()
 
 
 # Resources ------------------------------------------------------------------------------------
@@ -72,35 +88,44 @@ def settings() -> Settings:
     return load_settings()
 
 
+@st.cache_resource(show_spinner="Loading the image model…")
+def _backend(image_model: str, inpaint_model: str, cache_dir: str, device: str, batch_size: int):
+    """One image backend (one pipeline, one lock) per model, shared by every browser session."""
+    return open_image_backend(
+        replace(
+            Settings(),
+            image_model=image_model,
+            inpaint_model=inpaint_model,
+            cache_dir=Path(cache_dir),
+            device=device,
+            batch_size=batch_size,
+        )
+    )
+
+
 @st.cache_resource(show_spinner=False)
-def _store(data_dir: str) -> Store:
-    return Store(data_dir)
+def _studio(settings_items: tuple) -> Studio:
+    s = Settings(**dict(settings_items))
+    backend = _backend(s.image_model, s.inpaint_model, str(s.cache_dir), s.device, s.batch_size)
+    return Studio(s, backend=backend)
+
+
+def studio() -> Studio:
+    """The studio for the current settings: catalog, LLM and image backend, shared by sessions."""
+    s = settings()
+    return _studio(tuple(asdict(replace(s, data_dir=s.data_dir.resolve())).items()))
 
 
 def store() -> Store:
-    return _store(str(settings().data_dir.resolve()))
+    return studio().store
 
 
-@st.cache_resource(show_spinner="Loading the image model…")
-def _renderer(image_model: str, cache_dir: str, device: str, batch_size: int) -> Renderer:
-    model = resolve_image_model(image_model, Path(cache_dir))
-    return Renderer(model, device, batch_size)
-
-
-def renderer() -> Renderer:
-    """One renderer (one pipeline, one lock) per model, shared by every browser session."""
-    s = settings()
-    return _renderer(s.image_model, str(s.cache_dir), s.device, s.batch_size)
-
-
-@st.cache_resource(show_spinner=False)
-def _llm(settings_items: tuple, data_dir: str) -> llm_module.LLM:
-    return llm_module.make_llm(Settings(**dict(settings_items)), _store(data_dir))
+def backend() -> ImageBackend:
+    return studio().backend
 
 
 def llm() -> llm_module.LLM:
-    s = settings()
-    return _llm(tuple(asdict(s).items()), str(s.data_dir.resolve()))
+    return studio().llm
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -145,7 +170,7 @@ def guard(action: str) -> Iterator[None]:
 def placeholder_banner(*rows: Any) -> None:
     """Say so when the model, or any image on the page, is the demo model's placeholder."""
     try:
-        model_placeholder = renderer().model.placeholder
+        model_placeholder = backend().placeholder
     except StudioError:
         model_placeholder = False
     if model_placeholder or any(row["placeholder"] for row in rows):
@@ -270,7 +295,7 @@ def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
 
 def generate(
     request: RenderRequest, target: Target = STUDIO_TARGET, spec: PromptSpec | None = None
-) -> Generated:
+) -> ImageResult:
     """Render (or fetch) one image with a per-step progress bar and a denoising preview."""
     bar = st.progress(0.0, text="Waiting for the image model…")
     preview = st.empty()
@@ -284,18 +309,14 @@ def generate(
                 preview.image(picture, caption="Denoising preview", width=192)
 
     try:
-        try:
-            model_llm = llm()
-        except StudioError:
-            model_llm = None
-        return generate_image(renderer(), store(), model_llm, request, target, spec, on_step)
+        return generate_image(studio().images, request, target, spec, on_step)
     finally:
         bar.empty()
         preview.empty()
 
 
-def parameters_text(row: Any) -> str:
-    return request_parameters(defaults_from_row(row), row["model"])
+def parameters_text(row: StoredImage) -> str:
+    return request_parameters(row.request, row.model)
 
 
 def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True) -> bool:
@@ -348,8 +369,8 @@ def sidebar() -> None:
                 f"{len(current.episodes)} episodes"
             )
         with guard("Loading the image model"):
-            model = renderer()
-            st.caption(f"Image model: {model.model.label} on {model.device}")
+            model = backend()
+            st.caption(f"Image model: {model.label} on {model.device}")
         st.caption(f"LLM: {llm_module.backend_description(s)}")
         st.caption(f"Catalog: {s.data_dir}")
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from studio.api import Studio
 from studio.batch import Selection, run_job
 from studio.config import SAMPLE_SERIES, load_settings
 from studio.dataset import load_series
-from studio.llm import LLM
-from studio.render import Renderer, resolve_image_model
-from studio.store import Store
 from tests.fakes import FakeBackend
 
 # The dashboard's settings for tests: the demo model at 64x64, 2 steps.
@@ -21,15 +19,28 @@ SMALL_ENV = {
 }
 
 
+def small_studio(folder: Path, cache_dir: Path, chat=None, **overrides) -> Studio:
+    """A studio on `folder` with the demo model at 64x64 and 2 steps, and a fake LLM backend."""
+    settings = load_settings(
+        {
+            "width": 64,
+            "height": 64,
+            "steps": 2,
+            "data_dir": folder,
+            "cache_dir": cache_dir,
+            "image_model": "demo",
+            "device": "cpu",
+            **overrides,
+        }
+    )
+    return Studio(settings, chat_backend=chat or FakeBackend())
+
+
 def build_sample_catalog(folder: Path, cache_dir: Path) -> Path:
     """24 episode images and 2 x 5 season images from the fake LLM and the demo model."""
-    settings = load_settings({"width": 64, "height": 64, "steps": 2, "data_dir": folder})
-    store = Store(folder)
-    llm = LLM(FakeBackend(), store, settings.llm_temperature, settings.llm_seed)
-    renderer = Renderer(resolve_image_model("demo", cache_dir), "cpu")
     series = load_series(SAMPLE_SERIES)[0]
-    summary = run_job(series, Selection(), settings, llm, renderer, store)
-    store.close()
+    with small_studio(folder, cache_dir) as studio:
+        summary = run_job(series, Selection(), studio.settings, studio.llm, studio.images)
     if summary.images_rendered != 34 or summary.failed:
         raise AssertionError(f"sample catalog incomplete: {summary}")
     return folder

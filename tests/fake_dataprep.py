@@ -7,5 +7,5 @@ import studio.llm
 from tests.fakes import FakeBackend
 
 if __name__ == "__main__":
-    studio.llm.make_backend = lambda settings: FakeBackend()
+    studio.llm.make_backend = lambda settings, *_: FakeBackend()
     sys.exit(dataprep.main(sys.argv[1:]))

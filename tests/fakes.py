@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import email.parser
+import email.policy
+import hashlib
+import io
 import json
 import re
+import threading
+from dataclasses import dataclass, field
 from typing import Any
+
+from PIL import Image
 
 from studio.llm import ChatRequest
 
@@ -135,14 +144,180 @@ def _mode_of(body: dict[str, Any]) -> str:
     return (body.get("response_format") or {}).get("type", "plain")
 
 
+@dataclass(frozen=True)
+class ImageFailure:
+    """An error answer of the fake Images API, as OpenAI words them."""
+
+    status: int
+    code: str | None = None
+    message: str = ""
+    retry_after: float | None = None  # seconds, sent as a Retry-After header
+
+
+CONTENT_POLICY = ImageFailure(
+    400,
+    "content_policy_violation",
+    "Your request was rejected as a result of our safety system. Your prompt may contain text "
+    "that is not allowed by our safety system.",
+)
+MODERATION_BLOCKED = ImageFailure(
+    400, "moderation_blocked", "Your request was rejected by the safety system."
+)
+RATE_LIMITED = ImageFailure(429, "rate_limit_exceeded", "Rate limit reached for images per minute.")
+
+
+@dataclass
+class ImageCall:
+    """One request to the fake Images API, as the server read it."""
+
+    endpoint: str  # generations, edits or variations
+    fields: dict[str, Any]  # the JSON body, or the form's text fields
+    files: dict[str, Image.Image] = field(default_factory=dict)  # uploads: image, mask
+    authorization: str = ""
+
+
+def fake_image_colour(text: str) -> tuple[int, int, int]:
+    """The solid colour the fake paints for `text` (a prompt, or an image's bytes)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return digest[0], digest[1], digest[2]
+
+
+def _png_b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _form(content_type: str, body: bytes) -> tuple[dict[str, Any], dict[str, Image.Image]]:
+    """The text fields and the image files of a multipart/form-data body."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    fields: dict[str, Any] = {}
+    files: dict[str, Image.Image] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True)
+        if part.get_filename() is not None:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            files[name.removesuffix("[]")] = image
+        else:
+            fields[name] = data.decode()
+    return fields, files
+
+
+class FakeImagesAPI:
+    """OpenAI's Images API, played by FakeOpenAIServer (`server.images`).
+
+    `/v1/images/generations` (JSON), `/v1/images/edits` and `/v1/images/variations`
+    (multipart forms) answer one solid-colour PNG per image (`fake_image_colour` of the prompt)
+    at the size asked for; an edit keeps the uploaded image where the mask is opaque (and
+    everywhere without a mask, tinted) and paints the colour where it is transparent; a
+    variation is the image, resized. As OpenAI: dall-e models answer with a URL unless asked for
+    `response_format=b64_json`, gpt-image models always with base64 and refuse
+    `response_format`; dall-e-3 adds a `revised_prompt`. Options:
+    - `models`: the models served (others: 404 model_not_found); None: any;
+    - `key`: the only API key accepted (else 401, whose message quotes the key it got, as a
+      careless server might); None: any;
+    - `fail_next`: `ImageFailure`s (or bare statuses) for the next requests, one each;
+      `fail_always`: one for every request after those.
+    Every request is recorded in `calls`.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: list[str] | None = None,
+        key: str | None = None,
+        fail_next: list[ImageFailure | int] | None = None,
+        fail_always: ImageFailure | int | None = None,
+    ):
+        self.models = models
+        self.key = key
+        self.fail_next = list(fail_next or [])
+        self.fail_always = fail_always
+        self.calls: list[ImageCall] = []
+        self._lock = threading.Lock()
+
+    def answer(
+        self, path: str, headers: Any, body: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """(status, JSON payload, extra headers) for one request to `/v1/images/...`."""
+        endpoint = path.removeprefix("/v1/images/")
+        if endpoint not in {"generations", "edits", "variations"}:
+            return _image_error(ImageFailure(404, None, f"Invalid URL (POST {path})"))
+        content_type = headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            fields, files = _form(content_type, body)
+        else:
+            fields, files = json.loads(body or b"{}"), {}
+        authorization = headers.get("Authorization", "")
+        with self._lock:
+            self.calls.append(ImageCall(endpoint, fields, files, authorization))
+            failure = self.fail_next.pop(0) if self.fail_next else self.fail_always
+        if self.key is not None and authorization != f"Bearer {self.key}":
+            got = authorization.removeprefix("Bearer ")
+            return _image_error(
+                ImageFailure(401, "invalid_api_key", f"Incorrect API key provided: {got}.")
+            )
+        if failure is not None:
+            return _image_error(failure)
+        model = fields.get("model") or "dall-e-2"
+        if self.models is not None and model not in self.models:
+            return _image_error(
+                ImageFailure(404, "model_not_found", f"The model `{model}` does not exist.")
+            )
+        gpt_image = model.startswith("gpt-image")
+        if gpt_image and "response_format" in fields:
+            return _image_error(
+                ImageFailure(400, "unknown_parameter", "Unknown parameter: 'response_format'.")
+            )
+        width, height = (int(v) for v in str(fields.get("size", "1024x1024")).split("x"))
+        image = self._draw(endpoint, fields, files, (width, height))
+        item: dict[str, Any] = {}
+        if gpt_image or fields.get("response_format") == "b64_json":
+            item["b64_json"] = _png_b64(image)
+        else:
+            item["url"] = "https://images.example/fake.png"
+        if model == "dall-e-3":
+            item["revised_prompt"] = f"A detailed picture of {fields.get('prompt', '')}"
+        return 200, {"created": 0, "data": [item]}, {}
+
+    @staticmethod
+    def _draw(
+        endpoint: str, fields: dict[str, Any], files: dict[str, Image.Image], size: tuple[int, int]
+    ) -> Image.Image:
+        colour = fake_image_colour(str(fields.get("prompt", "")))
+        painted = Image.new("RGB", size, colour)
+        if endpoint == "generations":
+            return painted
+        original = files["image"].convert("RGB").resize(size)
+        if endpoint == "variations":
+            return original
+        if "mask" not in files:
+            return Image.blend(original, painted, 0.5)
+        keep = files["mask"].getchannel("A").resize(size)  # opaque = keep
+        return Image.composite(original, painted, keep)
+
+
+def _image_error(failure: ImageFailure | int) -> tuple[int, dict[str, Any], dict[str, str]]:
+    if isinstance(failure, int):
+        failure = ImageFailure(failure, None, f"failing on purpose with {failure}")
+    headers = {} if failure.retry_after is None else {"Retry-After": f"{failure.retry_after:g}"}
+    error = {"code": failure.code, "message": failure.message, "param": None, "type": "error"}
+    return failure.status, {"error": error}, headers
+
+
 class FakeOpenAIServer:
     """An OpenAI-compatible chat server on localhost that answers with FakeBackend's answers.
 
     For tests that run the app in another process (the browser test): set OPENAI_BASE_URL to
     `.url`, OPENAI_API_KEY to anything and STUDIO_LLM_MODEL to "fake-llm".
 
-    It serves `/v1/models` and `/v1/chat/completions` only (404 elsewhere: `.root` is the URL
-    without /v1). Options, to play servers that differ:
+    It serves `/v1/models`, `/v1/chat/completions` and the Images API (`/v1/images/...`, played
+    by `images`, a FakeImagesAPI: `.images`), 404 elsewhere (`.root` is the URL without /v1).
+    Options, to play servers that differ:
     - `reject_json_schema_status`, `reject_json_object_status`, `reject_plain_status`: answer
       chat requests in that structured-output mode with this HTTP status (llama-cpp-python's
       server answers json_schema with 500);
@@ -160,8 +335,8 @@ class FakeOpenAIServer:
         reject_plain_status: int | None = None,
         fail_next: list[int] | None = None,
         models: list[str] | None = None,
+        images: FakeImagesAPI | None = None,
     ):
-        import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         fake = backend or FakeBackend()
@@ -176,14 +351,19 @@ class FakeOpenAIServer:
         failures = list(fail_next or [])
         served = list(models) if models is not None else [fake.name]
         check_model = models is not None
+        images_api = images or FakeImagesAPI()
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
-            def _send(self, payload: dict[str, Any], status: int = 200) -> None:
+            def _send(
+                self, payload: dict[str, Any], status: int = 200, headers: dict | None = None
+            ) -> None:
                 body = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -213,7 +393,12 @@ class FakeOpenAIServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 path = self._seen()
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if path.startswith("/v1/images/"):
+                    status, payload, headers = images_api.answer(path, self.headers, data)
+                    self._send(payload, status, headers)
+                    return
+                body = json.loads(data)
                 if path != "/v1/chat/completions":
                     self._error(404, "File Not Found")
                     return
@@ -251,6 +436,7 @@ class FakeOpenAIServer:
         self.requests = requests  # (method, path) of every request
         self.fail_next = failures  # extend it to fail the next chat requests
         self.authorizations = authorizations  # every request's Authorization header
+        self.images = images_api  # the Images API: its options and the calls it got
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.root = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.url = f"{self.root}/v1"

@@ -5,12 +5,10 @@ import hashlib
 import pytest
 
 from studio.batch import Selection, run_job
-from studio.config import SAMPLE_SERIES, load_settings
+from studio.config import SAMPLE_SERIES
 from studio.dataset import load_series
-from studio.llm import LLM
 from studio.metadata import parse_parameters, read_png_metadata
-from studio.render import Renderer, resolve_image_model
-from studio.store import Store
+from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
@@ -22,17 +20,14 @@ def series():
 
 
 def make(tmp_path, shared_cache, **overrides):
-    settings = load_settings({**SMALL, "data_dir": tmp_path, **overrides})
-    store = Store(settings.data_dir)
-    llm = LLM(FakeBackend(), store, settings.llm_temperature, settings.llm_seed)
-    renderer = Renderer(resolve_image_model("demo", shared_cache), "cpu")
-    return settings, store, llm, renderer
+    studio = small_studio(tmp_path, shared_cache, **overrides)
+    return studio.settings, studio.store, studio.llm, studio.images
 
 
 def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
-    settings, store, llm, renderer = make(tmp_path, shared_cache)
+    settings, store, llm, images = make(tmp_path, shared_cache)
     selection = Selection(seasons={2})
-    first = run_job(series, selection, settings, llm, renderer, store)
+    first = run_job(series, selection, settings, llm, images)
     episodes = series.episodes_of(2)
     assert first.failed == []
     assert first.prompts_written == len(episodes) + 1
@@ -58,7 +53,7 @@ def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
     (trace_row, *_) = store.prompts(target="season", season=2)
     assert "key events" in trace_row["trace"]
 
-    second = run_job(series, selection, settings, llm, renderer, store)
+    second = run_job(series, selection, settings, llm, images)
     assert (second.llm_calls, second.images_rendered) == (0, 0)
     assert second.prompts_cached == first.prompts_written
     assert second.images_cached == first.images_rendered
@@ -67,21 +62,21 @@ def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
 
 
 def test_changed_settings_render_again_and_force_redoes_everything(tmp_path, shared_cache, series):
-    settings, store, llm, renderer = make(tmp_path, shared_cache)
+    settings, store, llm, images = make(tmp_path, shared_cache)
     selection = Selection(episodes={(1, 1)})
-    run_job(series, selection, settings, llm, renderer, store)
+    run_job(series, selection, settings, llm, images)
     euler, *_ = make(tmp_path, shared_cache, sampler="Euler")
-    changed = run_job(series, selection, euler, llm, renderer, store)
+    changed = run_job(series, selection, euler, llm, images)
     assert (changed.llm_calls, changed.images_rendered) == (0, 1)
-    forced = run_job(series, selection, euler, llm, renderer, store, force=True)
+    forced = run_job(series, selection, euler, llm, images, force=True)
     assert (forced.llm_calls, forced.images_rendered) == (1, 1)
     assert len(store.images()) == 2  # the forced render replaced its own row
 
 
 def test_dry_run_writes_prompts_only(tmp_path, shared_cache, series):
-    settings, store, llm, renderer = make(tmp_path, shared_cache)
+    settings, store, llm, images = make(tmp_path, shared_cache)
     summary = run_job(
-        series, Selection(episodes={(1, 2)}), settings, llm, renderer, store, dry_run=True
+        series, Selection(episodes={(1, 2)}), settings, llm, images, dry_run=True
     )
     assert summary.prompts_written == 1 and summary.images_rendered == 0
     assert store.images() == [] and len(store.prompts()) == 1
@@ -89,8 +84,8 @@ def test_dry_run_writes_prompts_only(tmp_path, shared_cache, series):
 
 
 def test_images_per_episode_have_their_own_recorded_seeds(tmp_path, shared_cache, series):
-    settings, store, llm, renderer = make(tmp_path, shared_cache, images_per_episode=3)
-    run_job(series, Selection(episodes={(1, 3)}), settings, llm, renderer, store)
+    settings, store, llm, images = make(tmp_path, shared_cache, images_per_episode=3)
+    run_job(series, Selection(episodes={(1, 3)}), settings, llm, images)
     rows = store.images(target="episode")
     assert [r["image_index"] for r in rows] == [0, 1, 2]
     assert len({r["seed"] for r in rows}) == 3
@@ -98,7 +93,7 @@ def test_images_per_episode_have_their_own_recorded_seeds(tmp_path, shared_cache
 
 
 def test_one_failing_episode_does_not_stop_the_job(tmp_path, shared_cache, series):
-    settings, store, llm, renderer = make(tmp_path, shared_cache)
+    settings, store, llm, images = make(tmp_path, shared_cache)
     llm.backend = FakeBackend(bad_answers=["nonsense"] * 3)
     llm.max_repairs = 2
     summary = run_job(
@@ -106,8 +101,7 @@ def test_one_failing_episode_does_not_stop_the_job(tmp_path, shared_cache, serie
         Selection(episodes={(1, 4), (1, 5)}, targets="episodes"),
         settings,
         llm,
-        renderer,
-        store,
+        images,
         dry_run=True,
     )
     assert len(summary.failed) == 1 and summary.failed[0].startswith("S01E04: ")
@@ -117,8 +111,8 @@ def test_one_failing_episode_does_not_stop_the_job(tmp_path, shared_cache, serie
 def test_same_inputs_same_prompts_and_pixels_in_two_folders(tmp_path, shared_cache, series):
     rows = []
     for name in ("a", "b"):
-        settings, store, llm, renderer = make(tmp_path / name, shared_cache)
-        run_job(series, Selection(episodes={(2, 1)}), settings, llm, renderer, store)
+        settings, store, llm, images = make(tmp_path / name, shared_cache)
+        run_job(series, Selection(episodes={(2, 1)}), settings, llm, images)
         rows.append(store.images()[0])
     assert rows[0]["prompt"] == rows[1]["prompt"]
     assert rows[0]["sha256"] == rows[1]["sha256"]

@@ -45,7 +45,8 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, shared_cache, artifacts):
+def app_env(tmp_path_factory, shared_cache):
+    """The dashboard's environment: the sample catalog and a fake LLM server; and the catalog."""
     missing = _browser_missing()
     if missing:
         if os.environ.get("STUDIO_REQUIRE_BROWSER") == "1":
@@ -63,8 +64,39 @@ def server(tmp_path_factory, shared_cache, artifacts):
             "OPENAI_API_KEY": "test-key",
             "STUDIO_LLM_MODEL": "fake-llm",
         }
-        with dashboard_server(env, artifacts / "streamlit.log") as url:
-            yield url, data
+        yield env, data
+
+
+@pytest.fixture(scope="module")
+def server(app_env, artifacts):
+    env, data = app_env
+    with dashboard_server(env, artifacts / "streamlit.log") as url:
+        yield url, data
+
+
+@pytest.mark.parametrize("path", ["studio", "marketing?campaign=nope"])
+def test_a_deep_link_opened_first_after_a_start_goes_through_the_dashboard(
+    app_env, artifacts, path
+):
+    """With a `pages/` folder Streamlit runs a page on its own until a session calls st.navigation:
+    the first request after a start must still get dashboard.py's navigation and sidebar."""
+    env, _ = app_env
+    name = path.split("?")[0]
+    log = artifacts / f"streamlit-first-{name}.log"
+    with dashboard_server(env, log) as url, chromium_page() as page:
+        page.goto(f"{url}/{path}")  # the server's very first session
+        wait_idle(page)
+        page.screenshot(path=str(artifacts / f"first-request-{name}.png"))
+        assert not exceptions_on(page)
+        assert page.locator("h1").first.inner_text().startswith(name.title())
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        links = [text.splitlines()[-1] for text in nav.locator("a").all_inner_texts()]  # no icon
+        assert links == ["Episodes", "Seasons", "Studio", "Gallery", "Marketing Assistant"]
+        sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+        assert "Catalog:" in sidebar and "Image model:" in sidebar  # ui.sidebar()
+        assert page.url == f"{url}/{path}"
+        if "campaign=nope" in path:  # the query reached the page
+            assert page.get_by_text("No saved campaign nope").is_visible()
 
 
 def test_every_page_opens_without_an_exception(server, artifacts):

@@ -16,39 +16,34 @@ import dataprep
 import studio.llm
 import studio.store
 from studio.batch import Selection, run_job
-from studio.config import PROJECT_ROOT, SAMPLE_SERIES, load_settings
+from studio.config import PROJECT_ROOT, SAMPLE_SERIES
 from studio.dataset import load_series
 from studio.errors import CatalogError
 from studio.generation import generate_image
-from studio.llm import LLM
 from studio.params import RenderRequest
 from studio.recovery import recover_catalog
-from studio.render import Renderer, resolve_image_model
 from studio.store import CATALOG_NAME, Store
+from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 
 SELECTION = Selection(seasons={1}, episodes={(1, 1), (1, 2)})  # 2 episode + 5 season images
 
 
 def make_job(folder, cache_dir):
-    settings = load_settings({"width": 64, "height": 64, "steps": 2, "data_dir": folder})
-    store = Store(folder)
-    backend = FakeBackend()
-    llm = LLM(backend, store, settings.llm_temperature, settings.llm_seed)
-    renderer = Renderer(resolve_image_model("demo", cache_dir), "cpu")
-    return settings, store, llm, renderer
+    studio = small_studio(folder, cache_dir)
+    return studio.settings, studio.store, studio.llm, studio.images
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, shared_cache):
     """A catalog with episode, season and Studio images, a cover and a campaign."""
     folder = tmp_path_factory.mktemp("catalog")
-    settings, store, llm, renderer = make_job(folder, shared_cache)
+    settings, store, llm, images = make_job(folder, shared_cache)
     series = load_series(SAMPLE_SERIES)[0]
-    summary = run_job(series, SELECTION, settings, llm, renderer, store)
+    summary = run_job(series, SELECTION, settings, llm, images)
     assert summary.images_rendered == 7 and not summary.failed
     request = RenderRequest("a lighthouse", width=64, height=64, steps=2, seed=3, cfg=7.25)
-    generate_image(renderer, store, llm, request)
+    generate_image(images, request)
     episode_two = store.images(target="episode", season=1, episode=2)[0]
     store.set_cover(1, 2, episode_two["cache_key"])
     store.save_campaign("c1", "Launch", {"brief": {"platforms": ["x"]}})
@@ -84,9 +79,9 @@ def catalog(built, tmp_path):
 
 
 def rerun_does_no_model_work(folder, cache_dir):
-    settings, store, llm, renderer = make_job(folder, cache_dir)
+    settings, store, llm, images = make_job(folder, cache_dir)
     series = load_series(SAMPLE_SERIES)[0]
-    summary = run_job(series, SELECTION, settings, llm, renderer, store)
+    summary = run_job(series, SELECTION, settings, llm, images)
     store.close()
     assert (summary.llm_calls, summary.images_rendered, summary.images_cached) == (0, 0, 7)
 
@@ -172,7 +167,7 @@ def test_opening_adopts_orphan_pngs_and_drops_rows_without_files(catalog):
 
 def test_a_failed_file_write_leaves_no_row(tmp_path, monkeypatch, built):
     store = Store(tmp_path)
-    record = Store(built).image_records()[0]
+    record = Store(built).images()[0]
 
     def full_disk(path, data):
         raise OSError(28, "No space left on device")

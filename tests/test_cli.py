@@ -23,7 +23,7 @@ SMALL = ["--size", "64x64", "--steps", "2"]
 @pytest.fixture
 def fake_llm(monkeypatch):
     backend = FakeBackend()
-    monkeypatch.setattr(studio.llm, "make_backend", lambda settings: backend)
+    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *_: backend)
     return backend
 
 

@@ -42,7 +42,7 @@ def app_env(monkeypatch, tmp_path):
     for name, value in SMALL_ENV.items():
         monkeypatch.setenv(name, value)
     backend = FakeBackend(by_seed=True)
-    monkeypatch.setattr(studio.llm, "make_backend", lambda settings: backend)
+    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *_: backend)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield tmp_path / "data"

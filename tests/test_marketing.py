@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 import studio.marketing
-from studio.config import SAMPLE_SERIES, load_settings
+from studio.config import SAMPLE_SERIES
 from studio.dataset import load_series
 from studio.errors import LLMError, RenderError
-from studio.llm import LLM
 from studio.marketing import (
     PLATFORMS,
     STEPS,
@@ -28,8 +27,7 @@ from studio.marketing import (
     review,
     tidy_cut,
 )
-from studio.render import Renderer, resolve_image_model
-from studio.store import Store
+from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 
 
@@ -39,12 +37,9 @@ def series():
 
 
 def make_chain(tmp_path, shared_cache, series, backend=None):
-    settings = load_settings({"width": 64, "height": 64, "steps": 2, "data_dir": tmp_path})
-    store = Store(tmp_path)
     backend = backend or FakeBackend()
-    llm = LLM(backend, store, settings.llm_temperature, settings.llm_seed)
-    renderer = Renderer(resolve_image_model("demo", shared_cache), "cpu")
-    return Chain(llm, renderer, store, series, settings), backend, store
+    studio = small_studio(tmp_path, shared_cache, chat=backend)
+    return Chain(studio.llm, studio.images, series, studio.settings), backend, studio.store
 
 
 def kinds(backend: FakeBackend, start: int = 0) -> list[str]:
@@ -325,10 +320,10 @@ def test_a_post_whose_image_failed_to_render_is_reported_not_dropped(
     chain, _, store = make_chain(tmp_path, shared_cache, series)
     real = studio.marketing.generate_image
 
-    def fail_for_x(renderer, store, llm, request, target):
+    def fail_for_x(images, request, target):
         if target.style == "X":
             raise RenderError("The image model ran out of memory.")
-        return real(renderer, store, llm, request, target)
+        return real(images, request, target)
 
     monkeypatch.setattr(studio.marketing, "generate_image", fail_for_x)
     campaign = chain.start(Brief(source="season", season=1, platforms=["Instagram", "X"]))
@@ -360,7 +355,7 @@ def test_the_marketing_page_warns_of_missing_images_by_the_download(
 
     for name, value in SMALL_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(studio.llm, "make_backend", lambda settings: FakeBackend())
+    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *_: FakeBackend())
     chain, store, campaign = reviewed_campaign(tmp_path / "data", shared_cache, series)
     gone = store.find_image(campaign.steps["images"][2]["cache_key"])
     store.image_path(gone).unlink()

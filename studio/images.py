@@ -1,0 +1,218 @@
+"""The image service: every image the studio makes, whoever asks, goes through `ImageService.make`.
+
+    service = ImageService(store, backend)
+    results = service.make([ImageJob(request, Target("episode", 1, 3), provenance={...})])
+    results[0].record.path, results[0].cached, results[0].key
+
+For each job: the cache key (the backend's: everything that affects the pixels), a catalog look-up
+(a hit costs nothing), then the misses in batches the backend can take, grouped so that requests
+that can share a pipeline call sit together; each image is written with its A1111 `parameters`
+chunk and its provenance, and recorded in the catalog as one unit. Provenance is passed in as
+plain values (a prompt's key, an LLM's name): the service never asks the LLM anything, so a
+finished image is never lost to an LLM that is down. Input images (init images, masks) are
+normalised and stored by content in the catalog (`add_input`), and requests name them by hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from studio import __version__
+from studio.errors import RenderError
+from studio.image_backends import ImageBackend, StepCallback
+from studio.inputs import ImageSource, check_mask_size, png_bytes, read_image, to_mask, to_rgb
+from studio.metadata import encode_png, format_parameters
+from studio.params import STUDIO_TARGET, RenderRequest, Target
+from studio.store import ImageRecord, Store, StoredImage
+
+# Called after each image is stored (or found): for progress bars.
+ResultCallback = Callable[["ImageResult"], None]
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to make: the request, what it is for, and what to record about where it came
+    from (plain values, e.g. the prompt's key and the LLM that wrote it)."""
+
+    request: RenderRequest
+    target: Target = STUDIO_TARGET
+    image_index: int | None = None  # None: the target's next free index
+    provenance: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return self.target.label(self.image_index)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    job: ImageJob
+    record: StoredImage | None  # None when the render failed
+    path: Path | None = None  # the PNG in the catalog
+    cached: bool = False
+    error: str = ""  # why it failed, for the job's summary
+
+    @property
+    def key(self) -> str:
+        return self.record.cache_key if self.record else ""
+
+    def image(self) -> Image.Image:
+        """The PNG, decoded."""
+        with Image.open(self.path) as image:
+            image.load()
+            return image.copy()
+
+
+def request_parameters(request: RenderRequest, model_label: str, version: str | None = None) -> str:
+    """A request's A1111 infotext, as written into the PNG and shown in the dashboard."""
+    fields: dict[str, Any] = {
+        "Steps": request.steps,
+        "Sampler": request.sampler,
+        "CFG scale": float(request.cfg),
+        "Seed": request.seed,
+        "Size": f"{request.width}x{request.height}",
+        "Model": model_label,
+    }
+    if request.mode != "txt2img":
+        fields["Denoising strength"] = request.strength
+        fields["Mode"] = request.mode
+    if request.outpaint:
+        fields["Outpaint"] = " ".join(
+            f"{side}:{amount}" for side, amount in zip(("left", "right", "up", "down"),
+                                                        request.outpaint, strict=True) if amount
+        )  # fmt: skip
+    fields["Version"] = version
+    return format_parameters(request.prompt, request.negative_prompt, fields)
+
+
+def _batch_group(request: RenderRequest) -> tuple:
+    """Requests with equal groups can share one pipeline call."""
+    return (
+        request.mode,
+        request.sampler,
+        request.steps,
+        request.cfg,
+        request.width,
+        request.height,
+        request.strength,
+    )
+
+
+class ImageService:
+    """Makes, caches and stores images for one catalog with one backend."""
+
+    def __init__(self, store: Store, backend: ImageBackend):
+        self.store = store
+        self.backend = backend
+
+    # Inputs ---------------------------------------------------------------------------------
+
+    def add_input(self, source: ImageSource, what: str = "init image") -> str:
+        """Store an init image (RGB PNG) in the catalog; its sha256, for `RenderRequest`."""
+        return self.store.add_input(png_bytes(to_rgb(read_image(source, what))))
+
+    def add_mask(self, source: ImageSource, image_sha: str) -> str:
+        """Store a mask for the init image `image_sha` (white = repaint); its sha256."""
+        mask = to_mask(read_image(source, "mask"))
+        check_mask_size(mask, self.store.input_image(image_sha))
+        return self.store.add_input(png_bytes(mask))
+
+    def input_image(self, sha: str) -> Image.Image:
+        return self.store.input_image(sha)
+
+    # Images ---------------------------------------------------------------------------------
+
+    def cache_key(self, request: RenderRequest) -> str:
+        return self.backend.cache_key(request)
+
+    def make(
+        self,
+        jobs: Sequence[ImageJob],
+        force: bool = False,
+        on_step: StepCallback | None = None,
+        on_result: ResultCallback | None = None,
+        keep_going: bool = False,
+    ) -> list[ImageResult]:
+        """An image for every job, in order: the catalog's, else rendered and stored.
+
+        `force` renders again what the catalog has. With `keep_going`, a batch that fails is
+        reported in its results (`error`) and the others go on; otherwise the error is raised.
+        """
+        capabilities = self.backend.capabilities
+        for job in jobs:
+            job.request.check()
+            capabilities.check(job.request, self.backend.label)
+        results: list[ImageResult | None] = [None] * len(jobs)
+        pending: list[tuple[int, str]] = []
+        for index, job in enumerate(jobs):
+            key = self.cache_key(job.request)
+            found = None if force else self.store.find_image(key)
+            if found is not None:
+                results[index] = self._result(job, found, cached=True)
+                if on_result:
+                    on_result(results[index])
+            else:
+                pending.append((index, key))
+        pending.sort(key=lambda item: _batch_group(jobs[item[0]].request))
+        size = max(1, capabilities.max_batch)
+        for start in range(0, len(pending), size):
+            batch = pending[start : start + size]
+            try:
+                images = self.backend.render(
+                    [jobs[index].request for index, _ in batch],
+                    on_step=on_step,
+                    inputs=self.store.input_image,
+                )
+            except RenderError as exc:
+                if not keep_going:
+                    raise
+                for index, _ in batch:
+                    results[index] = ImageResult(jobs[index], None, error=str(exc))
+                    if on_result:
+                        on_result(results[index])
+                continue
+            for (index, key), image in zip(batch, images, strict=True):
+                results[index] = self._result(jobs[index], self._store(jobs[index], key, image))
+                if on_result:
+                    on_result(results[index])
+        return [result for result in results if result is not None]
+
+    def _result(self, job: ImageJob, record: StoredImage, cached: bool = False) -> ImageResult:
+        return ImageResult(job, record, self.store.image_path(record), cached)
+
+    def make_one(self, job: ImageJob, on_step: StepCallback | None = None) -> ImageResult:
+        return self.make([job], on_step=on_step)[0]
+
+    def _store(self, job: ImageJob, key: str, image: Image.Image) -> StoredImage:
+        """Write one image with its parameters inside and its catalog row."""
+        request, backend, target = job.request, self.backend, job.target
+        image_index = job.image_index
+        if image_index is None:
+            image_index = self.store.next_image_index(target.kind, target.season, target.episode)
+        provenance = {
+            **backend.provenance(request),
+            **job.provenance,
+            "request": asdict(request),  # exact values, for recovering the catalog
+            "model_label": backend.label,
+            "cache_key": key,
+            "target": target.kind,
+            "season": target.season,
+            "episode": target.episode,
+            "style": target.style,
+            "image_index": image_index,
+        }
+        if image.info.get("revised_prompt"):  # DALL-E 3 rewrites prompts; keep what it drew
+            provenance["revised_prompt"] = image.info["revised_prompt"]
+        parameters = request_parameters(request, backend.label, f"series-studio {__version__}")
+        png = encode_png(image, parameters, provenance)
+        return self.store.add_image(
+            ImageRecord.of(
+                request, target, image_index, backend.label, backend.placeholder, provenance, key
+            ),  # fmt: skip
+            png,
+        )
