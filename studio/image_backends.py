@@ -108,6 +108,10 @@ def open_image_backend(settings: Settings) -> ImageBackend:
         return OpenAIImagesBackend.from_settings(settings)
     from studio.render import Renderer, resolve_image_model
 
+    inpaint = settings.inpaint_model.strip()
     return Renderer(
-        resolve_image_model(name, settings.cache_dir), settings.device, settings.batch_size
+        resolve_image_model(name, settings.cache_dir),
+        settings.device,
+        settings.batch_size,
+        inpaint_model=resolve_image_model(inpaint, settings.cache_dir) if inpaint else None,
     )

@@ -126,6 +126,7 @@ class RenderRequest:
 
     def check(self) -> None:
         """Reject bad inputs with the value and the fix, before any model work."""
+        self._check_mode()  # first: a bad outpaint amount explains the size it makes
         if self.width % 8 or self.height % 8:
             raise ParameterError(
                 f"`height` and `width` have to be divisible by 8 but are {self.height} and "
@@ -136,7 +137,6 @@ class RenderRequest:
         if not self.prompt.strip() and self.mode != "variation":
             raise ParameterError("The prompt is empty; write what the image should show.")
         check_sampler(self.sampler)
-        self._check_mode()
 
     def _check_mode(self) -> None:
         if self.mode not in MODES:
