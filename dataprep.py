@@ -49,6 +49,25 @@ def parse_size(text: str) -> tuple[int, int]:
 
 # Settings whose flag is not `--` + the setting's name with dashes; errors name the flag typed.
 FLAG_OF_SETTING = {"series": "--data", "data_dir": "--out", "width": "--size", "height": "--size"}
+# Settings this CLI has a flag for (a test checks each one parses).
+SETTINGS_WITH_FLAGS = (
+    "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
+    "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
+    "batch_size",
+)  # fmt: skip
+
+
+def flag_of(name: str) -> str:
+    return FLAG_OF_SETTING.get(name, f"--{name.replace('_', '-')}")
+
+
+def cli_message(text: str) -> str:
+    """A library message with this CLI's flags where it names settings: the library writes
+    `image_model (STUDIO_IMAGE_MODEL)`, the CLI shows `--image-model (STUDIO_IMAGE_MODEL)`."""
+    for name in SETTINGS_WITH_FLAGS:
+        env = ENV_VARS[name]
+        text = text.replace(f"{name} ({env})", f"{flag_of(name)} ({env})")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except StudioError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {cli_message(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a folder that cannot be written, a full disk
         where = f" {exc.filename}" if exc.filename else ""
@@ -234,9 +253,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     if args.size:
         overrides["width"], overrides["height"] = args.size
-    overrides["_sources"] = {
-        name: FLAG_OF_SETTING.get(name, f"--{name.replace('_', '-')}") for name in overrides
-    }
+    overrides["_sources"] = {name: flag_of(name) for name in overrides}
     settings = load_settings(overrides)
     if args.recover:
         return recover(settings.data_dir)

@@ -79,6 +79,12 @@ ENV_VARS = {
 }
 
 
+def setting(name: str) -> str:
+    """How library messages name a setting: `image_model (STUDIO_IMAGE_MODEL)`. The CLI shows
+    its own flag in place of the setting's name (`cli_message` in dataprep.py)."""
+    return f"{name} ({ENV_VARS[name]})"
+
+
 def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
     try:
         if kind is Path:

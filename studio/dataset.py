@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.config import setting
 from studio.errors import DatasetError
 
 FIELDS = {
@@ -456,7 +457,7 @@ def load_series(
     path = Path(path)
     if not path.exists():
         raise DatasetError(
-            f"Series data not found at {path}; pass --data with a folder, JSON or CSV."
+            f"Series data not found at {path}; set {setting('series')} to a folder, JSON or CSV."
         )
     mapping = mapping or {}
     title, read = _read_tables(path)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
 
-from studio.config import ENV_VARS, Settings
+from studio.config import Settings, setting
 from studio.errors import LLMError, LLMUnavailableError
 
 Messages = list[dict[str, str]]
@@ -87,11 +87,6 @@ def redact_url(url: str) -> str:
 
 def _redact_text(text: str) -> str:
     return _USERINFO.sub("", text)
-
-
-def _setting(name: str) -> str:
-    """A setting as the user sets it: `llm_timeout (STUDIO_LLM_TIMEOUT)`."""
-    return f"{name} ({ENV_VARS[name]})"
 
 
 def _secs(seconds: float) -> str:
@@ -298,7 +293,7 @@ class OpenAIBackend:
                     raise LLMUnavailableError(
                         f"The LLM server at {self.where()} serves {len(names)} models"
                         f"{': ' + _listing(names) if names else ''}; choose one with "
-                        f"{_setting('llm_model')} or --llm-model."
+                        f"{setting('llm_model')}."
                     )
                 self._model = names[0]
         return self._model
@@ -416,7 +411,7 @@ class OpenAIBackend:
             within = _tries(made) if made else "the time this call had left"
             return LLMUnavailableError(
                 f"The LLM server at {url} did not answer within {within} ({took} s); "
-                f"start the server, check OPENAI_BASE_URL, or raise {_setting('llm_timeout')} "
+                f"start the server, check OPENAI_BASE_URL, or raise {setting('llm_timeout')} "
                 f"(now {_secs(self.timeout)} s)."
             )
         if isinstance(last, openai.APIConnectionError):
@@ -454,18 +449,18 @@ class OpenAIBackend:
             return self._not_found(call, model)
         return LLMError(
             f"The LLM server at {url} rejected the request with {_server_error(exc)}; retrying "
-            f"will not help: fix what it names, or choose another {_setting('llm_model')}."
+            f"will not help: fix what it names, or choose another {setting('llm_model')}."
         )
 
     def _no_api_error(self) -> LLMUnavailableError:
         url = self.where().rstrip("/")
         if urlsplit(url).path.endswith("/v1"):
             hint = (
-                f"check {_setting('llm_base_url')}: it should be the root of the server's "
+                f"check {setting('llm_base_url')}: it should be the root of the server's "
                 "OpenAI API (Ollama: http://HOST:11434/v1)"
             )
         else:
-            hint = f"set {_setting('llm_base_url')} or --llm-base-url to {url}/v1"
+            hint = f"set {setting('llm_base_url')} to {url}/v1"
         return LLMUnavailableError(
             f"There is no OpenAI-compatible API at {url} (it answered 404 Not Found); {hint}."
         )
@@ -486,7 +481,7 @@ class OpenAIBackend:
         has_v1 = urlsplit(self._base_url).path.rstrip("/").endswith("/v1")
         if names is None and (api_missing or not has_v1):
             return self._no_api_error()
-        fix = f"set {_setting('llm_model')} or --llm-model to"
+        fix = f"set {setting('llm_model')} to"
         if names is None:
             return LLMUnavailableError(
                 f"The LLM server at {url} has no model {model!r} (404 Not Found): {fix} a model "
@@ -495,7 +490,7 @@ class OpenAIBackend:
         if model in names:
             return LLMUnavailableError(
                 f"The LLM server at {url} serves {model!r} but answered 404 Not Found to a chat "
-                f"request: check that {_setting('llm_base_url')} is the root of its OpenAI API."
+                f"request: check that {setting('llm_base_url')} is the root of its OpenAI API."
             )
         served = f"it serves {_listing(names)}" if names else "it serves no models"
         return LLMUnavailableError(
@@ -540,7 +535,7 @@ class OpenAIBackend:
         raise LLMError(
             f"The LLM server at {self.where()} rejected every structured-output mode "
             f"({answers}). Check the server's log and that it runs {model!r} as a chat model, "
-            f"or choose another {_setting('llm_model')} or server."
+            f"or choose another {setting('llm_model')} or server."
         ) from rejected[-1][1]
 
     def _chat(
@@ -796,7 +791,8 @@ class LLM:
             )
         raise LLMError(
             f"The LLM ({self.model}) gave no valid answer in {1 + self.max_repairs} tries; last "
-            f"problem: {problem}. Try again with another --llm-seed or a stronger --llm-model."
+            f"problem: {problem}. Try again with another {setting('llm_seed')} or a stronger "
+            f"{setting('llm_model')}."
         )
 
 

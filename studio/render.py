@@ -47,6 +47,7 @@ import torch
 import transformers
 from PIL import Image, ImageFilter
 
+from studio.config import setting
 from studio.errors import ImageInputError, RenderError, StudioError
 from studio.image_backends import Capabilities, InputResolver
 from studio.inputs import check_mask_size, to_mask, to_rgb
@@ -184,10 +185,10 @@ def pick_device(preference: str = "auto") -> tuple[str, torch.dtype]:
             preference = "cpu"
     if preference == "cuda" and not torch.cuda.is_available():
         raise RenderError(
-            "--device cuda was asked for but no CUDA GPU is visible; use --device auto."
+            f"{setting('device')} is cuda but no CUDA GPU is visible; set it to auto."
         )
     if preference == "mps" and not torch.backends.mps.is_available():
-        raise RenderError("--device mps was asked for but MPS is not available; use --device auto.")
+        raise RenderError(f"{setting('device')} is mps but MPS is not available; set it to auto.")
     return preference, (torch.float32 if preference == "cpu" else torch.float16)
 
 
@@ -406,7 +407,7 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
     """Find the weights for `name`; `auto` falls back to the demo model, explicit names never do."""
     if not name.strip():
         raise RenderError(
-            "The image model is empty; set STUDIO_IMAGE_MODEL (--image-model) to auto, demo, a hub "
+            f"The image model is empty; set {setting('image_model')} to auto, demo, a hub "
             "id (owner/name), a diffusers folder or a .safetensors file."
         )
     if name == DEMO_MODEL:
@@ -427,7 +428,7 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
             demo.notes.append(
                 f"No Stable Diffusion weights on disk and none could be downloaded ({reason}). "
                 "Using the untrained demo model: its images are PLACEHOLDERS, not art. "
-                "Set --image-model or STUDIO_IMAGE_MODEL to a hub id, a diffusers folder or a "
+                f"Set {setting('image_model')} to a hub id, a diffusers folder or a "
                 ".safetensors file."
             )
             return demo
@@ -436,7 +437,8 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
         if not (path / "model_index.json").is_file():
             raise RenderError(
                 f"{path} is not a diffusers model folder (no model_index.json); point "
-                "--image-model at a folder saved with save_pretrained or at a .safetensors file."
+                f"{setting('image_model')} at a folder saved with save_pretrained or at a "
+                ".safetensors file."
             )
         return ImageModel(name, "folder", str(path.resolve()), _local_revision(path))
     if path.suffix in {".safetensors", ".ckpt", ".pt", ".bin"} or path.exists():
@@ -452,7 +454,7 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
     looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
     if looks_like_path:
         raise RenderError(
-            f"Image model path {path} does not exist; point STUDIO_IMAGE_MODEL (--image-model) "
+            f"Image model path {path} does not exist; point {setting('image_model')} "
             "at a diffusers folder or a .safetensors file, or use 'auto' or 'demo'."
         )
     if name.count("/") == 1:
@@ -470,7 +472,7 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
         return ImageModel(name, "hub", str(snapshot), snapshot.name)
     raise RenderError(
         f"Image model {name!r} is neither a folder, a .safetensors file, a hub id (owner/name), "
-        "'demo' nor 'auto'; set STUDIO_IMAGE_MODEL (--image-model) to one of them."
+        f"'demo' nor 'auto'; set {setting('image_model')} to one of them."
     )
 
 
@@ -886,7 +888,7 @@ class Renderer:
         except torch.OutOfMemoryError as exc:
             raise RenderError(
                 f"Out of GPU memory rendering {first.width}x{first.height} x{len(batch)}: lower "
-                "--batch-size or the size, or close other GPU programs."
+                f"{setting('batch_size')} or the size, or close other GPU programs."
             ) from exc
         images = list(result.images)
         return [

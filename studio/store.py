@@ -27,6 +27,7 @@ from typing import Any
 
 from PIL import Image
 
+from studio.config import setting
 from studio.errors import CatalogError
 from studio.metadata import json_safe, parse_parameters
 from studio.params import REQUEST_FIELDS, RenderRequest, Target
@@ -324,8 +325,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 def _unwritable(folder: Path, exc: Exception) -> CatalogError:
     reason = getattr(exc, "strerror", None) or str(exc)
     return CatalogError(
-        f"The data folder {folder} cannot be written ({reason}). Set STUDIO_DATA_DIR (or "
-        "--out) to a folder you can write, or fix the folder's permissions."
+        f"The data folder {folder} cannot be written ({reason}). Set {setting('data_dir')} to a "
+        "folder you can write, or fix the folder's permissions."
     )
 
 
@@ -411,7 +412,7 @@ class Store:
         if tables and "migrations" not in tables:
             raise CatalogError(
                 f"{self.catalog_path} is not a series studio catalog (its tables: "
-                f"{', '.join(tables[:8])}). Move it away, or set STUDIO_DATA_DIR (or --out) to "
+                f"{', '.join(tables[:8])}). Move it away, or set {setting('data_dir')} to "
                 "another folder; nothing was changed."
             )
 

@@ -200,7 +200,7 @@ def test_a_read_only_data_folder_is_one_clear_line(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert f"The data folder {folder} cannot be written (Permission denied)" in result.stderr
-    assert "STUDIO_DATA_DIR (or --out)" in result.stderr
+    assert "Set --out (STUDIO_DATA_DIR) to a folder you can write" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -174,3 +174,19 @@ def test_a_server_that_never_answers_is_shown_then_given_up_on(tmp_path, capsys)
     assert "STUDIO_LLM_TIMEOUT" in err and "Traceback" not in err
     assert "SECRET" not in err and "user:" not in err
     assert elapsed < 20
+
+
+def test_library_messages_name_this_clis_flags():
+    from studio.config import ENV_VARS
+
+    for name in dataprep.SETTINGS_WITH_FLAGS:
+        value = {"device": "cpu", "sampler": "Euler"}.get(name, "1")
+        flag = dataprep.flag_of(name)
+        if flag == "--size":
+            continue
+        assert getattr(dataprep.build_parser().parse_args([flag, value]), name) is not None
+    assert (
+        dataprep.cli_message(f"Set image_model ({ENV_VARS['image_model']}) to a folder.")
+        == "Set --image-model (STUDIO_IMAGE_MODEL) to a folder."
+    )
+    assert dataprep.cli_message("data_dir (STUDIO_DATA_DIR)") == "--out (STUDIO_DATA_DIR)"
