@@ -15,12 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studio.config import load_settings  # noqa: E402
+from studio import open_studio  # noqa: E402
 from studio.dataset import load_series  # noqa: E402
-from studio.llm import make_llm  # noqa: E402
 from studio.marketing import STEPS, Brief, Chain, post_full_text  # noqa: E402
-from studio.render import Renderer, resolve_image_model  # noqa: E402
-from studio.store import Store  # noqa: E402
 
 
 def main() -> None:
@@ -30,18 +27,14 @@ def main() -> None:
     parser.add_argument("--language", default="pt-BR")
     args = parser.parse_args()
     season, episode = (int(n) for n in args.episode.upper().lstrip("S").split("E"))
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings({"data_dir": Path(tmp)})
-        store = Store(settings.data_dir)
+    with tempfile.TemporaryDirectory() as tmp, open_studio(data_dir=Path(tmp)) as studio:
+        settings, llm, backend = studio.settings, studio.llm, studio.backend
         series = load_series(settings.series)[0]
-        model = resolve_image_model(settings.image_model, settings.cache_dir)
-        renderer = Renderer(model, settings.device, settings.batch_size)
-        llm = make_llm(settings, store)
-        chain = Chain(llm, renderer, store, series, settings)
+        chain = Chain(llm, studio.images, series, settings)
         brief = Brief(source="episode", season=season, episode=episode,
                       platforms=args.platforms.split(","), language=args.language)  # fmt: skip
         campaign = chain.start(brief)
-        print(f"LLM: {llm.model}. Image model: {model.label} on {renderer.device}.")
+        print(f"LLM: {llm.model}. Image model: {backend.label} on {backend.device}.")
         total = 0.0
         for step in STEPS:
             started = time.perf_counter()
@@ -54,7 +47,6 @@ def main() -> None:
         for post in campaign.steps["posts"]:
             print(f"\n[{post['platform']}, {post['characters']}/{post['limit']}]")
             print(post_full_text(post))
-        store.close()
 
 
 if __name__ == "__main__":
