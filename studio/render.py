@@ -303,6 +303,21 @@ def _save_pipeline(pipe: DiffusionPipeline, folder: Path) -> Path:
     return folder
 
 
+def _tiny_unet(**options: Any) -> UNet2DConditionModel:
+    """The demo models' unet: two blocks at 32 and 64 channels, at SD's 64x64 latent size."""
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=32,
+        **options,
+    )
+
+
 def build_demo_model(folder: Path) -> Path:
     """Build the tiny untrained demo pipeline into `folder` (safetensors), same weights every time.
 
@@ -312,18 +327,7 @@ def build_demo_model(folder: Path) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    unet = _tiny_unet(cross_attention_dim=32, attention_head_dim=8)
     vae = _tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_tiny_clip_config())
@@ -351,14 +355,7 @@ def build_demo_sdxl_model(folder: Path) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _tiny_unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -366,7 +363,6 @@ def build_demo_sdxl_model(folder: Path) -> Path:
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled text (32)
         cross_attention_dim=64,
-        norm_num_groups=32,
     )
     vae = _tiny_vae()
     torch.manual_seed(0)
