@@ -1,11 +1,17 @@
-"""Studio: a txt2img playground with every parameter, and a comparison grid over one or two."""
+"""Studio: a txt2img playground with every parameter, a comparison grid over one or two, and the
+modes that start from an image: img2img, inpaint (a mask painted on the image or uploaded),
+outpaint and variations. Only the modes and controls the image backend has are shown."""
 
 import io
 
 import streamlit as st
+from streamlit_drawable_canvas import st_canvas
 
 from studio import ui
+from studio.api import DEFAULT_STRENGTH
 from studio.grid import AXES, compose_grid, grid_requests, parse_axis
+from studio.inputs import canvas_mask, content_hash, fitted_size, mode_size, read_image, to_rgb
+from studio.params import OUTPAINT_SIDES, USES_STRENGTH
 
 ui.route_through_dashboard(__file__)
 
@@ -16,6 +22,24 @@ EXAMPLE_VALUES = {
     "Seed": "1, 2, 3",
     "Sampler": "Euler a, DPM++ 2M Karras, DDIM",
 }
+MODE_LABELS = {
+    "txt2img": "Text to image",
+    "img2img": "Image to image",
+    "inpaint": "Inpaint",
+    "outpaint": "Outpaint",
+    "variation": "Variations",
+}
+INIT_FROM = ("Upload", "Catalog image")
+MASK_FROM = ("Draw", "Upload")
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
+OUTPAINT_AMOUNTS = list(range(64, 513, 64))
+CANVAS_SIDE = 512  # the mask canvas's longer side on screen
+# The mode picker's key; not `st_mode`, which the render controls keep (with every other
+# RenderRequest field) under `st_<field>`.
+MODE_KEY = "st_mode_choice"
+# Widgets whose values outlive a visit to another page (Streamlit drops a widget's value when a
+# run does not draw it).
+REMEMBERED = (MODE_KEY, "st_init_from", "st_init_catalog", "st_mask_from")
 
 
 def playground(request) -> None:
@@ -72,12 +96,230 @@ def comparison_grid(request) -> None:
         )
 
 
+def remember_widgets(modes: tuple[str, ...], sent: bool) -> None:
+    """Bring back the values of `REMEMBERED`; then txt2img for parameters `sent` from another
+    page, or an init image sent from a card (in the first mode that takes one, unless such a mode
+    is chosen already)."""
+    kept = st.session_state.get("st_remembered", {})
+    for key in REMEMBERED:
+        if key in kept:
+            st.session_state.setdefault(key, kept[key])
+    if sent:
+        st.session_state[MODE_KEY] = "txt2img"
+    image_id = st.session_state.pop("st_init_pending", None)
+    if image_id is not None:
+        st.session_state["st_init_from"] = INIT_FROM[1]
+        st.session_state["st_init_catalog"] = image_id
+        if st.session_state.get(MODE_KEY, "txt2img") == "txt2img":
+            st.session_state[MODE_KEY] = next((m for m in modes if m != "txt2img"), "txt2img")
+
+
+def mode_picker(modes: tuple[str, ...]) -> str:
+    if st.session_state.get(MODE_KEY) not in modes:
+        st.session_state[MODE_KEY] = modes[0]
+    if len(modes) == 1:
+        return modes[0]
+    return st.radio(
+        "Mode",
+        modes,
+        format_func=lambda mode: MODE_LABELS.get(mode, mode),
+        key=MODE_KEY,
+        horizontal=True,
+        help="Text to image, or an image made from an init image; only the modes this image "
+        "model can do are listed.",
+    )
+
+
+def init_image_source():
+    """Upload bytes or a catalog PNG's path; None until there is one."""
+    source = st.radio("Init image from", INIT_FROM, key="st_init_from", horizontal=True)
+    if source == INIT_FROM[0]:
+        upload = st.file_uploader("Init image", type=IMAGE_TYPES, key="st_init_upload")
+        return None if upload is None else upload.getvalue()
+    rows = {row.id: row for row in reversed(ui.store().images())}  # newest first
+    if not rows:
+        st.info("The catalog has no images yet: upload one, or make one first.")
+        return None
+    if st.session_state.get("st_init_catalog") not in rows:
+        st.session_state["st_init_catalog"] = next(iter(rows))
+    chosen = st.selectbox(
+        "Catalog image",
+        list(rows),
+        key="st_init_catalog",
+        format_func=lambda i: (
+            f"#{i} · {rows[i].target_of.label(rows[i].image_index)} · "
+            f"{rows[i].mode} · {rows[i].prompt[:48]}"
+        ),
+        help="Or press **Send to Studio as init image** under any image of the other pages.",
+    )
+    return ui.store().image_path(rows[chosen])
+
+
+def mode_options(mode: str, denoises: bool) -> dict:
+    """The mode's own controls: strength (for a backend that denoises in steps: not OpenAI's),
+    the mask's source, outpaint sides, variations."""
+    options: dict = {}
+    if mode in USES_STRENGTH and denoises:
+        options["strength"] = st.slider(
+            "Strength",
+            0.05,
+            1.0,
+            DEFAULT_STRENGTH[mode],
+            step=0.05,
+            key=f"st_strength_{mode}",
+            help="How much to change: low keeps the init image, 1 redraws it"
+            + (" (inside the mask)." if mode == "inpaint" else "."),
+        )
+    if mode == "inpaint":
+        options["mask_from"] = st.radio(
+            "Mask (white = repaint, black = keep)", MASK_FROM, key="st_mask_from", horizontal=True
+        )
+        if options["mask_from"] == MASK_FROM[0]:
+            options["brush"] = st.slider("Brush size", 4, 96, 32, key="st_brush")
+        else:
+            upload = st.file_uploader(
+                "Mask image, the init image's size", type=IMAGE_TYPES, key="st_mask_upload"
+            )
+            options["mask"] = None if upload is None else upload.getvalue()
+    if mode == "outpaint":
+        sides = st.multiselect(
+            "Extend to the", OUTPAINT_SIDES, default=["right"], key="st_outpaint_sides"
+        )
+        options["outpaint"] = {
+            side: st.select_slider(
+                f"Pixels added {side}", OUTPAINT_AMOUNTS, 128, key=f"st_outpaint_{side}"
+            )
+            for side in sides
+        }
+    if mode == "variation":
+        options["n"] = st.slider("Variations", 2, 8, 4, key="st_variations_n")
+        options["own_prompt"] = st.checkbox(
+            "Use the prompt inside the image (when it has one)", True, key="st_own_prompt"
+        )
+    return options
+
+
+def mode_panel(mode: str, request, source, options: dict) -> None:
+    """The init image (with the mask canvas for inpaint), Generate, and the results."""
+    if source is None:
+        st.info(
+            "Give an init image: upload one, or pick a catalog image (or press **Send to Studio "
+            "as init image** under an image on the Episodes, Seasons or Gallery page)."
+        )
+        show_results(mode)
+        return
+    picture = None
+    with ui.guard("Reading the init image"):
+        picture = to_rgb(read_image(source, "init image"))
+    if picture is None:
+        return
+    width, height = mode_size(picture.size, options.get("outpaint"))
+    fitted = fitted_size(*picture.size)
+    rounded = "" if fitted == picture.size else f" (resized to {fitted[0]}x{fitted[1]} first)"
+    st.caption(
+        f"Init image {picture.width}x{picture.height} → the result is {width}x{height}{rounded}."
+    )
+    drawing = None
+    if mode == "inpaint" and options["mask_from"] == MASK_FROM[0]:
+        st.caption("Paint over what should change.")
+        scale = CANVAS_SIDE / max(picture.size)
+        drawing = st_canvas(
+            fill_color="rgba(0, 0, 0, 0)",
+            stroke_width=options["brush"],
+            stroke_color="rgba(255, 40, 160, 0.6)",
+            background_image=picture,
+            width=round(picture.width * scale),
+            height=round(picture.height * scale),
+            drawing_mode="freedraw",
+            return_image_data=True,
+            key=f"st_canvas_{content_hash(picture.tobytes())[:16]}",
+        )
+    else:
+        st.image(picture, caption="Init image", width=min(CANVAS_SIDE, max(picture.width, 192)))
+    label = f"Make {options['n']} variations" if mode == "variation" else "Generate"
+    if st.button(label, type="primary", key="st_generate"):
+        with ui.guard(f"Making the image ({MODE_LABELS.get(mode, mode)})"):
+            mask = options.get("mask")
+            if drawing is not None:
+                mask = canvas_mask(drawing.image_data, picture.size)
+            generate_mode(mode, ui.with_seed_choice(PREFIX, request), source, mask, options)
+    show_results(mode)
+
+
+def generate_mode(mode: str, values, source, mask, options: dict) -> None:
+    """One call into the studio: the variations, or the image of `mode`; kept for the results."""
+    fields = {
+        name: getattr(values, name) for name in ("negative_prompt", "sampler", "steps", "cfg")
+    }
+    if mode == "variation":
+        with st.spinner(f"Making {options['n']} variations…"):
+            made = ui.studio().variations(
+                source,
+                n=options["n"],
+                prompt=None if options["own_prompt"] else values.prompt,
+                strength=options.get("strength"),
+                seed=values.seed,
+                **fields,
+            )
+        st.session_state["st_last_variation"] = [result.key for result in made]
+        cached = all(result.cached for result in made)
+    else:
+        request = ui.studio().request(
+            values.prompt,
+            mode=mode,
+            init_image=source,
+            mask=mask,
+            strength=options.get("strength"),
+            outpaint=options.get("outpaint"),
+            seed=values.seed,
+            **fields,
+        )
+        made = ui.generate(request)
+        st.session_state[f"st_last_{mode}"] = made.key
+        cached = made.cached
+    if cached:
+        st.toast("That image was already in the catalog.")
+
+
+def show_results(mode: str) -> None:
+    store = ui.store()
+    if mode == "variation":
+        rows = [store.find_image(key) for key in st.session_state.get("st_last_variation", [])]
+        rows = [row for row in rows if row is not None]
+        for start in range(0, len(rows), 4):
+            for column, row in zip(st.columns(4), rows[start : start + 4], strict=False):
+                with column:
+                    result_card(row, f"seed {row.seed}")
+        return
+    key = st.session_state.get(f"st_last_{mode}")
+    row = store.find_image(key) if key else None
+    if row is not None:
+        st.markdown("**Result**")
+        strength = f" · strength {row.strength:g}" if row.strength is not None else ""
+        result_card(row, f"{MODE_LABELS[mode]} · seed {row.seed}{strength}")
+
+
+def result_card(row, caption: str) -> None:
+    ui.image_card(row, caption, key="st", actions=False)
+    if st.button("Use as init image", key=f"st_reuse_{row.id}"):
+        st.session_state["st_init_pending"] = row.id
+        st.rerun()
+
+
 st.title("Studio")
 ui.placeholder_banner()
+sent = "st_pending" in st.session_state  # another page's "Send to Studio": reproduce in txt2img
 ui.apply_pending(PREFIX)
 with ui.guard("Opening the Studio"):
+    can = ui.capabilities()
+    remember_widgets(can.modes, sent)
     controls, results = st.columns([2, 3], gap="large")
     with controls:
+        mode = mode_picker(can.modes)
+        source, options = None, {}
+        if mode != "txt2img":
+            source = init_image_source()
+            options = mode_options(mode, can.steps_and_cfg)
         request = ui.render_controls(
             PREFIX,
             ui.defaults_from_settings(
@@ -85,10 +327,19 @@ with ui.guard("Opening the Studio"):
                 "Victorian London, warm firelight, oil painting",
                 "blurry, lowres, text, watermark, logo",
             ),
+            size=mode == "txt2img",
         )
     with results:
-        single, grid = st.tabs(["Single image", "Comparison grid"])
-        with single:
+        if mode != "txt2img":
+            mode_panel(mode, request, source, options)
+        elif can.steps_and_cfg:
+            single, grid = st.tabs(["Single image", "Comparison grid"])
+            with single:
+                playground(request)
+            with grid:
+                comparison_grid(request)
+        else:  # a backend without steps, CFG or samplers has nothing for the grid to vary
             playground(request)
-        with grid:
-            comparison_grid(request)
+st.session_state["st_remembered"] = {
+    key: st.session_state[key] for key in REMEMBERED if key in st.session_state
+}

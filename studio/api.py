@@ -33,7 +33,6 @@ from studio.params import (
     ParameterError,
     RenderRequest,
     Target,
-    round_to_multiple,
 )
 from studio.store import Store
 
@@ -110,10 +109,7 @@ class Studio:
         if init_image is not None:
             init_sha = self.images.add_input(init_image)
             init = self.images.input_image(init_sha)
-            size = {
-                "width": round_to_multiple(init.width, 8),
-                "height": round_to_multiple(init.height, 8),
-            }
+            size = {"width": init.width, "height": init.height}
             if mode == "outpaint":
                 amounts = _outpaint_amounts(outpaint)
                 size = {

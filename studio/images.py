@@ -25,7 +25,7 @@ from PIL import Image
 from studio import __version__
 from studio.errors import RenderError
 from studio.image_backends import ImageBackend, StepCallback
-from studio.inputs import ImageSource, check_mask_size, png_bytes, read_image, to_mask, to_rgb
+from studio.inputs import ImageSource, fit_image, fit_mask, png_bytes, read_image, to_mask, to_rgb
 from studio.metadata import encode_png, format_parameters
 from studio.params import STUDIO_TARGET, RenderRequest, Target
 from studio.store import ImageRecord, Store, StoredImage
@@ -109,17 +109,23 @@ class ImageService:
     def __init__(self, store: Store, backend: ImageBackend):
         self.store = store
         self.backend = backend
+        self._original_sizes: dict[str, tuple[int, int]] = {}  # init image sha -> size as given
 
     # Inputs ---------------------------------------------------------------------------------
 
     def add_input(self, source: ImageSource, what: str = "init image") -> str:
-        """Store an init image (RGB PNG) in the catalog; its sha256, for `RenderRequest`."""
-        return self.store.add_input(png_bytes(to_rgb(read_image(source, what))))
+        """Store an init image in the catalog, as RGB and resized to `inputs.fitted_size`
+        (multiples of 8, at most 2048 a side); its sha256, for `RenderRequest`."""
+        image = to_rgb(read_image(source, what))
+        sha = self.store.add_input(png_bytes(fit_image(image)))
+        self._original_sizes[sha] = image.size  # a mask may come at the size the user has
+        return sha
 
     def add_mask(self, source: ImageSource, image_sha: str) -> str:
         """Store a mask for the init image `image_sha` (white = repaint); its sha256."""
-        mask = to_mask(read_image(source, "mask"))
-        check_mask_size(mask, self.store.input_image(image_sha))
+        image = self.store.input_image(image_sha)
+        original = self._original_sizes.get(image_sha, image.size)
+        mask = fit_mask(to_mask(read_image(source, "mask")), image, original)
         return self.store.add_input(png_bytes(mask))
 
     def input_image(self, sha: str) -> Image.Image:

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from studio.errors import ImageInputError
 from studio.metadata import open_image_bytes
+from studio.params import LIMITS, round_to_multiple
 
 ImageSource = str | Path | bytes | Image.Image
 
@@ -72,9 +73,78 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def fitted_size(width: int, height: int) -> tuple[int, int]:
+    """The size an init image is brought to: at most 2048 and at least 64 on a side (aspect
+    kept), each side then rounded down to a multiple of 8, as the models need."""
+    limit = LIMITS["width"]
+    scale = min(1.0, limit.high / max(width, height))
+    scale = max(scale, limit.low / min(width, height))
+    return tuple(
+        max(int(limit.low), round_to_multiple(int(side * scale), limit.multiple))
+        for side in (width, height)
+    )  # type: ignore[return-value]
+
+
+def fit_image(image: Image.Image) -> Image.Image:
+    """`image` resized to `fitted_size` (unchanged when it already fits)."""
+    size = fitted_size(*image.size)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def fit_mask(
+    mask: Image.Image, image: Image.Image, original: tuple[int, int] | None = None
+) -> Image.Image:
+    """A mask for `image` (already fitted): at its size, or at the `original` size the image
+    was fitted from (then resized the same way)."""
+    if original is not None and mask.size == original != image.size:
+        return mask.resize(image.size, Image.Resampling.NEAREST)
+    check_mask_size(mask, image if original is None else Image.new("L", original))
+    return mask
+
+
 def check_mask_size(mask: Image.Image, image: Image.Image) -> None:
     if mask.size != image.size:
         raise ImageInputError(
             f"The mask is {mask.width}x{mask.height} but the image is "
             f"{image.width}x{image.height}; draw or export the mask at the image's size."
         )
+
+
+def canvas_mask(drawing: object, size: tuple[int, int], coverage: int = 64) -> Image.Image:
+    """The mask painted on a canvas laid over the init image: an L image of the image's `size`,
+    white (repaint) where paint covers at least `coverage`/255 of a pixel, black elsewhere.
+
+    `drawing` is the canvas's RGBA pixels (an H x W x 4 uint8 array, as `streamlit-drawable-canvas`
+    returns them, or a PIL image) at the canvas's own size, which may differ from the image's (the
+    canvas is shown larger, and the screen's pixel ratio multiplies it); only the paint's alpha
+    counts, not its colour. Raises `ImageInputError` when nothing (or too little) was painted.
+    """
+    if drawing is None:
+        raise ImageInputError(
+            "The mask is empty: paint over the part of the image to repaint, or upload a mask."
+        )
+    picture = drawing if isinstance(drawing, Image.Image) else Image.fromarray(drawing)
+    alpha = picture.convert("RGBA").getchannel("A")
+    if alpha.getbbox() is None:
+        raise ImageInputError(
+            "The mask is empty: paint over the part of the image to repaint, or upload a mask."
+        )
+    mask = alpha.resize(size, Image.Resampling.BOX).point(lambda v: 255 if v >= coverage else 0)
+    if mask.getbbox() is None:
+        raise ImageInputError(
+            f"The painted strokes are too thin to cover a pixel of the {size[0]}x{size[1]} image; "
+            "paint with a wider brush."
+        )
+    return mask
+
+
+def mode_size(size: tuple[int, int], outpaint: dict[str, int] | None = None) -> tuple[int, int]:
+    """The size of the image a mode makes from an init image of `size`, as `Studio.request` sets
+    it: the init image's `fitted_size`, plus the outpaint amounts (`left`, `right`, `up`,
+    `down`); for showing before the request is made."""
+    amounts = outpaint or {}
+    width, height = fitted_size(*size)
+    return (
+        width + amounts.get("left", 0) + amounts.get("right", 0),
+        height + amounts.get("up", 0) + amounts.get("down", 0),
+    )

@@ -9,6 +9,7 @@ progress bar and a denoising preview. The work itself is done by the package's p
 from __future__ import annotations
 
 import logging
+import runpy
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,11 +25,10 @@ from studio.config import Settings, load_settings
 from studio.dataset import Series, load_series
 from studio.errors import StudioError
 from studio.generation import generate_image, latent_preview
-from studio.image_backends import ImageBackend, open_image_backend
+from studio.image_backends import Capabilities, ImageBackend, open_image_backend
 from studio.images import ImageResult, request_parameters
 from studio.params import (
     LIMITS,
-    SAMPLER_NAMES,
     STUDIO_TARGET,
     RenderRequest,
     Target,
@@ -65,10 +65,10 @@ def route_through_dashboard(page_file: str) -> None:
     Streamlit runs a page's script on its own (its legacy pages-directory mode) until some session
     has called `st.navigation`, which, as its documentation says, makes the app ignore `pages/`
     in every session from then on. So when dashboard.py has not routed this session (a bookmark
-    to /studio opened first after a restart), this calls `st.navigation` with this page, which
-    switches the app to dashboard.py's navigation and keeps the URL on this page, then
-    `st.rerun()`: the rerun keeps the URL and its query and goes through dashboard.py like every
-    later run. Public API only; nothing of the page is drawn outside dashboard.py.
+    to /studio opened first after a restart), this runs dashboard.py in the page's place: its
+    `st.navigation` switches the app to its pages and runs this page inside its layout, with the
+    URL and query as they are (a rerun instead would show Streamlit's "page not found" first).
+    Public API only.
     """
     if st.session_state.get(ROUTED_KEY):
         return
@@ -76,8 +76,11 @@ def route_through_dashboard(page_file: str) -> None:
         st.error("This page runs inside the dashboard: start it with `streamlit run dashboard.py`.")
         st.stop()
     st.session_state[REROUTED_KEY] = True
-    st.navigation([st.Page(page_file)], position="hidden")
-    st.rerun()
+    # Run the entry file in this page's place: its st.navigation switches the app to its pages
+    # and runs this page inside its layout (this call then returns at once: the run is routed).
+    entry = Path(page_file).resolve().parent.parent / "dashboard.py"
+    runpy.run_path(str(entry), run_name="__main__")
+    st.stop()
 
 
 # Resources ------------------------------------------------------------------------------------
@@ -122,6 +125,15 @@ def store() -> Store:
 
 def backend() -> ImageBackend:
     return studio().backend
+
+
+def capabilities() -> Capabilities:
+    """What the current image backend can do; everything when it cannot open (generating then
+    says why), so a page still draws its controls."""
+    try:
+        return backend().capabilities
+    except StudioError:
+        return Capabilities()
 
 
 def llm() -> llm_module.LLM:
@@ -239,8 +251,18 @@ def _widget_range(name: str) -> tuple[Any, Any]:
     return int(limit.low), int(limit.high)
 
 
-def render_controls(prefix: str, defaults: Defaults, prompt: bool = True) -> RenderRequest:
-    """The generation controls, keyed `{prefix}_cfg` and so on; returns the request they make."""
+def render_controls(
+    prefix: str,
+    defaults: Defaults,
+    prompt: bool = True,
+    size: bool = True,
+) -> RenderRequest:
+    """The generation controls, keyed `{prefix}_cfg` and so on; returns the request they make.
+
+    Only the controls the image backend has are drawn: no sampler, steps, CFG or negative prompt
+    for one without them (OpenAI Images), a size picker for one with fixed sizes. `size` False
+    leaves out width and height (an init image decides them)."""
+    can = capabilities()
     # Streamlit forgets a widget's value when a run does not draw it (another page was open):
     # the last values are kept under a key of their own and brought back.
     kept = st.session_state.get(f"{prefix}_kept", {})
@@ -249,41 +271,71 @@ def render_controls(prefix: str, defaults: Defaults, prompt: bool = True) -> Ren
     _keep_controls_in_range(prefix, defaults)
     if prompt:
         st.text_area("Prompt", key=f"{prefix}_prompt", height=110)
-        st.text_area("Negative prompt", key=f"{prefix}_negative_prompt", height=70)
+        if can.negative_prompt:
+            st.text_area("Negative prompt", key=f"{prefix}_negative_prompt", height=70)
     left, right = st.columns(2)
-    left.slider(
-        "CFG scale",
-        *_widget_range("cfg"),
-        step=0.5,
-        key=f"{prefix}_cfg",
-        help="How strictly the image follows the prompt; 5–9 is usual, high values oversaturate.",
-    )
-    right.slider(
-        "Sampling steps",
-        *_widget_range("steps"),
-        key=f"{prefix}_steps",
-        help="More steps refine detail, with diminishing returns past 30–40.",
-    )
-    left.selectbox(
-        "Sampler",
-        list(SAMPLER_NAMES),
-        key=f"{prefix}_sampler",
-        help="The scheduler that removes the noise; names as in AUTOMATIC1111.",
-    )
+    if can.steps_and_cfg:
+        left.slider(
+            "CFG scale",
+            *_widget_range("cfg"),
+            step=0.5,
+            key=f"{prefix}_cfg",
+            help="How strictly the image follows the prompt; 5–9 is usual, high values "
+            "oversaturate.",
+        )
+        right.slider(
+            "Sampling steps",
+            *_widget_range("steps"),
+            key=f"{prefix}_steps",
+            help="More steps refine detail, with diminishing returns past 30–40.",
+        )
+    if can.samplers:
+        if st.session_state[f"{prefix}_sampler"] not in can.samplers:
+            st.session_state[f"{prefix}_sampler"] = can.samplers[0]
+        left.selectbox(
+            "Sampler",
+            list(can.samplers),
+            key=f"{prefix}_sampler",
+            help="The scheduler that removes the noise; names as in AUTOMATIC1111.",
+        )
     right.number_input("Seed", *_widget_range("seed"), key=f"{prefix}_seed")
     right.checkbox("Random seed each time", key=f"{prefix}_random")
-    left.number_input(
-        "Width", *_widget_range("width"), step=64, key=f"{prefix}_width", help="A multiple of 8."
-    )
-    right.number_input(
-        "Height", *_widget_range("height"), step=64, key=f"{prefix}_height", help="A multiple of 8."
-    )
+    if size and can.sizes:
+        _size_picker(prefix, can.sizes, left)
+    elif size:
+        left.number_input(
+            "Width",
+            *_widget_range("width"),
+            step=64,
+            key=f"{prefix}_width",
+            help="A multiple of 8.",
+        )
+        right.number_input(
+            "Height",
+            *_widget_range("height"),
+            step=64,
+            key=f"{prefix}_height",
+            help="A multiple of 8.",
+        )
     values = controls_values(prefix, defaults)
     st.session_state[f"{prefix}_kept"] = {
         **asdict(values),
         "random": st.session_state[f"{prefix}_random"],
     }
     return values
+
+
+def _size_picker(prefix: str, sizes: Sequence[tuple[int, int]], where: Any) -> None:
+    """A backend with fixed sizes: pick one; it becomes `{prefix}_width` and `{prefix}_height`."""
+    labels = [f"{w}x{h}" for w, h in sizes]
+    current = f"{st.session_state[f'{prefix}_width']}x{st.session_state[f'{prefix}_height']}"
+    if st.session_state.get(f"{prefix}_size") not in labels:
+        st.session_state[f"{prefix}_size"] = current if current in labels else labels[0]
+    chosen = where.selectbox(
+        "Size", labels, key=f"{prefix}_size", help="The sizes this model makes."
+    )
+    width, height = sizes[labels.index(chosen)]
+    st.session_state[f"{prefix}_width"], st.session_state[f"{prefix}_height"] = width, height
 
 
 def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
@@ -338,8 +390,17 @@ def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True)
                 on_click="ignore",
             )
     if actions:
-        return st.button("Send to Studio", key=f"send_{key}_{row['id']}")
+        send = st.button("Send to Studio", key=f"send_{key}_{row['id']}")
+        if st.button("Send to Studio as init image", key=f"init_{key}_{row['id']}"):
+            send_init_image(row["id"])
+        return send
     return False
+
+
+def send_init_image(image_id: int) -> None:
+    """Open the Studio with catalog image `image_id` as the init image of its modes."""
+    st.session_state["st_init_pending"] = image_id
+    st.switch_page("pages/studio.py")
 
 
 def send_to_studio(values: Defaults, notes: Sequence[str] = (), random_seed: bool = False) -> None:

@@ -1,7 +1,9 @@
 """Drive the real dashboard in Debian's headless Chromium with Playwright.
 
 Used by tests/test_browser.py, and to take the README's screenshots from the current catalog:
-`python -m tests.browser --out assets/screenshots` (needs /usr/bin/chromium and playwright).
+`python -m tests.browser --out assets/screenshots` (needs /usr/bin/chromium and playwright). The
+Studio's inpaint screenshot (`studio-inpaint.png`) inpaints a drawn scene with a mask painted by
+the mouse, which adds that image to the catalog (once: a second run finds it there).
 """
 
 from __future__ import annotations
@@ -113,12 +115,15 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator:
             browser.close()
 
 
-def capture_pages(url: str, out: Path, extra: dict[str, str] | None = None) -> dict[str, Path]:
-    """A screenshot of every page (and of `extra` name -> path pairs) under `out`."""
+def capture_pages(
+    url: str, out: Path, extra: dict[str, str] | None = None, only: bool = False
+) -> dict[str, Path]:
+    """A screenshot of every page (and of `extra` name -> path pairs; with `only`, of `extra`
+    alone) under `out`."""
     out.mkdir(parents=True, exist_ok=True)
     shots = {}
     with chromium_page() as page:
-        for name, path in {**PAGES, **(extra or {})}.items():
+        for name, path in {**({} if only else PAGES), **(extra or {})}.items():
             page.goto(f"{url}/{path}")
             wait_idle(page)
             errors = exceptions_on(page)
@@ -130,17 +135,92 @@ def capture_pages(url: str, out: Path, extra: dict[str, str] | None = None) -> d
     return shots
 
 
+def scene_png(path: Path, size: int = 256) -> Path:
+    """A simple picture to inpaint (sky, sea, sun, a lighthouse): the demo model's own images are
+    noise, on which a repainted area would not show."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(image)
+    horizon = size * 5 // 8
+    for y in range(horizon):  # the sky, darker upwards
+        draw.line([(0, y), (size, y)], fill=(40 + 120 * y // horizon, 80 + 100 * y // horizon, 170))
+    draw.rectangle([0, horizon, size, size], fill=(20, 60, 110))
+    draw.ellipse([size * 5 // 8, size // 8, size * 13 // 16, size * 5 // 16], fill=(250, 210, 90))
+    left, right = size * 3 // 16, size * 5 // 16
+    draw.polygon([(left, horizon), (right, horizon), (size // 4 + size // 32, size // 4),
+                  (size // 4 - size // 32, size // 4)], fill=(235, 235, 225))  # fmt: skip
+    draw.rectangle([left, size * 3 // 8, right, size * 7 // 16], fill=(190, 40, 40))
+    image.save(path)
+    return path
+
+
+def paint_stroke(page, canvas, points: list[tuple[float, float]]) -> None:
+    """Drag the mouse over `canvas` (a locator) through `points`, given as fractions of its size."""
+    box = canvas.bounding_box()
+    at = [(box["x"] + box["width"] * x, box["y"] + box["height"] * y) for x, y in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def capture_inpaint(
+    url: str, out: Path, init: Path, prompt: str = "a white seagull in flight, oil painting"
+) -> Path:
+    """Inpaint `init` in the Studio with a mask painted by the mouse on its canvas; a screenshot
+    of the canvas and the result, `studio-inpaint.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1650) as page:
+        page.goto(url)  # the app's first page, then the Studio, as a visitor would
+        wait_idle(page)
+        page.goto(f"{url}/studio")
+        wait_idle(page)
+        page.get_by_text("Inpaint", exact=True).click()
+        wait_idle(page)
+        prompt_box = page.get_by_label("Prompt", exact=True)
+        prompt_box.fill(prompt)
+        prompt_box.press("Control+Enter")  # commit the text area's value
+        wait_idle(page)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(init))
+        canvas = page.locator("canvas.upper-canvas")  # Fabric.js's drawing layer
+        canvas.wait_for(timeout=60_000)
+        wait_idle(page)
+        paint_stroke(page, canvas, [(0.55, 0.3), (0.7, 0.45), (0.8, 0.6), (0.7, 0.75)])
+        page.wait_for_timeout(500)  # the drawing goes to the app on mouse up, and it reruns
+        wait_idle(page)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_selector("text=Inpaint · seed", timeout=120_000)
+        wait_idle(page)
+        errors = exceptions_on(page)
+        if errors:
+            raise AssertionError(f"studio inpaint: Streamlit exception: {errors[0][:2000]}")
+        shot = out / "studio-inpaint.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshots of every dashboard page.")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
     parser.add_argument("--campaign", default="", help="a saved campaign's id, for its screenshot")
+    parser.add_argument(
+        "--only", action="append", default=[], help="only this screenshot (a name, repeatable)"
+    )
     args = parser.parse_args()
     extra = {"episode": "?episode=S01E05"}
     if args.campaign:
         extra["marketing"] = f"marketing?campaign={args.campaign}"
+    pages = {**PAGES, **extra}
+    if args.only:
+        pages = {name: path for name, path in pages.items() if name in args.only}
     log = Path(tempfile.gettempdir()) / "series-studio-screenshots.log"
-    with dashboard_server({}, log) as url:
-        shots = capture_pages(url, args.out, extra)
+    with dashboard_server({}, log) as url, tempfile.TemporaryDirectory() as folder:
+        shots = capture_pages(url, args.out, pages, only=True) if pages else {}
+        if not args.only or "studio-inpaint" in args.only:
+            init = scene_png(Path(folder) / "scene.png")
+            shots["studio-inpaint"] = capture_inpaint(url, args.out, init)
     for name, path in shots.items():
         print(f"{name}: {path}")
 

@@ -184,3 +184,19 @@ def test_a_dead_llm_server_does_not_lose_a_render(tmp_path, shared_cache):
 def test_sizes_that_are_not_multiples_of_8_are_refused_with_the_fix(studio):
     with pytest.raises(RenderError, match="divisible by 8"):
         studio.generate("x", width=100)
+
+
+def test_init_images_of_any_size_are_fitted_and_their_masks_follow(studio, tmp_path):
+    Image.new("RGB", (100, 70), "teal").save(tmp_path / "odd.png")
+    Image.new("RGB", (3000, 2000), "olive").save(tmp_path / "big.png")
+    mask = Image.new("L", (100, 70), 0)
+    mask.paste(255, (10, 10, 50, 50))
+    mask.save(tmp_path / "odd-mask.png")
+    odd = studio.request("x", mode="inpaint", init_image=tmp_path / "odd.png",
+                         mask=tmp_path / "odd-mask.png")  # fmt: skip
+    assert (odd.width, odd.height) == (96, 64)
+    assert studio.images.input_image(odd.mask_image).size == (96, 64)
+    big = studio.request("x", mode="img2img", init_image=tmp_path / "big.png", strength=0.5)
+    assert (big.width, big.height) == (2048, 1360)
+    made = studio.generate("x", mode="img2img", init_image=tmp_path / "odd.png", strength=0.5)
+    assert Image.open(made.path).size == (96, 64)

@@ -75,9 +75,7 @@ def test_changed_settings_render_again_and_force_redoes_everything(tmp_path, sha
 
 def test_dry_run_writes_prompts_only(tmp_path, shared_cache, series):
     settings, store, llm, images = make(tmp_path, shared_cache)
-    summary = run_job(
-        series, Selection(episodes={(1, 2)}), settings, llm, images, dry_run=True
-    )
+    summary = run_job(series, Selection(episodes={(1, 2)}), settings, llm, images, dry_run=True)
     assert summary.prompts_written == 1 and summary.images_rendered == 0
     assert store.images() == [] and len(store.prompts()) == 1
     assert summary.prompts[0][0] == "S01E02"

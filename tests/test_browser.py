@@ -1,7 +1,8 @@
 """The real dashboard in a real browser: `streamlit run dashboard.py` driven by headless Chromium.
 
 Opens every page, generates an image in the Studio, reads a catalog PNG dropped on the Gallery
-and sends it to the Studio; fails on any Streamlit exception element. Screenshots go to
+and sends it to the Studio, inpaints with a mask painted by the mouse on the Studio's canvas;
+fails on any Streamlit exception element. Screenshots go to
 `test-artifacts/browser/` (or $STUDIO_TEST_ARTIFACTS). CI sets STUDIO_REQUIRE_BROWSER=1 so a
 missing Chromium fails instead of skipping.
 """
@@ -16,10 +17,12 @@ from studio.store import Store
 from tests.browser import (
     CHROMIUM,
     ROOT,
+    capture_inpaint,
     capture_pages,
     chromium_page,
     dashboard_server,
     exceptions_on,
+    scene_png,
     wait_idle,
 )
 from tests.catalogs import SMALL_ENV, build_sample_catalog
@@ -88,6 +91,7 @@ def test_a_deep_link_opened_first_after_a_start_goes_through_the_dashboard(
         wait_idle(page)
         page.screenshot(path=str(artifacts / f"first-request-{name}.png"))
         assert not exceptions_on(page)
+        assert not page.get_by_text("Page not found").count()  # no popup on the way
         assert page.locator("h1").first.inner_text().startswith(name.title())
         nav = page.locator('[data-testid="stSidebarNav"]')
         links = [text.splitlines()[-1] for text in nav.locator("a").all_inner_texts()]  # no icon
@@ -134,7 +138,8 @@ def test_generate_in_the_studio_then_reproduce_a_png_from_the_gallery(server, ar
         wait_idle(page)
         page.screenshot(path=str(artifacts / "gallery-png-info.png"))
         assert not exceptions_on(page)
-        page.get_by_role("button", name="Send to Studio").last.click()  # the dropped PNG's
+        send = page.get_by_role("button", name="Send to Studio", exact=True)
+        send.last.click()  # the dropped PNG's
         page.wait_for_selector("h1:has-text('Studio')", timeout=60_000)
         wait_idle(page)
         assert page.get_by_label("Prompt", exact=True).input_value() == dropped["prompt"]
@@ -161,3 +166,16 @@ def test_a_campaign_in_the_marketing_assistant(server, artifacts):
     (saved,) = Store(data).campaigns()
     steps = Store(data).campaign(saved["id"])["steps"]
     assert steps["review"]["ok"] and [p["platform"] for p in steps["posts"]] == ["Instagram", "X"]
+
+
+def test_inpaint_with_a_mask_painted_on_the_canvas(server, artifacts, tmp_path):
+    url, data = server
+    before = {row.id for row in Store(data).images(mode="inpaint")}
+    shot = capture_inpaint(url, artifacts, scene_png(tmp_path / "scene.png", size=64))
+    assert shot.stat().st_size > 10_000
+    (made,) = [row for row in Store(data).images(mode="inpaint") if row.id not in before]
+    assert (made.width, made.height, made.strength) == (64, 64, 1.0)
+    mask = Store(data).input_image(made.mask_image)
+    assert mask.size == (64, 64)
+    left, top, right, bottom = mask.getbbox()  # the stroke, not the whole image
+    assert 0 < left < right < 64 and 0 < top < bottom < 64
