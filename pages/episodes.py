@@ -1,13 +1,13 @@
 """Episodes: a season's episode cards; an episode's images, prompt and Regenerate panel."""
 
-import json
 from dataclasses import replace
 
 import streamlit as st
 
 from studio import ui
+from studio.batch import save_episode_prompt
 from studio.params import Target
-from studio.prompting import PromptSpec, write_episode_prompt
+from studio.prompting import write_episode_prompt
 
 ui.route_through_dashboard(__file__)
 
@@ -57,16 +57,7 @@ def rewrite_prompt(series, episode, store, prefix: str) -> None:
             backend.count_tokens,
             seed=llm.seed + earlier,
         )
-    store.add_prompt(
-        result.key,
-        "episode",
-        episode.season,
-        episode.episode,
-        None,
-        result.spec.to_dict(),
-        llm.model,
-        result.template_hash,
-    )
+    save_episode_prompt(store, episode, result, llm.model)
     current = ui.controls_values(prefix, ui.defaults_from_settings())
     ui.queue_controls(
         prefix,
@@ -92,7 +83,7 @@ def episode_view(series, store, episode) -> None:
             )
         )
     prompts = store.prompts(target="episode", season=episode.season, episode=episode.episode)
-    spec = PromptSpec(**json.loads(prompts[-1]["spec"])) if prompts else None
+    spec = prompts[-1].spec if prompts else None
     if spec and spec.rationale:
         st.caption(f"Why this image (the LLM's rationale): {spec.rationale}")
 

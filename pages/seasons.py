@@ -1,13 +1,12 @@
 """Seasons: the 5 style images side by side, the self-ask trace, and regeneration per style."""
 
-import json
 from dataclasses import replace
 
 import streamlit as st
 
 from studio import ui
 from studio.params import Target
-from studio.prompting import PromptSpec, load_styles
+from studio.prompting import load_styles
 
 ui.route_through_dashboard(__file__)
 
@@ -17,7 +16,7 @@ def season_page(series, store) -> None:
     season = ui.season_picker(series, "se_season")
     st.write(series.season_summary(season))
     styles = load_styles()
-    prompts = {row["style"]: row for row in store.prompts(target="season", season=season)}
+    prompts = {p.target.style: p for p in store.prompts(target="season", season=season)}
     latest = {}
     for row in store.images(target="season", season=season):
         latest[row["style"]] = row  # oldest first, so the newest of each style wins
@@ -34,15 +33,15 @@ def season_page(series, store) -> None:
             elif ui.image_card(row, key=f"se_{key}"):
                 ui.send_to_studio(ui.defaults_from_row(row))
 
-    trace_rows = [row for row in prompts.values() if row["trace"]]
+    traces = [p.trace for p in prompts.values() if p.trace]
     with st.expander(
         "Self-ask trace: the questions the LLM asked itself, and its answers",
-        expanded=bool(trace_rows),
+        expanded=bool(traces),
     ):
-        if not trace_rows:
+        if not traces:
             st.caption("No trace yet: the season's prompts have not been written.")
         else:
-            for step in json.loads(trace_rows[-1]["trace"]):
+            for step in traces[-1]:
                 st.markdown(f"**Q: {step['question']}**  \nA: {step['answer']}")
 
     st.subheader("Regenerate a style")
@@ -51,7 +50,7 @@ def season_page(series, store) -> None:
     )
     prefix = f"se_{season}_{key}"
     ui.apply_pending(prefix)
-    spec = PromptSpec(**json.loads(prompts[key]["spec"])) if key in prompts else None
+    spec = prompts[key].spec if key in prompts else None
     row = latest.get(key)
     defaults = ui.defaults_from_row(row) if row is not None else ui.defaults_from_settings()
     if spec:

@@ -19,7 +19,13 @@ from studio.errors import DatasetError, LLMUnavailableError, StudioError
 from studio.images import ImageJob, ImageResult, ImageService
 from studio.llm import LLM
 from studio.params import RenderRequest, Target
-from studio.prompting import PromptSpec, write_episode_prompt, write_season_prompts
+from studio.prompting import (
+    EpisodePrompt,
+    PromptSpec,
+    write_episode_prompt,
+    write_season_prompts,
+)
+from studio.store import PromptRecord, Store
 
 # progress(iterable or None, total=..., desc=..., unit=...) -> a bar to iterate or `update`;
 # tqdm fits, as does `no_progress`.
@@ -134,6 +140,19 @@ def _request(settings: Settings, spec: PromptSpec, seed: int) -> RenderRequest:
     )
 
 
+def save_episode_prompt(store: Store, episode: Episode, result: EpisodePrompt, llm_model: str):
+    """Record an episode prompt (the batch job's, or a rewrite from the dashboard)."""
+    store.add_prompt(
+        PromptRecord(
+            result.key,
+            Target("episode", episode.season, episode.episode),
+            result.spec,
+            llm_model,
+            result.template_hash,
+        )
+    )
+
+
 def _prompt_provenance(result: Any, llm: LLM, spec: PromptSpec) -> dict[str, Any]:
     """What an image records of the prompt it was made from (plain values, for recovery too)."""
     return {
@@ -168,16 +187,7 @@ def write_prompts(
         try:
             if kind == "episode":
                 result = write_episode_prompt(llm, series, item, count, refresh=refresh)
-                store.add_prompt(
-                    result.key,
-                    "episode",
-                    item.season,
-                    item.episode,
-                    None,
-                    result.spec.to_dict(),
-                    llm.model,
-                    result.template_hash,
-                )
+                save_episode_prompt(store, item, result, llm.model)
                 summary.prompts.append((item.id, result.spec))
                 for index in range(settings.images_per_episode):
                     seed = derive_seed(settings.seed, item.id, index)
@@ -194,15 +204,14 @@ def write_prompts(
                 season_id = series.seasons[item].id
                 for style, spec in result.specs.items():
                     store.add_prompt(
-                        f"{result.key}:{style}",
-                        "season",
-                        item,
-                        None,
-                        style,
-                        spec.to_dict(),
-                        llm.model,
-                        result.template_hash,
-                        result.trace,
+                        PromptRecord(
+                            f"{result.key}:{style}",
+                            Target("season", item, None, style),
+                            spec,
+                            llm.model,
+                            result.template_hash,
+                            result.trace,
+                        )
                     )
                     summary.prompts.append((f"{season_id} {style}", spec))
                     seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)

@@ -484,7 +484,7 @@ class Chain:
             else []
         )
         if rows:
-            context["existing_image_prompt"] = json.loads(rows[-1]["spec"])["prompt"]
+            context["existing_image_prompt"] = rows[-1].spec.prompt
         return context
 
     def _image_prompts(self, campaign: Campaign, progress: Progress) -> list[dict[str, str]]:

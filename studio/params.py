@@ -212,6 +212,19 @@ class Target:
         return f"{self.kind} {self.style or ''}{number}".strip()
 
 
+@dataclass(frozen=True)
+class PromptSpec:
+    """An image prompt the LLM wrote, with why."""
+
+    prompt: str
+    negative_prompt: str
+    style: str
+    rationale: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
 STUDIO_TARGET = Target()  # the Studio playground: no episode, season or campaign
 
 REQUEST_FIELDS = tuple(f.name for f in fields(RenderRequest))

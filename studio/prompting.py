@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from string import Template as StringTemplate
@@ -21,7 +21,7 @@ from typing import Any
 
 from studio.dataset import Episode, Series
 from studio.llm import LLM
-from studio.params import CLIP_WINDOW
+from studio.params import CLIP_WINDOW, PromptSpec
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 TokenCounter = Callable[[str], int]
@@ -66,17 +66,6 @@ SELF_ASK_SCHEMA: dict[str, Any] = {
 }
 
 _STYLE_PARTS = ("subject", "setting", "details", "lighting", "composition")
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    prompt: str
-    negative_prompt: str
-    style: str
-    rationale: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

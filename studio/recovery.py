@@ -8,14 +8,14 @@ be read from it (covers, campaigns, prompts and LLM answers that no image carrie
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from studio.store import CATALOG_NAME, ImageRecord, Store
+from studio.params import PromptSpec
+from studio.store import CATALOG_NAME, ImageRecord, PromptRecord, Store
 
 # Tables salvaged from the old file, row by row, as far as they can be read.
 SALVAGED_TABLES = ("prompts", "llm_cache", "covers", "campaigns")
@@ -81,34 +81,30 @@ def _salvage(old: Path, store: Store, report: RecoveryReport) -> None:
         db.close()
 
 
-def _prompt_rows(record: ImageRecord, now: str) -> list[tuple[Any, ...]]:
-    """The prompts table's rows that an image's provenance describes."""
+def _prompt_records(record: ImageRecord) -> list[PromptRecord]:
+    """The prompt an image's provenance describes, if it was made from one."""
     provenance = record.provenance
     key = provenance.get("prompt_key")
     if not key or record.target not in {"episode", "season"}:
         return []
-    spec = {
-        "prompt": record.prompt,
-        "negative_prompt": record.negative_prompt,
-        "style": provenance.get("prompt_style", ""),
-        "rationale": provenance.get("rationale", ""),
-    }
+    spec = PromptSpec(
+        record.prompt,
+        record.negative_prompt,
+        provenance.get("prompt_style", ""),
+        provenance.get("rationale", ""),
+    )
     # The PNG's JSON has its keys sorted: put each step back in the order it was recorded.
     trace = provenance.get("trace")
     if trace is not None:
         trace = [{"question": step["question"], "answer": step["answer"]} for step in trace]
     return [
-        (
+        PromptRecord(
             key if record.target == "episode" else f"{key}:{record.style}",
-            record.target,
-            record.season,
-            record.episode,
-            record.style,
-            json.dumps(spec),
-            None if trace is None else json.dumps(trace),
+            record.target_of,
+            spec,
             provenance.get("llm_model", ""),
             provenance.get("template_hash", ""),
-            now,
+            trace,
         )
     ]
 
@@ -120,7 +116,7 @@ def recover_catalog(data_dir: Path | str) -> RecoveryReport:
     store = Store(data_dir, rebuilding=True)  # its opening sweep adopts every PNG
     try:
         report.images = store.opened.adopted
-        prompts: list[tuple[Any, ...]] = []
+        prompts: list[PromptRecord] = []
         answers: list[tuple[Any, ...]] = []
         recorded = {row["path"] for row in store.images()}
         for path in sorted(store.images_dir.rglob("*.png")):
@@ -129,10 +125,10 @@ def recover_catalog(data_dir: Path | str) -> RecoveryReport:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         for record in store.images():
             provenance = record.provenance
-            prompts += _prompt_rows(record, now)
+            prompts += _prompt_records(record)
             for key, text in (provenance.get("llm_answers") or {}).items():
                 answers.append((key, provenance.get("llm_model", ""), text, now))
-        report.prompts = store.insert_rows("prompts", prompts)
+        report.prompts = store.add_prompts(prompts, replace=False)
         report.llm_answers = store.insert_rows("llm_cache", answers)
         if report.kept_aside is not None:
             _salvage(report.kept_aside, store, report)

@@ -30,7 +30,7 @@ from PIL import Image
 from studio.config import setting
 from studio.errors import CatalogError
 from studio.metadata import json_safe, parse_parameters
-from studio.params import REQUEST_FIELDS, RenderRequest, Target
+from studio.params import REQUEST_FIELDS, PromptSpec, RenderRequest, Target
 
 TMP_PREFIX = ".tmp-"
 CATALOG_NAME = "catalog.sqlite"
@@ -254,6 +254,31 @@ class StoredImage(ImageRecord):
                 "provenance": json.loads(values["provenance"]),
                 "outpaint": tuple(json.loads(outpaint)) if outpaint else None,
             }
+        )
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """A prompt the LLM wrote for a target, with the self-ask trace for seasons."""
+
+    key: str  # the LLM cache key that produced it (seasons: key:style)
+    target: Target
+    spec: PromptSpec
+    llm_model: str
+    template_hash: str
+    trace: list[dict[str, str]] | None = None
+    created_at: str = ""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> PromptRecord:
+        return cls(
+            key=row["key"],
+            target=Target(row["target"], row["season"], row["episode"], row["style"]),
+            spec=PromptSpec(**json.loads(row["spec"])),
+            llm_model=row["llm_model"],
+            template_hash=row["template_hash"],
+            trace=None if row["trace"] is None else json.loads(row["trace"]),
+            created_at=row["created_at"],
         )
 
 
@@ -637,41 +662,41 @@ class Store:
 
     # Prompts --------------------------------------------------------------------------------
 
-    def add_prompt(
-        self,
-        key: str,
-        target: str,
-        season: int | None,
-        episode: int | None,
-        style: str | None,
-        spec: dict[str, Any],
-        llm_model: str,
-        template_hash: str,
-        trace: list[dict[str, str]] | None = None,
-    ) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    target,
-                    season,
-                    episode,
-                    style,
-                    json.dumps(spec),
-                    None if trace is None else json.dumps(trace),
-                    llm_model,
-                    template_hash,
-                    _now(),
-                ),
-            )
+    def add_prompt(self, record: PromptRecord) -> None:
+        """Record a prompt the LLM wrote (re-adding its key replaces it)."""
+        self.add_prompts([record])
 
-    def prompts(self, **where: Any) -> list[sqlite3.Row]:
+    def add_prompts(self, records: list[PromptRecord], replace: bool = True) -> int:
+        """Record prompts; with `replace=False` a key already there is kept. How many were added."""
+        rows = [
+            (
+                r.key,
+                r.target.kind,
+                r.target.season,
+                r.target.episode,
+                r.target.style,
+                json.dumps(r.spec.to_dict()),
+                None if r.trace is None else json.dumps(r.trace),
+                r.llm_model,
+                r.template_hash,
+                r.created_at or _now(),
+            )
+            for r in records
+        ]
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany(f"{verb} INTO prompts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            return self._db.total_changes - before
+
+    def prompts(self, **where: Any) -> list[PromptRecord]:
+        """Prompts matching column=value filters (target, season, episode, style), oldest first."""
         clauses = " AND ".join(f"{column} IS ?" for column in where) or "1"
         with self._lock:
-            return self._db.execute(
+            rows = self._db.execute(
                 f"SELECT * FROM prompts WHERE {clauses} ORDER BY rowid", tuple(where.values())
             ).fetchall()
+        return [PromptRecord.from_row(row) for row in rows]
 
     # LLM response cache -----------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
         ["oil_painting", "film_noir", "watercolor", "art_deco", "anime"]
     )
     (trace_row, *_) = store.prompts(target="season", season=2)
-    assert "key events" in trace_row["trace"]
+    assert "key events" in trace_row.trace[0]["question"]
 
     second = run_job(series, selection, settings, llm, images)
     assert (second.llm_calls, second.images_rendered) == (0, 0)

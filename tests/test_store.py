@@ -1,6 +1,7 @@
 import hashlib
 
-from studio.store import MIGRATIONS, TMP_PREFIX, ImageRecord, Store
+from studio.params import PromptSpec, Target
+from studio.store import MIGRATIONS, TMP_PREFIX, ImageRecord, PromptRecord, Store
 
 
 def record(key="k1", **changes):
@@ -57,9 +58,12 @@ def test_stale_temporaries_are_removed_and_migrations_run_once(tmp_path):
 
 def test_prompts_and_llm_cache(tmp_path):
     store = Store(tmp_path)
-    store.add_prompt("key", "season", 1, None, "anime", {"prompt": "x"}, "fake", "h", [{"q": "a"}])
+    spec = PromptSpec("x", "blurry", "anime", "why")
+    store.add_prompt(PromptRecord("key", Target("season", 1, None, "anime"), spec, "fake", "h",
+                                  [{"q": "a"}]))  # fmt: skip
     (row,) = store.prompts(target="season", season=1)
-    assert row["style"] == "anime" and row["trace"] == '[{"q": "a"}]'
+    assert row.target == Target("season", 1, None, "anime") and row.trace == [{"q": "a"}]
+    assert row.spec == spec and row.llm_model == "fake" and row.created_at
     assert store.get_llm_response("nope") is None
     store.put_llm_response("k", "m", "{}")
     assert store.get_llm_response("k") == "{}"
