@@ -603,14 +603,17 @@ class Store:
             image.load()
             return image.copy()
 
-    def images(self, **where: Any) -> list[StoredImage]:
-        """Images matching column=value filters, oldest first."""
+    def _select(self, table: str, where: dict[str, Any]) -> list[sqlite3.Row]:
+        """Rows of `table` matching column=value filters (None matches NULL), oldest first."""
         clauses = " AND ".join(f"{column} IS ?" for column in where) or "1"
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM images WHERE {clauses} ORDER BY id", tuple(where.values())
+            return self._db.execute(
+                f"SELECT * FROM {table} WHERE {clauses} ORDER BY rowid", tuple(where.values())
             ).fetchall()
-        return [StoredImage.from_row(row) for row in rows]
+
+    def images(self, **where: Any) -> list[StoredImage]:
+        """Images matching column=value filters, oldest first."""
+        return [StoredImage.from_row(row) for row in self._select("images", where)]
 
     def next_image_index(self, target: str, season: int | None, episode: int | None) -> int:
         with self._lock:
@@ -691,12 +694,7 @@ class Store:
 
     def prompts(self, **where: Any) -> list[PromptRecord]:
         """Prompts matching column=value filters (target, season, episode, style), oldest first."""
-        clauses = " AND ".join(f"{column} IS ?" for column in where) or "1"
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM prompts WHERE {clauses} ORDER BY rowid", tuple(where.values())
-            ).fetchall()
-        return [PromptRecord.from_row(row) for row in rows]
+        return [PromptRecord.from_row(row) for row in self._select("prompts", where)]
 
     # LLM response cache -----------------------------------------------------------------------
 
