@@ -75,6 +75,9 @@ def test_every_mode_records_its_inputs_and_is_deterministic(tmp_path, shared_cac
     assert Image.open(outpaint.path).size == (96, 64)
     # Same inputs, same pixels, in two fresh catalogs.
     assert [r.record.sha256 for r in first] == [r.record.sha256 for r in second]
+    with open_studio(data_dir=tmp_path / "a", cache_dir=shared_cache, **SMALL) as studio:
+        again = studio.generate("stormy sea", mode="img2img", init_image=picture, strength=0.6)
+    assert again.cached and again.key == img2img.key  # the same request: the catalog's image
     infotext = parse_parameters(read_png_metadata(img2img.path.read_bytes())[0])
     assert infotext["Denoising strength"] == "0.6"
     # Inpainting keeps what the mask keeps (black), exactly.
