@@ -18,7 +18,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import secrets
 import threading
 import time
@@ -26,12 +25,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import jsonschema
 
 from studio.config import Settings, setting
 from studio.errors import LLMError, LLMUnavailableError
+from studio.remote import (  # noqa: F401 - redact_url is part of this module's API
+    DEFAULT_OPENAI_BASE_URL,
+    redact_text,
+    redact_url,
+    retry_after,
+    seconds_text,
+    tries_text,
+)
 
 Messages = list[dict[str, str]]
 
@@ -70,36 +77,7 @@ class ChatBackend(Protocol):
 
 # Showing URLs and settings -------------------------------------------------------------------
 
-# `scheme://user:password@`: the user info, up to the last "@" before the path.
-_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
-
-
-def redact_url(url: str) -> str:
-    """`url` without the `user:password@` of its netloc; other URLs (and non-URLs) unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _USERINFO.sub("", url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _redact_text(text: str) -> str:
-    return _USERINFO.sub("", text)
-
-
-def _secs(seconds: float) -> str:
-    return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
-
-
-def _tries(count: int) -> str:
-    return f"{count} {'try' if count == 1 else 'tries'}"
-
-
 # Which backend the settings pick ---------------------------------------------------------------
-
-DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
 def _default_model(base_url: str) -> str:
@@ -189,7 +167,7 @@ def _server_error(exc: Any) -> str:
             message = ""
     if not isinstance(message, str):
         message = json.dumps(message, ensure_ascii=False)
-    message = _redact_text(" ".join(message.split()))
+    message = redact_text(" ".join(message.split()))
     if len(message) > 160:
         message = message[:157] + "..."
     return f'HTTP {exc.status_code} "{message}"' if message else f"HTTP {exc.status_code}"
@@ -197,15 +175,8 @@ def _server_error(exc: Any) -> str:
 
 def _connection_problem(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
-    text = _redact_text(" ".join(str(cause).split()))[:160]
+    text = redact_text(" ".join(str(cause).split()))[:160]
     return f"{cause.__class__.__name__}: {text}" if text else cause.__class__.__name__
-
-
-def _retry_after(exc: Any) -> float | None:
-    try:
-        return max(0.0, float(exc.response.headers.get("retry-after", "")))
-    except (AttributeError, TypeError, ValueError):
-        return None
 
 
 def _with_schema_message(messages: Messages, schema: dict[str, Any]) -> Messages:
@@ -326,8 +297,8 @@ class OpenAIBackend:
         wanted = self.backoff * 2 ** (made - 1)
         if isinstance(last, (self._openai.APITimeoutError, _TryTimeoutError)):
             wanted = min(wanted, self.timeout / 10)  # a try already waited its whole timeout
-        retry_after = _retry_after(last)
-        return wanted if retry_after is None else retry_after
+        asked = retry_after(last)
+        return wanted if asked is None else asked
 
     def _request(self, call: _Call, function: Any, transient: set[int], **kwargs: Any) -> Any:
         """`function(**kwargs)` tried up to `self.tries` times within the call's deadline.
@@ -345,8 +316,8 @@ class OpenAIBackend:
                     break
                 self._say(
                     f"waiting for {self.where()} (try {made + 1} of {self.tries}, "
-                    f"{_secs(call.elapsed())} s): try {made} {self._what_happened(last)}"
-                    + (f"; trying again in {_secs(delay)} s" if delay >= 1 else ""),
+                    f"{seconds_text(call.elapsed())} s): try {made} {self._what_happened(last)}"
+                    + (f"; trying again in {seconds_text(delay)} s" if delay >= 1 else ""),
                     logging.WARNING,
                 )
                 time.sleep(delay)
@@ -385,13 +356,13 @@ class OpenAIBackend:
         while not done.is_set():
             wait = give_up - time.monotonic()
             if wait <= 0:
-                raise _TryTimeoutError(f"no answer in {_secs(try_timeout)} s")
+                raise _TryTimeoutError(f"no answer in {seconds_text(try_timeout)} s")
             if self.heartbeat:
                 wait = min(wait, self.heartbeat)
             if not done.wait(wait) and time.monotonic() < give_up:
                 self._say(
                     f"waiting for {self.where()} (try {attempt} of {self.tries}, "
-                    f"{_secs(call.elapsed())} s)"
+                    f"{seconds_text(call.elapsed())} s)"
                 )
         if "error" in box:
             raise box["error"]
@@ -405,18 +376,18 @@ class OpenAIBackend:
         return f"got {_server_error(exc)}"
 
     def _gave_up(self, last: BaseException | None, made: int, call: _Call) -> LLMError:
-        url, took = self.where(), _secs(call.elapsed())
+        url, took = self.where(), seconds_text(call.elapsed())
         openai = self._openai
         if last is None or isinstance(last, (openai.APITimeoutError, _TryTimeoutError)):
-            within = _tries(made) if made else "the time this call had left"
+            within = tries_text(made) if made else "the time this call had left"
             return LLMUnavailableError(
                 f"The LLM server at {url} did not answer within {within} ({took} s); "
                 f"start the server, check OPENAI_BASE_URL, or raise {setting('llm_timeout')} "
-                f"(now {_secs(self.timeout)} s)."
+                f"(now {seconds_text(self.timeout)} s)."
             )
         if isinstance(last, openai.APIConnectionError):
             return LLMUnavailableError(
-                f"No LLM answered at {url} ({_connection_problem(last)}; {_tries(made)} in "
+                f"No LLM answered at {url} ({_connection_problem(last)}; {tries_text(made)} in "
                 f"{took} s). Start the server or fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL "
                 "and OPENAI_API_KEY to use the embedded model."
             )
@@ -424,15 +395,15 @@ class OpenAIBackend:
         if last.status_code == 429:
             return LLMError(
                 f"The LLM server at {url} kept refusing with {error} (too many requests) in "
-                f"{_tries(made)}; try again later, or check the limits of your OPENAI_API_KEY."
+                f"{tries_text(made)}; try again later, or check the limits of your OPENAI_API_KEY."
             )
         if last.status_code == 500:
             return LLMError(
-                f"The LLM server at {url} kept failing with {error} in {_tries(made)}; check "
+                f"The LLM server at {url} kept failing with {error} in {tries_text(made)}; check "
                 "the server's log (the model may have crashed or run out of memory)."
             )
         return LLMError(
-            f"The LLM server at {url} is unavailable or busy ({error}, {_tries(made)} in "
+            f"The LLM server at {url} is unavailable or busy ({error}, {tries_text(made)} in "
             f"{took} s); try again later."
         )
 

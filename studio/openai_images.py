@@ -46,16 +46,16 @@ from PIL import Image
 from studio.errors import ConfigError, ImageInputError, RenderError
 from studio.image_backends import OPENAI_PREFIX, Capabilities, InputResolver, StepCallback
 from studio.inputs import check_mask_size, png_bytes, to_mask, to_rgb
-from studio.llm import (
-    DEFAULT_OPENAI_BASE_URL,
-    _redact_text,
-    _retry_after,
-    _secs,
-    _tries,
-    redact_url,
-)
 from studio.metadata import open_image_bytes
 from studio.params import ParameterError, RenderRequest
+from studio.remote import (
+    DEFAULT_OPENAI_BASE_URL,
+    redact_text,
+    redact_url,
+    retry_after,
+    seconds_text,
+    tries_text,
+)
 
 if TYPE_CHECKING:
     from studio.config import Settings
@@ -428,14 +428,14 @@ class OpenAIImagesBackend:
         last: Any = None
         while made < self.tries:
             if last is not None:
-                delay = _retry_after(last)
+                delay = retry_after(last)
                 if delay is None:
                     delay = self.backoff * 2 ** (made - 1)
                 if time.monotonic() + delay > deadline - min_try:
                     break
                 self._say(
                     f"{self.label} at {self.where()}: try {made} {self._what_happened(last)}; "
-                    f"trying again in {_secs(delay)} s (try {made + 1} of {self.tries})"
+                    f"trying again in {seconds_text(delay)} s (try {made + 1} of {self.tries})"
                 )
                 time.sleep(delay)
             try_timeout = min(self.timeout, deadline - time.monotonic())
@@ -458,7 +458,7 @@ class OpenAIImagesBackend:
 
     def _scrub(self, text: str) -> str:
         """`text` on one line, without URL credentials or the API key, at most 160 characters."""
-        text = _redact_text(" ".join(str(text).split()))
+        text = redact_text(" ".join(str(text).split()))
         if self._api_key:
             text = text.replace(self._api_key, "***")
         return text if len(text) <= 160 else text[:157] + "..."
@@ -489,13 +489,14 @@ class OpenAIImagesBackend:
     def _timed_out(self, waited: float) -> ImagesUnavailableError:
         name, env = IMAGES_TIMEOUT
         return ImagesUnavailableError(
-            f"The image server at {self.where()} did not answer within {_secs(waited)} s. It was "
-            "not asked again, as it may still be making (and charging for) the image: try again "
+            f"The image server at {self.where()} did not answer within {seconds_text(waited)} s. "
+            "It was not asked again, as it may still be making (and charging for) the image: try "
+            "again "
             f"later, raise {name} ({env}), or check {self.url_setting}."
         )
 
     def _gave_up(self, last: Any, made: int, took: float) -> OpenAIImagesError:
-        url, tries = self.where(), f"{_tries(made)} in {_secs(took)} s"
+        url, tries = self.where(), f"{tries_text(made)} in {seconds_text(took)} s"
         if last is None:
             return ImagesUnavailableError(
                 f"The image server at {url} had no time left to answer ({tries}); try again later."

@@ -419,7 +419,8 @@ class Store:
         if images:
             state = "empty (0 bytes)" if path.exists() else "missing"
             raise CatalogError(
-                f"The catalog {path} is {state}, but {images} images are in {self.images_dir}. "
+                f"The catalog {path} is {state}, but {images} image"
+                f"{' is' if images == 1 else 's are'} in {self.images_dir}. "
                 f"{RECOVER_HINT}."
             )
 

@@ -1,0 +1,45 @@
+"""Talking about remote servers (the LLM's, OpenAI Images'): URLs shown without credentials,
+waits and tries in words, a server's Retry-After. Shared by `studio.llm` and
+`studio.openai_images`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+# `scheme://user:password@`: the user info, up to the last "@" before the path.
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` without the `user:password@` of its netloc; other URLs (and non-URLs) unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _USERINFO.sub("", url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def redact_text(text: str) -> str:
+    return _USERINFO.sub("", text)
+
+
+def seconds_text(seconds: float) -> str:
+    return f"{seconds:.1f}" if seconds < 10 else f"{seconds:.0f}"
+
+
+def tries_text(count: int) -> str:
+    return f"{count} {'try' if count == 1 else 'tries'}"
+
+
+def retry_after(exc: Any) -> float | None:
+    try:
+        return max(0.0, float(exc.response.headers.get("retry-after", "")))
+    except (AttributeError, TypeError, ValueError):
+        return None
