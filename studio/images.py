@@ -154,14 +154,18 @@ class ImageService:
             job.request.check()
             capabilities.check(job.request, self.backend.label)
         results: list[ImageResult | None] = [None] * len(jobs)
+
+        def done(index: int, result: ImageResult) -> None:
+            results[index] = result
+            if on_result:
+                on_result(result)
+
         pending: list[tuple[int, str]] = []
         for index, job in enumerate(jobs):
             key = self.cache_key(job.request)
             found = None if force else self.store.find_image(key)
             if found is not None:
-                results[index] = self._result(job, found, cached=True)
-                if on_result:
-                    on_result(results[index])
+                done(index, self._result(job, found, cached=True))
             else:
                 pending.append((index, key))
         pending.sort(key=lambda item: _batch_group(jobs[item[0]].request))
@@ -178,14 +182,10 @@ class ImageService:
                 if not keep_going:
                     raise
                 for index, _ in batch:
-                    results[index] = ImageResult(jobs[index], None, error=str(exc))
-                    if on_result:
-                        on_result(results[index])
+                    done(index, ImageResult(jobs[index], None, error=str(exc)))
                 continue
             for (index, key), image in zip(batch, images, strict=True):
-                results[index] = self._result(jobs[index], self._store(jobs[index], key, image))
-                if on_result:
-                    on_result(results[index])
+                done(index, self._result(jobs[index], self._store(jobs[index], key, image)))
         return [result for result in results if result is not None]
 
     def _result(self, job: ImageJob, record: StoredImage, cached: bool = False) -> ImageResult:
