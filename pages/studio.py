@@ -155,11 +155,11 @@ def init_image_source():
     return ui.store().image_path(rows[chosen])
 
 
-def mode_options(mode: str, denoises: bool) -> dict:
-    """The mode's own controls: strength (for a backend that denoises in steps: not OpenAI's),
-    the mask's source, outpaint sides, variations."""
+def mode_options(mode: str, strength: bool) -> dict:
+    """The mode's own controls: strength (where the backend takes one: not OpenAI's), the
+    mask's source, outpaint sides, variations."""
     options: dict = {}
-    if mode in USES_STRENGTH and denoises:
+    if mode in USES_STRENGTH and strength:
         options["strength"] = st.slider(
             "Strength",
             0.05,
@@ -319,7 +319,7 @@ with ui.guard("Opening the Studio"):
         source, options = None, {}
         if mode != "txt2img":
             source = init_image_source()
-            options = mode_options(mode, can.steps_and_cfg)
+            options = mode_options(mode, can.strength)
         request = ui.render_controls(
             PREFIX,
             ui.defaults_from_settings(

@@ -41,6 +41,7 @@ class Capabilities:
     seeds: bool = True  # False: the same request may give other pixels (a hosted model)
     negative_prompt: bool = True
     steps_and_cfg: bool = True
+    strength: bool = True  # False: edits take no strength (OpenAI's API has none)
     max_batch: int = 1  # requests per call at most
 
     def check(self, request: RenderRequest, backend: str) -> None:

@@ -185,6 +185,7 @@ class OpenAIImagesBackend:
             seeds=False,
             negative_prompt=False,
             steps_and_cfg=False,
+            strength=False,
             max_batch=1,
         )
 

@@ -118,6 +118,7 @@ def test_settings_that_cannot_work_are_refused(monkeypatch):
 def test_capabilities_per_model():
     dalle3 = make("http://x/v1", "dall-e-3").capabilities
     assert dalle3.modes == ("txt2img",)
+    assert not (dalle3.strength or dalle3.steps_and_cfg or dalle3.negative_prompt or dalle3.seeds)
     assert dalle3.sizes == ((1024, 1024), (1792, 1024), (1024, 1792))
     dalle2 = make("http://x/v1", "dall-e-2").capabilities
     assert dalle2.modes == ("txt2img", "inpaint", "variation")
