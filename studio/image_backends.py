@@ -100,6 +100,25 @@ class ImageBackend(Protocol):
     ) -> list[Image.Image]: ...
 
 
+# The settings `open_image_backend` reads: a backend made from these alone is the same backend.
+BACKEND_SETTINGS = (
+    "image_model",
+    "inpaint_model",
+    "cache_dir",
+    "device",
+    "batch_size",
+    "images_base_url",
+    "images_timeout",
+    "llm_base_url",
+)
+
+
+def backend_settings(settings: Settings) -> tuple[tuple[str, Any], ...]:
+    """The settings that decide the image backend, as a hashable key (for sharing one loaded
+    backend between studios whose other settings differ)."""
+    return tuple((name, getattr(settings, name)) for name in BACKEND_SETTINGS)
+
+
 def open_image_backend(settings: Settings) -> ImageBackend:
     """The backend the `image_model` setting names (loading nothing heavy until it renders)."""
     name = settings.image_model

@@ -31,7 +31,7 @@ import jsonschema
 
 from studio.config import Settings, setting
 from studio.errors import LLMError, LLMUnavailableError
-from studio.remote import (  # noqa: F401 - redact_url is part of this module's API
+from studio.remote import (
     DEFAULT_OPENAI_BASE_URL,
     redact_text,
     redact_url,

@@ -25,7 +25,12 @@ from studio.config import Settings, load_settings
 from studio.dataset import Series, load_series
 from studio.errors import StudioError
 from studio.generation import generate_image, latent_preview
-from studio.image_backends import Capabilities, ImageBackend, open_image_backend
+from studio.image_backends import (
+    Capabilities,
+    ImageBackend,
+    backend_settings,
+    open_image_backend,
+)
 from studio.images import ImageResult, request_parameters
 from studio.params import (
     LIMITS,
@@ -92,25 +97,15 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner="Loading the image model…")
-def _backend(image_model: str, inpaint_model: str, cache_dir: str, device: str, batch_size: int):
+def _backend(key: tuple) -> ImageBackend:
     """One image backend (one pipeline, one lock) per model, shared by every browser session."""
-    return open_image_backend(
-        replace(
-            Settings(),
-            image_model=image_model,
-            inpaint_model=inpaint_model,
-            cache_dir=Path(cache_dir),
-            device=device,
-            batch_size=batch_size,
-        )
-    )
+    return open_image_backend(replace(Settings(), **dict(key)))
 
 
 @st.cache_resource(show_spinner=False)
 def _studio(settings_items: tuple) -> Studio:
     s = Settings(**dict(settings_items))
-    backend = _backend(s.image_model, s.inpaint_model, str(s.cache_dir), s.device, s.batch_size)
-    return Studio(s, backend=backend)
+    return Studio(s, backend=_backend(backend_settings(s)))
 
 
 def studio() -> Studio:

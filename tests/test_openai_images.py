@@ -418,3 +418,17 @@ def test_a_server_that_is_down_names_the_setting_and_never_its_credentials(monke
     assert len(lines) == 2
     for text in [message, *lines, json.dumps(backend.provenance(SQUARE)), backend.where()]:
         assert no_secret(text, "s3cret", "user:"), text
+
+
+def test_the_settings_that_decide_the_backend_make_the_same_backend(monkeypatch):
+    """The dashboard shares one backend per `backend_settings`: they must carry all it reads."""
+    from dataclasses import replace
+
+    from studio.image_backends import backend_settings
+
+    monkeypatch.setenv("STUDIO_IMAGE_MODEL", "openai:dall-e-2")
+    monkeypatch.setenv("STUDIO_IMAGES_BASE_URL", "https://images.local/v1")
+    monkeypatch.setenv("STUDIO_IMAGES_TIMEOUT", "42")
+    settings = load_settings()
+    shared = open_image_backend(replace(Settings(), **dict(backend_settings(settings))))
+    assert shared.where() == "https://images.local/v1" and shared.timeout == 42
