@@ -37,7 +37,7 @@ from studio.errors import RenderError, StudioError
 from studio.generation import generate_image
 from studio.images import ImageService
 from studio.llm import LLM
-from studio.params import RenderRequest, Target
+from studio.params import LIMITS, RenderRequest, Target
 from studio.prompting import (
     base_negative,
     episode_data,
@@ -78,7 +78,7 @@ PLATFORMS = {
 }
 
 
-SMALLEST_SIDE = 64  # the renderer's smallest width or height
+SMALLEST_SIDE = int(LIMITS["width"].low)  # the smallest width or height the gate takes
 
 
 def aspect_size(aspect: str, base: int = 512) -> tuple[int, int]:
