@@ -33,6 +33,7 @@ from studio.params import (
     ParameterError,
     RenderRequest,
     Target,
+    outpaint_size,
 )
 from studio.store import Store
 
@@ -109,14 +110,12 @@ class Studio:
         if init_image is not None:
             init_sha = self.images.add_input(init_image)
             init = self.images.input_image(init_sha)
-            size = {"width": init.width, "height": init.height}
+            width, height = init.size
             if mode == "outpaint":
                 amounts = _outpaint_amounts(outpaint)
-                size = {
-                    "width": size["width"] + amounts[0] + amounts[1],
-                    "height": size["height"] + amounts[2] + amounts[3],
-                }
+                width, height = outpaint_size(init.size, amounts)
                 request = replace(request, outpaint=amounts)
+            size = {"width": width, "height": height}
             request = replace(request, init_image=init_sha, **{**size, **_sizes(values)})
             if mask is not None:
                 request = replace(request, mask_image=self.images.add_mask(mask, init_sha))

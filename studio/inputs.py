@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from studio.errors import ImageInputError
 from studio.metadata import open_image_bytes
-from studio.params import LIMITS, round_to_multiple
+from studio.params import LIMITS, OUTPAINT_SIDES, outpaint_size, round_to_multiple
 
 ImageSource = str | Path | bytes | Image.Image
 
@@ -143,8 +143,4 @@ def mode_size(size: tuple[int, int], outpaint: dict[str, int] | None = None) -> 
     it: the init image's `fitted_size`, plus the outpaint amounts (`left`, `right`, `up`,
     `down`); for showing before the request is made."""
     amounts = outpaint or {}
-    width, height = fitted_size(*size)
-    return (
-        width + amounts.get("left", 0) + amounts.get("right", 0),
-        height + amounts.get("up", 0) + amounts.get("down", 0),
-    )
+    return outpaint_size(fitted_size(*size), [amounts.get(side, 0) for side in OUTPAINT_SIDES])

@@ -10,6 +10,7 @@ trusted: `Seed: -1` means random, `Steps: 200` becomes our maximum and says so.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -95,6 +96,12 @@ def check_value(name: str, value: Any) -> None:
             f"`{name}` has to be divisible by {limit.multiple} but is {value}; "
             f"try {round_to_multiple(value, limit.multiple)}."
         )
+
+
+def outpaint_size(size: tuple[int, int], amounts: Sequence[int]) -> tuple[int, int]:
+    """The outpainted image's (width, height): `size` plus (left, right, up, down) pixels."""
+    left, right, up, down = amounts
+    return size[0] + left + right, size[1] + up + down
 
 
 def round_to_multiple(value: int, multiple: int) -> int:

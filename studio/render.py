@@ -60,6 +60,7 @@ from studio.params import (
     ParameterError,
     RenderRequest,
     check_sampler,
+    outpaint_size,
 )
 
 transformers.logging.set_verbosity_error()  # quiet the optional-torchvision notices at import
@@ -546,12 +547,6 @@ MODE_PIPELINES = {
 }
 OUTPAINT_SEAM = 16  # pixels of the original that outpainting repaints along each extended edge
 OUTPAINT_BLUR = 4  # Gaussian blur radius of the outpaint mask: the seam's softness
-
-
-def outpaint_size(size: tuple[int, int], amounts: Sequence[int]) -> tuple[int, int]:
-    """The outpainted image's (width, height): `size` plus (left, right, up, down) pixels."""
-    left, right, up, down = amounts
-    return size[0] + left + right, size[1] + up + down
 
 
 def outpaint_canvas(
