@@ -16,10 +16,11 @@ from typing import Any
 from dotenv import dotenv_values
 
 from studio.errors import ConfigError
-from studio.params import SAMPLER_NAMES, ParameterError, check_value
+from studio.params import REFERENCE_SCALE, SAMPLER_NAMES, ParameterError, check_value
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
+CHARACTER_CHOICES = ("cast", "all", "none")
 
 
 def _default_cache_dir() -> Path:
@@ -51,6 +52,14 @@ class Settings:
     seed: int = 42  # base seed; each image's seed is derived from it and recorded
     images_per_episode: int = 1
     batch_size: int = 4  # prompts per pipeline call on a GPU (1 on CPU)
+    # Which characters the batch job writes descriptors and portraits for: "cast" (those in the
+    # characters table and those in 2 or more episodes), "all", or "none".
+    characters: str = "cast"
+    # IP-Adapter weights that let a character's portrait condition the images they appear in:
+    # "repo_or_folder" (h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors and
+    # models/image_encoder), or "repo_or_folder:subfolder:weight_name"; empty: text descriptors only.
+    ip_adapter: str = ""
+    reference_scale: float = 0.6  # how strongly a portrait conditions an image (0..1.5)
 
 
 # Environment variables for each setting; OPENAI_* are read by the openai client as well.
@@ -76,6 +85,9 @@ ENV_VARS = {
     "seed": "STUDIO_SEED",
     "images_per_episode": "STUDIO_IMAGES_PER_EPISODE",
     "batch_size": "STUDIO_BATCH_SIZE",
+    "characters": "STUDIO_CHARACTERS",
+    "ip_adapter": "STUDIO_IP_ADAPTER",
+    "reference_scale": "STUDIO_REFERENCE_SCALE",
 }
 
 
@@ -192,6 +204,19 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
         raise fail(
             "llm_timeout",
             f"`llm_timeout` has to be a positive number of seconds but is {settings.llm_timeout}.",
+        )
+    if settings.characters not in CHARACTER_CHOICES:
+        raise fail(
+            "characters",
+            f"`characters` has to be {', '.join(CHARACTER_CHOICES)} but is "
+            f"{settings.characters!r}.",
+        )
+    low, high = REFERENCE_SCALE
+    if not (math.isfinite(settings.reference_scale) and low <= settings.reference_scale <= high):
+        raise fail(
+            "reference_scale",
+            f"`reference_scale` has to be between {low:g} and {high:g} but is "
+            f"{settings.reference_scale}.",
         )
     if not (math.isfinite(settings.llm_temperature) and 0 <= settings.llm_temperature <= 2):
         raise fail(

@@ -46,6 +46,7 @@ NEEDS_INIT = frozenset({"img2img", "inpaint", "outpaint", "variation"})
 USES_STRENGTH = frozenset({"img2img", "inpaint", "variation"})
 OUTPAINT_SIDES = ("left", "right", "up", "down")
 MAX_OUTPAINT = 1024  # pixels added on one side at most
+REFERENCE_SCALE = (0.0, 1.5)  # IP-Adapter scale: the accepted range
 
 
 class ParameterError(RenderError):
@@ -130,6 +131,10 @@ class RenderRequest:
     init_image: str | None = None  # sha256 of the init image (every mode but txt2img)
     mask_image: str | None = None  # sha256 of the mask (inpaint)
     outpaint: tuple[int, int, int, int] | None = None  # pixels added left, right, up, down
+    # IP-Adapter: a reference image (a character's portrait) that conditions the picture, and how
+    # strongly (0 ignores it, 1 follows it closely). Needs a backend with `ip_adapter`.
+    reference_image: str | None = None  # sha256 of the reference in the catalog's inputs/
+    reference_scale: float | None = None
 
     def check(self) -> None:
         """Reject bad inputs with the value and the fix, before any model work."""
@@ -144,6 +149,24 @@ class RenderRequest:
         if not self.prompt.strip() and self.mode != "variation":
             raise ParameterError("The prompt is empty; write what the image should show.")
         check_sampler(self.sampler)
+        self._check_reference()
+
+    def _check_reference(self) -> None:
+        if self.reference_image is None:
+            if self.reference_scale is not None:
+                raise ParameterError("`reference_scale` needs a reference image; give one.")
+            return
+        scale = self.reference_scale
+        low, high = REFERENCE_SCALE
+        if (
+            not isinstance(scale, int | float)
+            or isinstance(scale, bool)
+            or not (math.isfinite(scale) and low <= scale <= high)
+        ):
+            raise ParameterError(
+                f"`reference_scale` has to be a number between {low:g} and {high:g} but is "
+                f"{scale!r}; 0 ignores the reference image, 1 follows it closely."
+            )
 
     def _check_mode(self) -> None:
         if self.mode not in MODES:
@@ -194,10 +217,16 @@ class RenderRequest:
         if self.mode == "txt2img":
             for name in ("mode", "strength", "init_image", "mask_image", "outpaint"):
                 values.pop(name)
+        if self.reference_image is None:  # keys from before IP-Adapter references stay the same
+            values.pop("reference_image")
+            values.pop("reference_scale")
         return values
 
 
-TARGET_KINDS = ("episode", "season", "character", "studio", "campaign")
+# What an image is for. "character": a character's portrait (style = the name); "reality": a
+# character (style = the name) or an episode image (season, episode) in an alternate reality;
+# "storyboard": an episode's key moments (image_index = the moment, in story order).
+TARGET_KINDS = ("episode", "season", "character", "reality", "storyboard", "studio", "campaign")
 
 
 @dataclass(frozen=True)
@@ -216,6 +245,11 @@ class Target:
             return f"S{self.season:02d}E{self.episode:02d}{number}"
         if self.kind == "season":
             return f"S{self.season:02d} {self.style}"
+        if self.kind == "storyboard":
+            moment = "" if image_index is None else f" moment {image_index + 1}"
+            return f"S{self.season:02d}E{self.episode:02d} storyboard{moment}"
+        if self.kind == "reality" and self.episode is not None:
+            return f"S{self.season:02d}E{self.episode:02d} reality{number}"
         return f"{self.kind} {self.style or ''}{number}".strip()
 
 

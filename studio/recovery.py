@@ -18,7 +18,7 @@ from studio.params import PromptSpec
 from studio.store import CATALOG_NAME, ImageRecord, PromptRecord, Store
 
 # Tables salvaged from the old file, row by row, as far as they can be read.
-SALVAGED_TABLES = ("prompts", "llm_cache", "covers", "campaigns")
+SALVAGED_TABLES = ("prompts", "llm_cache", "covers", "campaigns", "characters")
 
 
 @dataclass

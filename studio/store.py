@@ -157,12 +157,36 @@ def _add_modes(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_characters(db: sqlite3.Connection) -> None:
+    # characters: every version of every character's descriptor (the newest is current);
+    # images get the IP-Adapter reference (sha256 of a file in inputs/) and its scale.
+    _run_script(
+        db,
+        """
+        CREATE TABLE characters (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            descriptor TEXT NOT NULL,
+            portrait TEXT NOT NULL,
+            source TEXT NOT NULL,
+            llm_key TEXT,
+            note TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (name, version)
+        );
+        ALTER TABLE images ADD COLUMN reference_image TEXT;
+        ALTER TABLE images ADD COLUMN reference_scale REAL
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
     ("002_covers", _create_covers),
     ("003_campaigns", _create_campaigns),
     ("004_modes", _add_modes),
+    ("005_characters", _add_characters),
 ]
 
 
@@ -192,6 +216,8 @@ class ImageRecord:
     init_image: str | None = None  # sha256 of the init image in the catalog's inputs/
     mask_image: str | None = None
     outpaint: tuple[int, int, int, int] | None = None
+    reference_image: str | None = None  # sha256 of the IP-Adapter reference in inputs/
+    reference_scale: float | None = None
 
     @classmethod
     def of(
@@ -255,6 +281,26 @@ class StoredImage(ImageRecord):
                 "outpaint": tuple(json.loads(outpaint)) if outpaint else None,
             }
         )
+
+
+@dataclass(frozen=True)
+class CharacterRecord:
+    """One version of a character's look: the descriptor every prompt uses for them, verbatim,
+    and the portrait prompt. `source`: "llm" (written from the series data), "description" (the
+    data's description, shortened: no LLM was asked) or "edit" (typed by a person)."""
+
+    name: str
+    version: int
+    descriptor: str
+    portrait: str
+    source: str
+    llm_key: str | None = None
+    note: str = ""  # what to know about it, e.g. "not in characters.csv"
+    created_at: str = ""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> CharacterRecord:
+        return cls(**{name: row[name] for name in row.keys()})  # noqa: SIM118 - a Row
 
 
 @dataclass(frozen=True)
@@ -326,6 +372,8 @@ def record_from_png(path: Path) -> ImageRecord | None:
             init_image=request.get("init_image"),
             mask_image=request.get("mask_image"),
             outpaint=tuple(request["outpaint"]) if request.get("outpaint") else None,
+            reference_image=request.get("reference_image"),
+            reference_scale=request.get("reference_scale"),
         )
     except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
         return None
@@ -712,6 +760,70 @@ class Store:
                 "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?)",
                 (key, model, response, _now()),
             )
+
+    # Characters -------------------------------------------------------------------------------
+
+    def add_character(
+        self,
+        name: str,
+        descriptor: str,
+        portrait: str,
+        source: str,
+        llm_key: str | None = None,
+        note: str = "",
+    ) -> CharacterRecord:
+        """A new version of `name`'s look; the current one when nothing changed."""
+        with self._lock:
+            current = self.character(name)
+            if current is not None and (current.descriptor, current.portrait) == (
+                descriptor,
+                portrait,
+            ):
+                return current
+            version = 1 if current is None else current.version + 1
+            self._db.execute(
+                "INSERT INTO characters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, version, descriptor, portrait, source, llm_key, note, _now()),
+            )
+            return self.character(name)  # type: ignore[return-value]
+
+    def character(self, name: str, version: int | None = None) -> CharacterRecord | None:
+        """`name`'s current look, or the given version of it."""
+        query = "SELECT * FROM characters WHERE name = ?"
+        if version is None:
+            row_query, values = query + " ORDER BY version DESC LIMIT 1", (name,)
+        else:
+            row_query, values = query + " AND version = ?", (name, version)
+        with self._lock:
+            row = self._db.execute(row_query, values).fetchone()
+        return None if row is None else CharacterRecord.from_row(row)
+
+    def character_versions(self, name: str) -> list[CharacterRecord]:
+        """Every version of `name`'s look, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM characters WHERE name = ? ORDER BY version", (name,)
+            ).fetchall()
+        return [CharacterRecord.from_row(row) for row in rows]
+
+    def characters(self) -> dict[str, CharacterRecord]:
+        """Every character's current look, by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM characters c WHERE version = "
+                "(SELECT MAX(version) FROM characters WHERE name = c.name) ORDER BY rowid"
+            ).fetchall()
+        return {row["name"]: CharacterRecord.from_row(row) for row in rows}
+
+    def images_with(self, name: str) -> list[StoredImage]:
+        """Images whose prompt describes `name` (their provenance's `cast`), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM images WHERE EXISTS (SELECT 1 FROM json_each(images.provenance, "
+                "'$.cast') WHERE json_each.value = ?) ORDER BY id",
+                (name,),
+            ).fetchall()
+        return [StoredImage.from_row(row) for row in rows]
 
     # Campaigns --------------------------------------------------------------------------------
 
