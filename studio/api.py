@@ -9,6 +9,10 @@ image backend once; `dataprep.py`, the dashboard, the benchmarks and the tests a
         rec = studio.generate("the coast", mode="outpaint", init_image="in.png",
                               outpaint={"left": 128})
         recs = studio.variations("in.png", n=4)
+        studio.character_portrait("Sherlock Holmes")        # the LLM's look, then a portrait
+        studio.alternate_reality("Sherlock Holmes", "film noir", strength=0.6)
+        board = studio.storyboard(1, 3)                     # 4-6 moments, rendered in order
+        new = studio.revise(rec.key, "night instead of day")  # chain-of-thought, new image
     rec.path, rec.cached, rec.key   # the PNG in the catalog, whether it was already there, its key
 
 Expected failures raise `studio.errors.StudioError` subclasses whose message says what to do.
@@ -38,7 +42,10 @@ from studio.params import (
 from studio.store import Store
 
 if TYPE_CHECKING:
+    from studio.dataset import Series
     from studio.llm import LLM, ChatBackend
+    from studio.store import CharacterRecord, StoredImage
+    from studio.storyboards import Storyboard
 
 DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 1.0, "variation": 0.35}
 
@@ -52,15 +59,19 @@ class Studio:
         on_status: Callable[[str], None] | None = None,
         backend: ImageBackend | None = None,
         chat_backend: ChatBackend | None = None,
+        series: Series | None = None,
     ):
         """`backend` and `chat_backend` replace the ones the settings name (a model already
-        loaded and shared, or a fake in tests); the catalog still caches the LLM's answers."""
+        loaded and shared, or a fake in tests); the catalog still caches the LLM's answers.
+        `series` replaces the one the `series` setting names (loaded with a column mapping)."""
         self.settings = settings
         self.store = Store(settings.data_dir)
         self._on_status = on_status
         self._chat_backend = chat_backend
         if backend is not None:
             self.__dict__["backend"] = backend
+        if series is not None:
+            self.__dict__["series"] = series
 
     def __enter__(self) -> Studio:
         return self
@@ -88,6 +99,13 @@ class Studio:
             s = self.settings
             return LLM(self._chat_backend, self.store, s.llm_temperature, s.llm_seed)
         return make_llm(self.settings, self.store, on_status=self._on_status)
+
+    @cached_property
+    def series(self) -> Series:
+        """The series the settings name (rows that cannot be read are skipped)."""
+        from studio.dataset import load_series
+
+        return load_series(self.settings.series)[0]
 
     # Making images ------------------------------------------------------------------------------
 
@@ -157,6 +175,214 @@ class Studio:
             for i in range(n)
         ]
         return self.images.make([ImageJob(r) for r in requests])
+
+    # The cast ---------------------------------------------------------------------------------
+
+    def looks(self) -> dict[str, str]:
+        """name -> the descriptor every prompt uses for that character."""
+        from studio.cast import current_looks
+
+        return current_looks(self.store, self.series, self.backend.count_tokens)
+
+    def character_look(self, name: str, refresh: bool = False) -> CharacterRecord:
+        """`name`'s current look; the LLM writes one (from the description and the episodes'
+        summaries) when the catalog has none, or when `refresh` (a person's edit stays)."""
+        from studio.cast import check_name, save_look, write_look
+
+        name = check_name(self.series, name)
+        current = self.store.character(name)
+        if current is not None and (not refresh or current.source == "edit"):
+            return current
+        look = write_look(self.llm, self.series, name, self.backend.count_tokens, refresh)
+        return save_look(self.store, look)
+
+    def edit_character(
+        self, name: str, descriptor: str, portrait: str | None = None
+    ) -> CharacterRecord:
+        """Save a person's descriptor (and portrait prompt) as `name`'s newest look."""
+        from studio.cast import edit_look
+
+        return edit_look(
+            self.store, self.series, name, descriptor, self.backend.count_tokens, portrait
+        )
+
+    def character_portrait(
+        self, name: str, on_step: StepCallback | None = None, force: bool = False
+    ) -> ImageResult:
+        """The portrait of `name`'s current look (written first when there is none)."""
+        from studio.batch import portrait_job
+
+        record = self.character_look(name)
+        job = portrait_job(self.settings, record, self.llm.model)
+        return self.images.make([job], force=force, on_step=on_step)[0]
+
+    def portrait_of(self, name: str) -> StoredImage | None:
+        """The newest portrait of `name`'s current look, else of any earlier look, else None."""
+        portraits = self.store.images(target="character", style=name)
+        current = self.store.character(name)
+        version = current.version if current else None
+        of_current = [
+            p for p in portraits if (p.provenance.get("character") or {}).get("version") == version
+        ]
+        chosen = of_current or portraits
+        return chosen[-1] if chosen else None
+
+    def alternate_reality(
+        self,
+        name: str | None = None,
+        reality: str = "film noir",
+        *,
+        image_key: str | None = None,
+        strength: float = 0.6,
+        on_step: StepCallback | None = None,
+        **options: Any,
+    ) -> ImageResult:
+        """Character `name` (from their portrait), or the catalog image `image_key`, in another
+        `reality`: the LLM writes what the reality changes; img2img keeps the person."""
+        from studio.batch import derive_seed
+        from studio.cast import check_name
+        from studio.revisions import reality_prompt
+
+        count = self.backend.count_tokens
+        if (name is None) == (image_key is None):
+            raise ParameterError("Give a character's name or an image's key, one of the two.")
+        if name is not None:
+            name = check_name(self.series, name)
+            look = self.character_look(name)
+            source = self.portrait_of(name) or self.character_portrait(name).record
+            made = reality_prompt(
+                self.llm, self.series, reality, count, descriptor=look.descriptor,
+                negative_prompt=source.negative_prompt,
+            )  # fmt: skip
+            target, cast = Target("reality", style=name), [name]
+            lineage = {"character": name, "descriptor_version": look.version}
+        else:
+            source = self._image(image_key)
+            looks = self.looks()
+            cast = list(source.provenance.get("cast") or [])
+            made = reality_prompt(
+                self.llm, self.series, reality, count,
+                descriptor=looks.get(cast[0], "") if cast else "",
+                scene=source.prompt, negative_prompt=source.negative_prompt,
+            )  # fmt: skip
+            target, lineage = Target("reality", source.season, source.episode), {}
+        seed = options.pop("seed", derive_seed(self.settings.seed, f"reality:{made.reality}", 0))
+        provenance = {
+            "reality": {**lineage, "reality": made.reality, "from": source.cache_key},
+            "cast": cast,
+            "prompt_key": made.key,
+            "llm_answers": made.answers,
+            "llm_model": self.llm.model,
+        }
+        return self.generate(
+            made.spec.prompt,
+            negative_prompt=made.spec.negative_prompt,
+            mode="img2img",
+            init_image=self.store.image_path(source),
+            strength=strength,
+            seed=seed,
+            target=target,
+            provenance=provenance,
+            on_step=on_step,
+            **options,
+        )
+
+    def _image(self, key: str) -> StoredImage:
+        found = self.store.find_image(key)
+        if found is None:
+            raise ParameterError(f"No image with key {key!r} in the catalog {self.store.data_dir}.")
+        return found
+
+    # Storyboards and change requests ------------------------------------------------------------
+
+    def storyboard(
+        self,
+        season: int,
+        episode: int,
+        refresh: bool = False,
+        on_result: Callable[[ImageResult], None] | None = None,
+    ) -> Storyboard:
+        """An episode's key moments in story order, each rendered (cached like everything)."""
+        from studio.batch import derive_seed, settings_request
+        from studio.storyboards import moment_records, stored_storyboard, write_storyboard
+
+        chosen = next(
+            (e for e in self.series.episodes if (e.season, e.episode) == (season, episode)), None
+        )
+        if chosen is None:
+            raise ParameterError(f"No episode S{season:02d}E{episode:02d} in {self.series.title}.")
+        count = self.backend.count_tokens
+        spec = next(
+            iter(self.store.prompts(target="episode", season=season, episode=episode)[-1:]), None
+        )
+        style = spec.spec.style if spec and spec.spec.style else None
+        board = write_storyboard(
+            self.llm, self.series, chosen, count, self.looks(), refresh=refresh,
+            **({"style": style} if style else {}),
+        )  # fmt: skip
+        self.store.add_prompts(moment_records(chosen, board, self.llm.model))
+        seed = derive_seed(self.settings.seed, f"{chosen.id}:storyboard", 0)
+        jobs = [
+            ImageJob(
+                settings_request(self.settings, m.spec.prompt, m.spec.negative_prompt, seed),
+                Target("storyboard", season, episode),
+                index,
+                {
+                    "storyboard": board.key,
+                    "moment": index,
+                    "moment_title": m.title,
+                    "cast": list(m.cast),
+                    "prompt_key": f"{board.key}:{index}",
+                    "llm_answers": board.answers,
+                    "llm_model": self.llm.model,
+                    "template_hash": board.template_hash,
+                },
+            )
+            for index, m in enumerate(board.moments)
+        ]
+        self.images.make(jobs, on_result=on_result)
+        return stored_storyboard(self.store, season, episode)  # type: ignore[return-value]
+
+    def stored_storyboard(self, season: int, episode: int) -> Storyboard | None:
+        """The newest storyboard of an episode in the catalog, without any model work."""
+        from studio.storyboards import stored_storyboard
+
+        return stored_storyboard(self.store, season, episode)
+
+    def revise(
+        self, image_key: str, request: str, on_step: StepCallback | None = None
+    ) -> ImageResult:
+        """A new image from catalog image `image_key` changed as `request` says: the LLM reasons
+        in visible steps, kept with the new image; the old image and prompt stay."""
+        from studio.revisions import check_request, revise_prompt
+        from studio.store import PromptRecord
+
+        request = check_request(request)
+        source = self._image(image_key)
+        revision = revise_prompt(
+            self.llm, self.series, source, request, self.backend.count_tokens, self.looks()
+        )
+        self.store.add_prompt(
+            PromptRecord(
+                revision.key,
+                source.target_of,
+                revision.spec,
+                self.llm.model,
+                revision.template_hash,
+                revision.trace,
+            )
+        )
+        provenance = {
+            "revision": {"from": source.cache_key, "request": request, "trace": revision.trace},
+            "cast": list(revision.cast),
+            "prompt_key": revision.key,
+            "llm_answers": revision.answers,
+            "llm_model": self.llm.model,
+            "rationale": revision.spec.rationale,
+        }
+        request_ = replace(source.request, prompt=revision.spec.prompt)
+        job = ImageJob(request_, source.target_of, provenance=provenance)
+        return self.images.make_one(job, on_step=on_step)
 
 
 def _sizes(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from studio.cast import (
+    PORTRAIT_NEGATIVE,
+    cast_for_job,
+    current_looks,
+    save_look,
+    write_look,
+)
 from studio.config import Settings
 from studio.dataset import Episode, Series
 from studio.errors import DatasetError, LLMUnavailableError, StudioError
@@ -22,10 +29,12 @@ from studio.params import RenderRequest, Target
 from studio.prompting import (
     EpisodePrompt,
     PromptSpec,
+    base_negative,
+    merge_phrases,
     write_episode_prompt,
     write_season_prompts,
 )
-from studio.store import PromptRecord, Store
+from studio.store import CharacterRecord, PromptRecord, Store
 
 # progress(iterable or None, total=..., desc=..., unit=...) -> a bar to iterate or `update`;
 # tqdm fits, as does `no_progress`.
@@ -54,10 +63,10 @@ def no_progress(iterable: Iterable[Any] | None = None, **_: Any) -> _SilentBar:
 class Selection:
     seasons: set[int] | None = None  # None: all
     episodes: set[tuple[int, int]] | None = None  # (season, episode); None: all
-    targets: str = "all"  # all, episodes or seasons
+    targets: str = "all"  # all, episodes, seasons or characters
 
     def pick_episodes(self, series: Series) -> list[Episode]:
-        if self.targets == "seasons":
+        if self.targets in ("seasons", "characters"):
             return []
         return [
             e
@@ -66,8 +75,20 @@ class Selection:
             and (self.episodes is None or (e.season, e.episode) in self.episodes)
         ]
 
+    def pick_characters(self, series: Series, mode: str) -> list[str]:
+        """The characters whose looks and portraits to make (`mode`: Settings.characters)."""
+        if self.targets not in ("all", "characters"):
+            return []
+        names = None
+        if self.seasons is not None or self.episodes is not None:
+            chosen = Selection(self.seasons, self.episodes).pick_episodes(series)
+            names = [n for e in chosen for n in e.characters]
+        return cast_for_job(series, mode, names)
+
     def pick_seasons(self, series: Series) -> list[int]:
-        if self.targets == "episodes" or (self.episodes is not None and self.seasons is None):
+        if self.targets in ("episodes", "characters") or (
+            self.episodes is not None and self.seasons is None
+        ):
             return []
         return [s for s in series.seasons if self.seasons is None or s in self.seasons]
 
@@ -107,6 +128,7 @@ class Summary:
     placeholder: bool = False
     dry_run: bool = False
     prompts: list[tuple[str, PromptSpec]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not failures
 
     def count(self, result: ImageResult) -> None:
         if result.error:
@@ -128,9 +150,16 @@ def derive_seed(base: int, target: str, index: int) -> int:
 
 
 def _request(settings: Settings, spec: PromptSpec, seed: int) -> RenderRequest:
+    return settings_request(settings, spec.prompt, spec.negative_prompt, seed)
+
+
+def settings_request(
+    settings: Settings, prompt: str, negative_prompt: str, seed: int
+) -> RenderRequest:
+    """A txt2img request with the settings' sampler, steps, CFG and size."""
     return RenderRequest(
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
         sampler=settings.sampler,
         steps=settings.steps,
         cfg=settings.cfg,
@@ -165,6 +194,66 @@ def _prompt_provenance(result: Any, llm: LLM, spec: PromptSpec) -> dict[str, Any
     }
 
 
+def portrait_job(settings: Settings, record: CharacterRecord, llm_model: str = "") -> ImageJob:
+    """The reference portrait of one version of a character's look."""
+    negative = merge_phrases(PORTRAIT_NEGATIVE, base_negative())
+    seed = derive_seed(settings.seed, f"character:{record.name}", 0)
+    return ImageJob(
+        settings_request(settings, record.portrait, negative, seed),
+        Target("character", style=record.name),
+        record.version - 1,
+        {
+            "cast": [record.name],
+            "character": {
+                "name": record.name,
+                "version": record.version,
+                "descriptor": record.descriptor,
+                "portrait": record.portrait,
+                "source": record.source,
+                "llm_key": record.llm_key,
+                "note": record.note,
+                "created_at": record.created_at,
+            },
+            "prompt_key": record.llm_key,
+            "llm_model": llm_model,
+        },
+    )
+
+
+def write_looks(
+    series: Series,
+    names: list[str],
+    llm: LLM,
+    store: Store,
+    count: Any,
+    summary: Summary,
+    refresh: bool = False,
+    progress: Progress = no_progress,
+) -> list[CharacterRecord]:
+    """Each character's look: the catalog's, else the LLM's (a person's edit is never
+    overwritten, not even by `refresh`)."""
+    records = []
+    for name in progress(names, total=len(names), desc="characters", unit="character"):
+        current = store.character(name)
+        if current is not None and (not refresh or current.source == "edit"):
+            summary.prompts_cached += 1
+            records.append(current)
+            continue
+        try:
+            look = write_look(llm, series, name, count, refresh=refresh)
+        except LLMUnavailableError:
+            raise
+        except StudioError as exc:
+            summary.failed.append(f"{name}: {exc}")
+            continue
+        if look.note:
+            summary.notes.append(f"{name}: {look.note}")
+        summary.prompts_cached += look.cached
+        summary.prompts_written += not look.cached
+        records.append(save_look(store, look))
+    return records
+
+
 def write_prompts(
     series: Series,
     selection: Selection,
@@ -178,6 +267,13 @@ def write_prompts(
     """Ask the LLM (or its cache) for every selected prompt; record them; return the image jobs."""
     store, count = images.store, images.backend.count_tokens
     jobs: list[ImageJob] = []
+    names = selection.pick_characters(series, settings.characters)
+    for record in write_looks(series, names, llm, store, count, summary, refresh, progress):
+        summary.prompts.append(
+            (f"{record.name} (descriptor)", PromptSpec(record.descriptor, "", "", ""))
+        )
+        jobs.append(portrait_job(settings, record, llm.model))
+    looks = current_looks(store, series, count)
     episodes = selection.pick_episodes(series)
     seasons = selection.pick_seasons(series)
     items: list[tuple[str, Any]] = [("episode", e) for e in episodes] + [
@@ -186,7 +282,9 @@ def write_prompts(
     for kind, item in progress(items, total=len(items), desc="prompts", unit="prompt"):
         try:
             if kind == "episode":
-                result = write_episode_prompt(llm, series, item, count, refresh=refresh)
+                result = write_episode_prompt(
+                    llm, series, item, count, refresh=refresh, looks=looks
+                )
                 save_episode_prompt(store, item, result, llm.model)
                 summary.prompts.append((item.id, result.spec))
                 for index in range(settings.images_per_episode):
@@ -196,11 +294,16 @@ def write_prompts(
                             _request(settings, result.spec, seed),
                             Target("episode", item.season, item.episode),
                             index,
-                            _prompt_provenance(result, llm, result.spec),
+                            {
+                                **_prompt_provenance(result, llm, result.spec),
+                                "cast": list(result.cast),
+                            },
                         )
                     )
             else:
-                result = write_season_prompts(llm, series, item, count, refresh=refresh)
+                result = write_season_prompts(
+                    llm, series, item, count, refresh=refresh, looks=looks
+                )
                 season_id = series.seasons[item].id
                 for style, spec in result.specs.items():
                     store.add_prompt(
@@ -220,7 +323,11 @@ def write_prompts(
                             _request(settings, spec, seed),
                             Target("season", item, None, style),
                             0,
-                            {**_prompt_provenance(result, llm, spec), "trace": result.trace},
+                            {
+                                **_prompt_provenance(result, llm, spec),
+                                "trace": result.trace,
+                                "cast": list(result.cast.get(style, ())),
+                            },
                         )
                     )
         except LLMUnavailableError:

@@ -110,6 +110,25 @@ class Series:
         """The episode's characters, with descriptions where the characters table has them."""
         return [self.characters.get(name, Character(name)) for name in episode.characters]
 
+    def ranked_characters(self, season: int | None = None) -> list[str]:
+        """Every character's name, the most important first: by the number of episodes (of
+        `season`, or of the series) they are in, then the characters table's order, then first
+        appearance. Prompts drop the descriptors of the least important first."""
+        episodes = self.episodes if season is None else self.episodes_of(season)
+        order = list(
+            dict.fromkeys([*self.characters, *(n for e in self.episodes for n in e.characters)])
+        )
+        counts = {name: 0 for name in order}
+        for episode in episodes:
+            for name in dict.fromkeys(episode.characters):
+                counts[name] += 1
+        return sorted(
+            order, key=lambda name: (-counts[name], name not in self.characters, order.index(name))
+        )
+
+    def episodes_with(self, name: str) -> list[Episode]:
+        return [e for e in self.episodes if name in e.characters]
+
     def season_summary(self, season: int) -> str:
         """The season's own summary, or its episodes' summaries joined when it has none."""
         own = self.seasons[season].summary

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from string import Template as StringTemplate
@@ -28,8 +28,9 @@ TokenCounter = Callable[[str], int]
 
 # The parts of an image prompt, in the order they are written...
 PART_ORDER = ("subject", "setting", "details", "lighting", "composition", "style")
-# ...and the order in which phrases are dropped when the prompt is too long for CLIP.
-DROP_ORDER = ("details", "composition", "lighting", "setting", "style", "subject")
+# ...and the order in which phrases are dropped when the prompt is too long for CLIP ("cast":
+# the descriptors of the people in the picture, the least important first).
+DROP_ORDER = ("details", "composition", "cast", "lighting", "setting", "style", "subject")
 _SHORT = {"type": "string", "minLength": 2, "maxLength": 160}
 
 EPISODE_SCHEMA: dict[str, Any] = {
@@ -37,11 +38,47 @@ EPISODE_SCHEMA: dict[str, Any] = {
     "properties": {
         "rationale": {"type": "string", "minLength": 2, "maxLength": 240},
         **{part: _SHORT for part in PART_ORDER},
+        "cast": {"type": "array", "maxItems": 0},  # see episode_schema: the episode's names
         "negative_prompt": {"type": "string", "maxLength": 200},
     },
-    "required": ["rationale", *PART_ORDER, "negative_prompt"],
+    "required": ["rationale", *PART_ORDER, "cast", "negative_prompt"],
     "additionalProperties": False,
 }
+MAX_CAST = 4  # people named in one picture at most
+
+
+def cast_schema(names: Sequence[str]) -> dict[str, Any]:
+    """An array of at most MAX_CAST of `names` (none when there are no names)."""
+    if not names:
+        return {"type": "array", "maxItems": 0}
+    return {
+        "type": "array",
+        "items": {"type": "string", "enum": list(names)},
+        "maxItems": min(MAX_CAST, len(names)),
+    }
+
+
+def episode_schema(names: Sequence[str]) -> dict[str, Any]:
+    """EPISODE_SCHEMA whose `cast` may name only the episode's characters."""
+    schema = json.loads(json.dumps(EPISODE_SCHEMA))
+    schema["properties"]["cast"] = cast_schema(names)
+    return schema
+
+
+def picture_cast(
+    series: Series, names: Sequence[str], looks: Mapping[str, str], season: int | None = None
+) -> list[tuple[str, str]]:
+    """(name, descriptor) of the `names` that have a descriptor in `looks`, each once, the most
+    important first (`Series.ranked_characters`)."""
+    rank = {name: i for i, name in enumerate(series.ranked_characters(season))}
+    chosen = [n for n in dict.fromkeys(names) if looks.get(n, "").strip()]
+    return [(n, looks[n]) for n in sorted(chosen, key=lambda n: rank.get(n, len(rank)))]
+
+
+def kept_cast(prompt: str, cast: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The names whose descriptors made it into `prompt` (fitting drops the least important)."""
+    return tuple(name for name, look in cast if " ".join(look.split()) in prompt)
+
 
 SELF_ASK_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -124,21 +161,37 @@ def merge_phrases(*texts: str) -> str:
     return ", ".join(seen.values())
 
 
-def fit_parts(parts: dict[str, str], count: TokenCounter, limit: int = CLIP_WINDOW) -> str:
-    """Join the parts in PART_ORDER; drop phrases in DROP_ORDER until the prompt fits `limit`."""
+def fit_parts(
+    parts: dict[str, str],
+    count: TokenCounter,
+    limit: int = CLIP_WINDOW,
+    cast: Sequence[str] = (),
+) -> str:
+    """Join the parts in PART_ORDER; drop phrases in DROP_ORDER until the prompt fits `limit`.
+
+    `cast`: the descriptors of the people in the picture, most important first, written verbatim
+    after the subject. A descriptor is dropped whole, never cut, the least important first (after
+    details and composition); the first one stays.
+    """
     phrases = {name: _phrases(parts.get(name, "")) for name in PART_ORDER}
+    people = [" ".join(d.split()) for d in cast if d.strip()]
 
     def joined() -> str:
-        return ", ".join(p for name in PART_ORDER for p in phrases[name])
+        subject = ", ".join(phrases["subject"] + people)
+        rest = [p for name in PART_ORDER[1:] for p in phrases[name]]
+        return ", ".join(filter(None, [subject, *rest]))
+
+    def droppable(name: str) -> bool:
+        if name == "cast":
+            return len(people) > 1
+        return len(phrases[name]) > (1 if name == "subject" else 0)
 
     text = joined()
     while count(text) > limit:
-        victim = next(
-            (n for n in DROP_ORDER if len(phrases[n]) > (1 if n == "subject" else 0)), None
-        )
+        victim = next((n for n in DROP_ORDER if droppable(n)), None)
         if victim is None:
             return _truncate_words(text, count, limit)
-        phrases[victim].pop()
+        (people if victim == "cast" else phrases[victim]).pop()
         text = joined()
     return text
 
@@ -180,6 +233,7 @@ class EpisodePrompt:
     template_hash: str
     cached: bool
     answers: dict[str, str]  # LLM cache key -> the answer as cached, kept in PNGs for recovery
+    cast: tuple[str, ...] = ()  # the characters described in the prompt, by their descriptors
 
 
 def write_episode_prompt(
@@ -189,18 +243,26 @@ def write_episode_prompt(
     count: TokenCounter,
     refresh: bool = False,
     seed: int | None = None,
+    looks: Mapping[str, str] | None = None,
 ) -> EpisodePrompt:
     """Meta-prompting: the template teaches the LLM to write an SD prompt for this episode.
 
+    The LLM names the people in the picture (`cast`) and describes what they do with plain
+    nouns; each one's descriptor from `looks` (name -> descriptor) is then written in verbatim,
+    so a character is described with the same words in every prompt. `looks` are not sent to
+    the LLM: editing a descriptor changes the prompts without asking the LLM again.
     `seed` (default: the LLM's) picks another of the LLM's possible answers, for a rewrite.
     """
     template = load_template("episode_meta.md")
     messages = template.messages(
         series_title=series.title, episode_json=_data_block(episode_data(series, episode))
     )
-    answer = llm.generate_json(messages, EPISODE_SCHEMA, max_tokens=400, refresh=refresh, seed=seed)
+    schema = episode_schema(list(dict.fromkeys(episode.characters)))
+    answer = llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
+    cast = picture_cast(series, answer.data["cast"], looks or {})
+    prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
     spec = PromptSpec(
-        prompt=fit_parts(answer.data, count),
+        prompt=prompt,
         negative_prompt=fit_text(
             merge_phrases(answer.data["negative_prompt"], base_negative()), count
         ),
@@ -208,7 +270,12 @@ def write_episode_prompt(
         rationale=" ".join(answer.data["rationale"].split()),
     )
     return EpisodePrompt(
-        spec, answer.key, template.sha256, answer.cached, {answer.key: answer.text}
+        spec,
+        answer.key,
+        template.sha256,
+        answer.cached,
+        {answer.key: answer.text},
+        kept_cast(prompt, cast),
     )
 
 
@@ -220,6 +287,10 @@ class SeasonPrompts:
     template_hash: str
     cached: bool
     answers: dict[str, str]  # LLM cache key -> the answer as cached, kept in PNGs for recovery
+    cast: dict[str, tuple[str, ...]] = field(default_factory=dict)  # style key -> names described
+
+
+SEASON_CAST = 2  # the season's most important characters appear on its posters
 
 
 def season_data(series: Series, season: int) -> dict[str, Any]:
@@ -255,9 +326,18 @@ def _styles_schema(keys: list[str]) -> dict[str, Any]:
 
 
 def write_season_prompts(
-    llm: LLM, series: Series, season: int, count: TokenCounter, refresh: bool = False
+    llm: LLM,
+    series: Series,
+    season: int,
+    count: TokenCounter,
+    refresh: bool = False,
+    looks: Mapping[str, str] | None = None,
 ) -> SeasonPrompts:
-    """Self-ask: the LLM asks and answers its follow-up questions, then writes 5 style prompts."""
+    """Self-ask: the LLM asks and answers its follow-up questions, then writes 5 style prompts.
+
+    The season's SEASON_CAST most important characters that have a descriptor in `looks` are
+    written into every style's prompt, verbatim (as for episodes).
+    """
     data_json = _data_block(season_data(series, season))
     ask = load_template("season_self_ask.md")
     trace_answer = llm.generate_json(
@@ -285,11 +365,17 @@ def write_season_prompts(
         max_tokens=900,
         refresh=refresh,
     )
-    specs = {}
+    specs, described = {}, {}
+    looks = looks or {}
+    ranked = [n for n in series.ranked_characters(season) if looks.get(n, "").strip()]
+    in_season = {n for e in series.episodes_of(season) for n in e.characters}
+    cast = picture_cast(series, [n for n in ranked if n in in_season][:SEASON_CAST], looks, season)
     for key, style in styles.items():
         parts = {**styles_answer.data[key], "style": style["style"]}
+        prompt = fit_parts(parts, count, cast=[look for _, look in cast])
+        described[key] = kept_cast(prompt, cast)
         specs[key] = PromptSpec(
-            prompt=fit_parts(parts, count),
+            prompt=prompt,
             negative_prompt=fit_text(merge_phrases(style["negative"], base_negative()), count),
             style=style["name"],
             rationale=trace[0]["answer"],
@@ -301,4 +387,5 @@ def write_season_prompts(
         template_hash=templates_hash("season_self_ask.md", "season_styles.md"),
         cached=trace_answer.cached and styles_answer.cached,
         answers={trace_answer.key: trace_answer.text, styles_answer.key: styles_answer.text},
+        cast=described,
     )

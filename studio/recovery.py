@@ -27,6 +27,7 @@ class RecoveryReport:
     unreadable: list[str] = field(default_factory=list)  # PNGs without usable studio metadata
     prompts: int = 0  # prompt records rebuilt from the PNGs
     llm_answers: int = 0  # LLM cache entries rebuilt from the PNGs
+    characters: int = 0  # character looks rebuilt from their portraits
     salvaged: dict[str, int] = field(default_factory=dict)  # table -> rows read from the old file
     kept_aside: Path | None = None  # where the old catalog now is
 
@@ -34,7 +35,8 @@ class RecoveryReport:
         lines = [
             f"Images recovered: {self.images}"
             + (f" ({len(self.unreadable)} PNGs had no studio metadata)" if self.unreadable else ""),
-            f"Prompts rebuilt from the images: {self.prompts}; LLM answers: {self.llm_answers}",
+            f"Prompts rebuilt from the images: {self.prompts}; LLM answers: {self.llm_answers}; "
+            f"character looks: {self.characters}",
         ]
         if self.salvaged:
             lines.append(
@@ -109,6 +111,28 @@ def _prompt_records(record: ImageRecord) -> list[PromptRecord]:
     ]
 
 
+def _character_rows(record: ImageRecord, now: str) -> list[tuple[Any, ...]]:
+    """The character look a portrait's provenance describes (portraits carry theirs whole)."""
+    look = record.provenance.get("character")
+    if record.target != "character" or not isinstance(look, dict):
+        return []
+    try:
+        return [
+            (
+                look["name"],
+                int(look["version"]),
+                look["descriptor"],
+                look["portrait"],
+                look.get("source", "llm"),
+                look.get("llm_key"),
+                look.get("note", ""),
+                look.get("created_at") or now,
+            )
+        ]
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
 def recover_catalog(data_dir: Path | str) -> RecoveryReport:
     """Move the catalog aside and rebuild it from the PNGs under `data_dir/images`."""
     data_dir = Path(data_dir)
@@ -123,13 +147,16 @@ def recover_catalog(data_dir: Path | str) -> RecoveryReport:
             if path.relative_to(data_dir).as_posix() not in recorded:
                 report.unreadable.append(str(path))
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        looks: list[tuple[Any, ...]] = []
         for record in store.images():
             provenance = record.provenance
             prompts += _prompt_records(record)
+            looks += _character_rows(record, now)
             for key, text in (provenance.get("llm_answers") or {}).items():
                 answers.append((key, provenance.get("llm_model", ""), text, now))
         report.prompts = store.add_prompts(prompts, replace=False)
         report.llm_answers = store.insert_rows("llm_cache", answers)
+        report.characters = store.insert_rows("characters", looks)
         if report.kept_aside is not None:
             _salvage(report.kept_aside, store, report)
     finally:

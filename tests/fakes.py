@@ -24,6 +24,17 @@ def _data_title(request: ChatRequest) -> str:
     return match.group(1) if match else "untitled"
 
 
+def _data_value(request: ChatRequest, key: str) -> str:
+    """A string value from the JSON data in the user message ("" when absent)."""
+    user = request.messages[-1][1] if request.messages[-1][0] == "user" else ""
+    match = re.search(rf'"{key}": ("(?:[^"\\]|\\.)*")', user)
+    return json.loads(match.group(1)) if match else ""
+
+
+def _cast_names(schema: dict[str, Any]) -> list[str]:
+    return list(schema.get("items", {}).get("enum", []))
+
+
 class FakeBackend:
     """Answers the studio's schemas; `bad_answers` are returned first, one per call."""
 
@@ -52,6 +63,57 @@ class FakeBackend:
     def answer(self, request: ChatRequest) -> dict[str, Any]:
         properties = request.schema.get("properties", {})
         title = _data_title(request)
+        if "person" in properties:  # a character's look
+            name = _data_value(request, "name")
+            return {
+                "person": f"man in his thirties called up for {name}"[:60],
+                "face": "sharp grey eyes, thin lips",
+                "hair": "short dark hair",
+                "clothing": "dark frock coat, white collar",
+                "palette": "charcoal, ivory",
+                "expression": "calm, attentive",
+                "background": "plain dark backdrop",
+                "lighting": "soft window light",
+            }
+        if "moments" in properties:  # a storyboard
+            moments = properties["moments"]
+            names = _cast_names(moments["items"]["properties"]["cast"])
+            return {
+                "moments": [
+                    {
+                        "title": f"Moment {i + 1} of {title}",
+                        "cast": names[:2],
+                        "subject": f"a man at moment {i + 1} of {title}",
+                        "setting": "Victorian London street",
+                        "lighting": "gaslight",
+                        "composition": "wide shot",
+                    }
+                    for i in range(moments["minItems"])
+                ]
+            }
+        if "meaning" in properties:  # a change request, by chain-of-thought
+            change = _data_value(request, "change_request")
+            return {
+                "meaning": f"The user wants: {change}"[:200],
+                "change": "the lighting and the time of day",
+                "keep": "the people, the place and the composition",
+                "subject": f"a detective examining a clue, changed {len(change)}",
+                "setting": "Victorian London street at night",
+                "details": "gas lamps, wet cobblestones",
+                "lighting": "moonlight, cold blue",
+                "composition": "wide shot, low angle",
+                "style": "oil painting",
+                "cast": _cast_names(properties["cast"])[:2],
+            }
+        if "costume" in properties:  # an alternate reality
+            reality = _data_value(request, "reality")
+            return {
+                "costume": f"clothes of {reality}"[:100],
+                "setting": f"a place in {reality}"[:100],
+                "details": "props of the era",
+                "lighting": "dramatic light",
+                "style": f"{reality} style"[:100],
+            }
         if "follow_ups" in properties:
             topics = ["key events", "recurring characters", "mood", "visual motifs"]
             return {
@@ -89,6 +151,7 @@ class FakeBackend:
                 "lighting": "warm gaslight, cold blue fog",
                 "composition": "wide shot, low angle",
                 "style": "oil painting",
+                "cast": _cast_names(properties.get("cast", {}))[:2],
                 "negative_prompt": "blurry, modern cars",
             }
         return {

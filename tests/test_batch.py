@@ -20,19 +20,23 @@ def series():
 
 
 def make(tmp_path, shared_cache, **overrides):
-    studio = small_studio(tmp_path, shared_cache, **overrides)
+    """Without the characters step unless asked: these tests count episode and season work."""
+    studio = small_studio(tmp_path, shared_cache, **{"characters": "none", **overrides})
     return studio.settings, studio.store, studio.llm, studio.images
 
 
 def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
-    settings, store, llm, images = make(tmp_path, shared_cache)
+    settings, store, llm, images = make(tmp_path, shared_cache, characters="cast")
     selection = Selection(seasons={2})
     first = run_job(series, selection, settings, llm, images)
     episodes = series.episodes_of(2)
+    cast = selection.pick_characters(series, "cast")
+    assert "Mycroft Holmes" in cast and "Brunton" not in cast  # in the table / in one episode
     assert first.failed == []
-    assert first.prompts_written == len(episodes) + 1
-    assert first.images_rendered == len(episodes) + 5
-    assert first.llm_calls == len(episodes) + 2
+    assert first.prompts_written == len(cast) + len(episodes) + 1
+    assert first.images_rendered == len(cast) + len(episodes) + 5
+    assert first.llm_calls == len(cast) + len(episodes) + 2
+    assert {r.style for r in store.images(target="character")} == set(cast)
     for episode in episodes:
         (row,) = store.images(target="episode", season=2, episode=episode.episode)
         png = store.image_path(row).read_bytes()

@@ -26,7 +26,9 @@ from studio.store import CATALOG_NAME, Store
 from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 
-SELECTION = Selection(seasons={1}, episodes={(1, 1), (1, 2)})  # 2 episode + 5 season images
+# 2 episode + 5 season images, and the portraits of the 5 characters of the table in S01E01-02
+SELECTION = Selection(seasons={1}, episodes={(1, 1), (1, 2)})
+MADE = 12
 
 
 def make_job(folder, cache_dir):
@@ -41,7 +43,7 @@ def built(tmp_path_factory, shared_cache):
     settings, store, llm, images = make_job(folder, shared_cache)
     series = load_series(SAMPLE_SERIES)[0]
     summary = run_job(series, SELECTION, settings, llm, images)
-    assert summary.images_rendered == 7 and not summary.failed
+    assert summary.images_rendered == MADE and not summary.failed
     request = RenderRequest("a lighthouse", width=64, height=64, steps=2, seed=3, cfg=7.25)
     generate_image(images, request)
     episode_two = store.images(target="episode", season=1, episode=2)[0]
@@ -67,8 +69,9 @@ def snapshot(folder):
         (r["key"], r["model"], r["response"]) for r in db.execute("SELECT * FROM llm_cache")
     )
     order = [row["cache_key"] for row in db.execute("SELECT cache_key FROM images ORDER BY id")]
+    looks = sorted(tuple(row) for row in db.execute("SELECT * FROM characters"))
     db.close()
-    return images, prompts, answers, order
+    return images, prompts, answers, order, looks
 
 
 @pytest.fixture
@@ -83,7 +86,7 @@ def rerun_does_no_model_work(folder, cache_dir):
     series = load_series(SAMPLE_SERIES)[0]
     summary = run_job(series, SELECTION, settings, llm, images)
     store.close()
-    assert (summary.llm_calls, summary.images_rendered, summary.images_cached) == (0, 0, 7)
+    assert (summary.llm_calls, summary.images_rendered, summary.images_cached) == (0, 0, MADE)
 
 
 def test_a_truncated_catalog_is_refused_then_recovered_from_the_pngs(catalog, shared_cache):
@@ -95,8 +98,8 @@ def test_a_truncated_catalog_is_refused_then_recovered_from_the_pngs(catalog, sh
     assert str(path) in str(error.value) and "dataprep.py --recover" in str(error.value)
 
     report = recover_catalog(catalog)
-    assert report.images == 8 and not report.unreadable
-    assert report.prompts == 2 + 5 and report.llm_answers == 2 + 2
+    assert report.images == MADE + 1 and not report.unreadable
+    assert report.prompts == 2 + 5 and report.llm_answers == 2 + 2 and report.characters == 5
     assert report.kept_aside is not None and report.kept_aside.is_file()
     assert snapshot(catalog) == before  # the same images (in order), prompts and LLM answers
     rerun_does_no_model_work(catalog, shared_cache)
@@ -108,13 +111,13 @@ def test_an_empty_catalog_beside_images_is_never_taken_as_new(catalog, shared_ca
     code = dataprep.main(["--out", str(catalog), "--image-model", "demo"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "is empty (0 bytes), but 8 images are in" in err and "--recover" in err
+    assert "is empty (0 bytes), but 13 images are in" in err and "--recover" in err
     assert "Traceback" not in err
     assert (catalog / CATALOG_NAME).stat().st_size == 0  # nothing was written over it
 
     assert dataprep.main(["--out", str(catalog), "--recover"]) == 0
     err = capsys.readouterr().err
-    assert "Images recovered: 8" in err and "kept at" in err
+    assert "Images recovered: 13" in err and "kept at" in err
     assert snapshot(catalog) == before
 
 
@@ -133,7 +136,7 @@ def test_recovery_salvages_covers_and_campaigns_a_readable_old_file_still_has(ca
 
 def test_a_missing_catalog_beside_images_is_refused(catalog):
     (catalog / CATALOG_NAME).unlink()
-    with pytest.raises(CatalogError, match="is missing, but 8 images are in"):
+    with pytest.raises(CatalogError, match="is missing, but 13 images are in"):
         Store(catalog)
 
 
@@ -162,7 +165,7 @@ def test_opening_adopts_orphan_pngs_and_drops_rows_without_files(catalog):
     assert (store.opened.adopted, store.opened.dropped) == (1, 1)
     assert store.find_image(first["cache_key"])["prompt"] == first["prompt"]
     assert store.find_image(second["cache_key"]) is None
-    assert len(store.images()) == 7
+    assert len(store.images()) == MADE
 
 
 def test_a_failed_file_write_leaves_no_row(tmp_path, monkeypatch, built):
