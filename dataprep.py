@@ -53,7 +53,7 @@ FLAG_OF_SETTING = {"series": "--data", "data_dir": "--out", "width": "--size", "
 SETTINGS_WITH_FLAGS = (
     "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
     "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
-    "batch_size",
+    "batch_size", "characters", "ip_adapter", "reference_scale",
 )  # fmt: skip
 
 
@@ -117,9 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pick.add_argument(
         "--only",
-        choices=["all", "episodes", "seasons"],
+        choices=["all", "episodes", "seasons", "characters"],
         default="all",
-        help="episode images, season posters, or both (default)",
+        help="episode images, season posters, character looks and portraits, or all (default)",
+    )
+    pick.add_argument(
+        "--characters",
+        choices=["cast", "all", "none"],
+        help="whose looks and portraits to make: cast = the characters table and everyone in 2 "
+        "or more episodes (default), all, or none",
     )
     pick.add_argument("--images-per-episode", type=int, metavar="N", help="images per episode (1)")
     pick.add_argument("--dry-run", action="store_true", help="write and print the prompts only")
@@ -146,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
         "'demo' or 'auto' (default: SD 1.5 if available, else the demo model)",
     )
     models.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
+    models.add_argument(
+        "--ip-adapter",
+        metavar="PATH",
+        help="IP-Adapter weights (hub id or folder, optionally :subfolder:weight_name): each "
+        "character's portrait then conditions the episode images they are in",
+    )
+    models.add_argument(
+        "--reference-scale",
+        type=float,
+        metavar="S",
+        help="how strongly a portrait conditions an image with --ip-adapter, 0-1.5 (0.6)",
+    )
     render = parser.add_argument_group("rendering")
     render.add_argument(
         "--sampler",
@@ -196,6 +214,8 @@ def _print_summary(summary, settings, issues: list, model_notes: list[str]) -> N
             f"Images:  {summary.images_rendered} rendered, {summary.images_cached} from the "
             f"catalog{placeholder}."
         )
+    for note in summary.notes:
+        say(f"Note: {note}")
     skipped = sum(issue.skipped for issue in issues)
     if skipped:
         say(f"Skipped rows in the series data: {skipped} (listed above).")

@@ -210,10 +210,11 @@ class Studio:
         self, name: str, on_step: StepCallback | None = None, force: bool = False
     ) -> ImageResult:
         """The portrait of `name`'s current look (written first when there is none)."""
-        from studio.batch import portrait_job
+        from studio.batch import look_answers, portrait_job
 
         record = self.character_look(name)
-        job = portrait_job(self.settings, record, self.llm.model)
+        answers = look_answers(self.store, record)
+        job = portrait_job(self.settings, record, self.llm.model, answers)
         return self.images.make([job], force=force, on_step=on_step)[0]
 
     def portrait_of(self, name: str) -> StoredImage | None:

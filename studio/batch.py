@@ -194,8 +194,14 @@ def _prompt_provenance(result: Any, llm: LLM, spec: PromptSpec) -> dict[str, Any
     }
 
 
-def portrait_job(settings: Settings, record: CharacterRecord, llm_model: str = "") -> ImageJob:
-    """The reference portrait of one version of a character's look."""
+def portrait_job(
+    settings: Settings,
+    record: CharacterRecord,
+    llm_model: str = "",
+    llm_answers: dict[str, str] | None = None,
+) -> ImageJob:
+    """The reference portrait of one version of a character's look (`llm_answers`: the LLM's
+    answer it was written from, kept in the PNG so that a lost catalog gets it back)."""
     negative = merge_phrases(PORTRAIT_NEGATIVE, base_negative())
     seed = derive_seed(settings.seed, f"character:{record.name}", 0)
     return ImageJob(
@@ -216,8 +222,15 @@ def portrait_job(settings: Settings, record: CharacterRecord, llm_model: str = "
             },
             "prompt_key": record.llm_key,
             "llm_model": llm_model,
+            "llm_answers": llm_answers or {},
         },
     )
+
+
+def look_answers(store: Store, record: CharacterRecord) -> dict[str, str]:
+    """The cached LLM answer a look was written from, by its key (none for an edit)."""
+    answer = store.get_llm_response(record.llm_key) if record.llm_key else None
+    return {record.llm_key: answer} if answer is not None else {}
 
 
 def write_looks(
@@ -272,7 +285,7 @@ def write_prompts(
         summary.prompts.append(
             (f"{record.name} (descriptor)", PromptSpec(record.descriptor, "", "", ""))
         )
-        jobs.append(portrait_job(settings, record, llm.model))
+        jobs.append(portrait_job(settings, record, llm.model, look_answers(store, record)))
     looks = current_looks(store, series, count)
     episodes = selection.pick_episodes(series)
     seasons = selection.pick_seasons(series)

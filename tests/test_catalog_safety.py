@@ -99,7 +99,7 @@ def test_a_truncated_catalog_is_refused_then_recovered_from_the_pngs(catalog, sh
 
     report = recover_catalog(catalog)
     assert report.images == MADE + 1 and not report.unreadable
-    assert report.prompts == 2 + 5 and report.llm_answers == 2 + 2 and report.characters == 5
+    assert report.prompts == 2 + 5 and report.llm_answers == 2 + 2 + 5 and report.characters == 5
     assert report.kept_aside is not None and report.kept_aside.is_file()
     assert snapshot(catalog) == before  # the same images (in order), prompts and LLM answers
     rerun_does_no_model_work(catalog, shared_cache)
@@ -220,7 +220,17 @@ def test_episode_ids_the_series_lacks_are_said(tmp_path, capsys):
     assert "Nothing to make: --episodes S09E09: no such episode in the series" in err
     assert "S01E01-S01E12" in err
     code = dataprep.main(
-        ["--out", str(tmp_path), "--episodes", "S9E9,S1E1", "--dry-run", "--image-model", "demo"]
+        [
+            "--out",
+            str(tmp_path),
+            "--episodes",
+            "S9E9,S1E1",
+            "--dry-run",
+            "--image-model",
+            "demo",
+            "--characters",
+            "none",
+        ]  # fmt: skip
     )
     err = capsys.readouterr().err
     assert code == 0

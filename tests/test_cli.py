@@ -36,14 +36,15 @@ def test_run_then_rerun_does_no_model_work(tmp_path, capsys, fake_llm):
     args = ["--out", str(tmp_path / "out"), "--episodes", "S1E1,1x02", *SMALL]
     code, err = run(capsys, *args, "--image-model", "demo")
     assert code == 0, err
-    assert "Prompts: 2 written, 0 from the cache (2 LLM calls)." in err
-    assert "Images:  2 rendered, 0 from the catalog (PLACEHOLDERS from the demo model)." in err
+    # 2 episodes and the looks and portraits of the 5 characters of the table in them
+    assert "Prompts: 7 written, 0 from the cache (7 LLM calls)." in err
+    assert "Images:  7 rendered, 0 from the catalog (PLACEHOLDERS from the demo model)." in err
     code, err = run(capsys, *args, "--image-model", "demo")
     assert code == 0
-    assert "Prompts: 0 written, 2 from the cache (0 LLM calls)." in err
+    assert "Prompts: 0 written, 7 from the cache (0 LLM calls)." in err
     assert "Nothing to do: everything was already in the catalog (0 LLM calls, 0 renders)." in err
     pngs = list((tmp_path / "out" / "images").rglob("*.png"))
-    assert len(pngs) == 2
+    assert len(pngs) == 7
     parameters, provenance = read_png_metadata(pngs[0].read_bytes())
     assert parse_parameters(parameters)["Model"] == "demo-v1 (placeholder)"
 
@@ -180,7 +181,7 @@ def test_library_messages_name_this_clis_flags():
     from studio.config import ENV_VARS
 
     for name in dataprep.SETTINGS_WITH_FLAGS:
-        value = {"device": "cpu", "sampler": "Euler"}.get(name, "1")
+        value = {"device": "cpu", "sampler": "Euler", "characters": "cast"}.get(name, "1")
         flag = dataprep.flag_of(name)
         if flag == "--size":
             continue
