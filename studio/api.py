@@ -304,7 +304,7 @@ class Studio:
         on_result: Callable[[ImageResult], None] | None = None,
     ) -> Storyboard:
         """An episode's key moments in story order, each rendered (cached like everything)."""
-        from studio.batch import derive_seed, settings_request
+        from studio.batch import derive_seed, settings_request, with_reference
         from studio.storyboards import moment_records, stored_storyboard, write_storyboard
 
         chosen = next(
@@ -341,6 +341,7 @@ class Studio:
             )
             for index, m in enumerate(board.moments)
         ]
+        jobs = [with_reference(job, self.images, self.settings) for job in jobs]
         self.images.make(jobs, on_result=on_result)
         return stored_storyboard(self.store, season, episode)  # type: ignore[return-value]
 

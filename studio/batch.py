@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from studio.cast import (
@@ -356,22 +356,53 @@ def write_prompts(
     return jobs
 
 
+def with_reference(job: ImageJob, images: ImageService, settings: Settings) -> ImageJob:
+    """`job` conditioned on the portrait of its most important character, when the backend has
+    an IP-Adapter and that character has a portrait; else `job` as it is."""
+    cast = job.provenance.get("cast") or []
+    if not images.backend.capabilities.ip_adapter or not cast or job.target.kind == "character":
+        return job
+    if job.request.reference_image is not None:
+        return job
+    portraits = images.store.images(target="character", style=cast[0])
+    if not portraits:
+        return job
+    portrait = portraits[-1]
+    sha = images.add_input(images.store.image_path(portrait), "reference image")
+    request = replace(job.request, reference_image=sha, reference_scale=settings.reference_scale)
+    provenance = {
+        **job.provenance,
+        "reference": {"character": cast[0], "portrait": portrait.cache_key},
+    }
+    return replace(job, request=request, provenance=provenance)
+
+
 def render_jobs(
     jobs: list[ImageJob],
     images: ImageService,
     summary: Summary,
     force: bool = False,
     progress: Progress = no_progress,
+    settings: Settings | None = None,
 ) -> None:
-    """Make every job's image through the image service; a failed batch is reported, not fatal."""
+    """Make every job's image through the image service; a failed batch is reported, not fatal.
+
+    Portraits come first: with an IP-Adapter (and `settings`), they condition the images of the
+    characters they show.
+    """
     bar = progress(None, total=len(jobs), desc="images", unit="image")
 
     def done(result: ImageResult) -> None:
         summary.count(result)
         bar.update(1)
 
+    portraits = [job for job in jobs if job.target.kind == "character"]
+    others = [job for job in jobs if job.target.kind != "character"]
     try:
-        images.make(jobs, force=force, on_result=done, keep_going=True)
+        images.make(portraits, force=force, on_result=done, keep_going=True)
+        if settings is not None:
+            others = [with_reference(job, images, settings) for job in others]
+        images.make(others, force=force, on_result=done, keep_going=True)
     finally:
         bar.close()
 
@@ -394,7 +425,7 @@ def run_job(
         series, selection, settings, llm, images, summary, refresh=force, progress=progress
     )
     if not dry_run:
-        render_jobs(jobs, images, summary, force=force, progress=progress)
+        render_jobs(jobs, images, summary, force=force, progress=progress, settings=settings)
     summary.llm_calls = llm.calls - calls_before
     summary.seconds = time.perf_counter() - started
     return summary

@@ -57,7 +57,7 @@ class Settings:
     characters: str = "cast"
     # IP-Adapter weights that let a character's portrait condition the images they appear in:
     # "repo_or_folder" (h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors and
-    # models/image_encoder), or "repo_or_folder:subfolder:weight_name"; empty: text descriptors only.
+    # models/image_encoder), or "repo_or_folder:subfolder:weight_name"; empty: descriptors only.
     ip_adapter: str = ""
     reference_scale: float = 0.6  # how strongly a portrait conditions an image (0..1.5)
 

@@ -1,9 +1,10 @@
 """The image backends' contract and registry (torch-free).
 
 An image backend turns `RenderRequest`s into PIL images. It declares what it can do
-(`Capabilities`: modes, samplers, sizes, seeds), names itself for cache keys and provenance, and
-renders. Per-image facts a backend learns while rendering (DALL-E 3's revised prompt) travel in
-the returned image's `info` dict and are recorded in the PNG's provenance by the image service.
+(`Capabilities`: modes, samplers, sizes, seeds, reference images), names itself for cache keys
+and provenance, and renders. Per-image facts a backend learns while rendering (DALL-E 3's revised
+prompt) travel in the returned image's `info` dict and are recorded in the PNG's provenance by the
+image service.
 
 Backends are chosen by the `image_model` setting: `openai:<model>` for OpenAI Images
 (`openai:gpt-image-1`, `openai:dall-e-3`, `openai:dall-e-2`), anything else for diffusers (hub id,
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from studio.config import setting
 from studio.params import MODES, SAMPLER_NAMES, ParameterError, RenderRequest
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class Capabilities:
     steps_and_cfg: bool = True
     strength: bool = True  # False: edits take no strength (OpenAI's API has none)
     max_batch: int = 1  # requests per call at most
+    ip_adapter: bool = False  # True: takes a reference image (an IP-Adapter is loaded)
 
     def check(self, request: RenderRequest, backend: str) -> None:
         """Refuse a request this backend cannot honour, saying what it can do instead."""
@@ -54,6 +57,12 @@ class Capabilities:
             sizes = ", ".join(f"{w}x{h}" for w, h in self.sizes)
             raise ParameterError(
                 f"{backend} makes only these sizes: {sizes}; not {request.width}x{request.height}."
+            )
+        if request.reference_image is not None and not self.ip_adapter:
+            raise ParameterError(
+                f"{backend} has no IP-Adapter, so it cannot take a reference image; set "
+                f"{setting('ip_adapter')} to IP-Adapter weights (diffusers image models only), "
+                "or leave the reference image out."
             )
 
 
@@ -107,6 +116,7 @@ BACKEND_SETTINGS = (
     "cache_dir",
     "device",
     "batch_size",
+    "ip_adapter",
     "images_base_url",
     "images_timeout",
     "llm_base_url",
@@ -126,12 +136,15 @@ def open_image_backend(settings: Settings) -> ImageBackend:
         from studio.openai_images import OpenAIImagesBackend
 
         return OpenAIImagesBackend.from_settings(settings)
-    from studio.render import Renderer, resolve_image_model
+    from studio.render import Renderer, resolve_image_model, resolve_ip_adapter
 
+    model = resolve_image_model(name, settings.cache_dir)
     inpaint = settings.inpaint_model.strip()
+    ip_adapter = settings.ip_adapter.strip()
     return Renderer(
-        resolve_image_model(name, settings.cache_dir),
+        model,
         settings.device,
         settings.batch_size,
         inpaint_model=resolve_image_model(inpaint, settings.cache_dir) if inpaint else None,
+        ip_adapter=resolve_ip_adapter(ip_adapter, model.family) if ip_adapter else None,
     )

@@ -86,12 +86,16 @@ def request_parameters(request: RenderRequest, model_label: str, version: str | 
             f"{side}:{amount}" for side, amount in zip(("left", "right", "up", "down"),
                                                         request.outpaint, strict=True) if amount
         )  # fmt: skip
+    if request.reference_image is not None:  # A1111 names images by the first 10 hex of a hash
+        fields["IP-Adapter image hash"] = request.reference_image[:10]
+        fields["IP-Adapter scale"] = request.reference_scale
     fields["Version"] = version
     return format_parameters(request.prompt, request.negative_prompt, fields)
 
 
 def _batch_group(request: RenderRequest) -> tuple:
-    """Requests with equal groups can share one pipeline call."""
+    """Requests with equal groups can share one pipeline call (diffusers takes one IP-Adapter
+    reference image and scale per call)."""
     return (
         request.mode,
         request.sampler,
@@ -100,6 +104,8 @@ def _batch_group(request: RenderRequest) -> tuple:
         request.width,
         request.height,
         request.strength,
+        request.reference_image or "",  # sortable: no reference sorts first
+        request.reference_scale or 0.0,
     )
 
 

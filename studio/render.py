@@ -26,6 +26,11 @@ the request's sampler. How sizes relate to the init image, per mode:
 
 Inpaint and outpaint use a dedicated inpainting checkpoint when one is given (`inpaint_model`,
 loaded on first use), else the image model through `AutoPipelineForInpainting.from_pipe`.
+
+With an IP-Adapter (`ip_adapter`, resolved by `resolve_ip_adapter`), any mode takes a reference
+image (a character's portrait) at `reference_scale`: the adapter is loaded into every pipeline
+with diffusers' `load_ip_adapter`, and a request without a reference runs at scale 0, which gives
+the pixels of the model without the adapter. `build_demo_ip_adapter` makes a tiny one for the demo.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -95,6 +100,8 @@ from transformers import (  # noqa: E402
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
 )
 
 diffusers_logging.set_verbosity_error()
@@ -118,6 +125,21 @@ DEFAULT_MODEL_FILES = [
     "vae/config.json",
     "vae/diffusion_pytorch_model.fp16.safetensors",
 ]
+
+# The IP-Adapter weights an `ip_adapter` setting that names only a repo or folder means, per model
+# family: (subfolder, file) in the h94/IP-Adapter layout. The image encoder is looked for in
+# `<subfolder>/image_encoder`, then in `models/image_encoder` (the ViT-H that SD 1.5's adapters and
+# SDXL's `*_vit-h` ones share); the first whose width fits the adapter is used.
+IP_ADAPTER_WEIGHTS = {
+    SD: ("models", "ip-adapter_sd15.safetensors"),
+    SDXL: ("sdxl_models", "ip-adapter_sdxl.safetensors"),
+}
+SHARED_IMAGE_ENCODER = "models/image_encoder"
+IP_ADAPTER_FORMS = (
+    "a folder or hub id in the h94/IP-Adapter layout (models/ip-adapter_sd15.safetensors and "
+    "models/image_encoder; for SDXL sdxl_models/ip-adapter_sdxl.safetensors and "
+    "sdxl_models/image_encoder), or repo_or_folder:subfolder:weight_name"
+)
 
 # Sampler names as AUTOMATIC1111 shows them -> diffusers scheduler class and config overrides.
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -249,13 +271,19 @@ def _file_family(path: Path) -> str:
     return SDXL if any(name.startswith("conditioner.embedders.") for name in names) else SD
 
 
-def _local_revision(folder: Path) -> str:
-    """Cheap identity of local weights: names, sizes and modification times of the files."""
+def _local_revision(folder: Path, files: Sequence[Path] | None = None) -> str:
+    """Cheap identity of local weights: names, sizes and modification times of `files` (by
+    default every .safetensors, .json and .txt file in `folder`)."""
+    if files is None:
+        files = [
+            path
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.suffix in {".safetensors", ".json", ".txt"}
+        ]
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix in {".safetensors", ".json", ".txt"}:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -319,6 +347,11 @@ def _tiny_unet(**options: Any) -> UNet2DConditionModel:
     )
 
 
+def _demo_unet() -> UNet2DConditionModel:
+    """The demo model's unet, its text (cross-attention) width the tiny CLIP's 32."""
+    return _tiny_unet(cross_attention_dim=32, attention_head_dim=8)
+
+
 def build_demo_model(folder: Path) -> Path:
     """Build the tiny untrained demo pipeline into `folder` (safetensors), same weights every time.
 
@@ -328,7 +361,7 @@ def build_demo_model(folder: Path) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     torch.manual_seed(0)
-    unet = _tiny_unet(cross_attention_dim=32, attention_head_dim=8)
+    unet = _demo_unet()
     vae = _tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_tiny_clip_config())
@@ -384,6 +417,64 @@ def build_demo_sdxl_model(folder: Path) -> Path:
         add_watermarker=False,
     )
     return _save_pipeline(pipe, folder)
+
+
+def build_demo_ip_adapter(folder: Path) -> Path:
+    """Build a tiny untrained IP-Adapter for the demo model into `folder`, same weights every time,
+    in the h94/IP-Adapter layout: `models/ip-adapter_sd15.safetensors` and `models/image_encoder`
+    (a tiny CLIP image encoder, 32x32 inputs). Set `ip_adapter` to the folder to use it; like the
+    demo model it shows the wiring, not art: a reference changes the pixels, not the likeness.
+
+    The weights are what diffusers' `load_ip_adapter` reads: `image_proj.*` (the image embedding
+    projected to 4 tokens of the unet's text width) and `ip_adapter.<n>.to_k_ip/to_v_ip.weight`
+    for each cross-attention layer, numbered 1, 3, 5, ... in the unet's order.
+    """
+    weights = folder / IP_ADAPTER_WEIGHTS[SD][0] / IP_ADAPTER_WEIGHTS[SD][1]
+    if weights.is_file():
+        return folder
+    unet = _demo_unet()  # only its shapes
+    width, tokens, embedding = unet.config.cross_attention_dim, 4, 32
+    torch.manual_seed(0)
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=32,
+            patch_size=4,
+            projection_dim=embedding,
+        )
+    )
+    generator = torch.Generator("cpu").manual_seed(0)
+
+    def noise(*shape: int) -> torch.Tensor:
+        return 0.1 * torch.randn(*shape, generator=generator)
+
+    tensors = {
+        "image_proj.proj.weight": noise(tokens * width, embedding),
+        "image_proj.proj.bias": torch.zeros(tokens * width),
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    cross = [name for name in unet.attn_processors if not name.endswith("attn1.processor")]
+    for index, name in enumerate(cross):
+        to_k = unet.get_submodule(name.removesuffix(".processor")).to_k
+        tensors[f"ip_adapter.{2 * index + 1}.to_k_ip.weight"] = noise(*to_k.weight.shape)
+        tensors[f"ip_adapter.{2 * index + 1}.to_v_ip.weight"] = noise(*to_k.weight.shape)
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    image_encoder.save_pretrained(tmp / SHARED_IMAGE_ENCODER, safe_serialization=True)
+    save_file(tensors, str(tmp / IP_ADAPTER_WEIGHTS[SD][0] / IP_ADAPTER_WEIGHTS[SD][1]))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first, or `folder` exists: theirs is the same
+        if not weights.is_file():
+            shutil.copytree(tmp, folder, dirs_exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def _hub_offline() -> bool:
@@ -473,6 +564,170 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
     )
 
 
+@dataclass(frozen=True)
+class IPAdapter:
+    """Resolved IP-Adapter weights: where they are, what unet they fit, what to call them."""
+
+    name: str  # the ip_adapter setting as given
+    source: str  # the local folder (a hub id's snapshot) the paths below are in
+    subfolder: str  # of the weights, e.g. "models"; "" for the folder itself
+    weight_name: str  # a .safetensors file in `subfolder`
+    image_encoder: str  # the CLIP image encoder's folder in `source`, e.g. "models/image_encoder"
+    revision: str  # hub commit, or a hash of the local files' names, sizes and times
+    cross_attention_dim: int  # the text width of the unet it was trained for (SD 1.5: 768)
+    layers: int  # the unet's cross-attention layers it has weights for (SD 1.5: 16, SDXL: 70)
+
+    @property
+    def weights(self) -> str:
+        return f"{self.subfolder}/{self.weight_name}" if self.subfolder else self.weight_name
+
+    def identity(self) -> dict[str, str]:
+        return {
+            "ip_adapter": self.name,
+            "weights": self.weights,
+            "image_encoder": self.image_encoder,
+            "revision": self.revision,
+        }
+
+
+def _ip_adapter_error(message: str) -> RenderError:
+    return RenderError(f"{message}; set {setting('ip_adapter')} to {IP_ADAPTER_FORMS}.")
+
+
+def _hub_files(repo: str, patterns: list[str], ready: Callable[[Path], bool]) -> Path:
+    """A snapshot of hub repo `repo` with `patterns`' files: the cache's where it is `ready`,
+    else downloaded (the cache's again when offline)."""
+    try:
+        snapshot = _hub_snapshot(repo, patterns, local_only=True)
+        if ready(snapshot):
+            return snapshot
+    except Exception:
+        pass
+    try:
+        return _hub_snapshot(repo, patterns, local_only=False)
+    except Exception as exc:
+        raise _ip_adapter_error(
+            f"IP-Adapter {repo!r} is no folder here, is not in the Hugging Face cache and could "
+            f"not be downloaded ({type(exc).__name__})"
+        ) from None
+
+
+def _tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """Every tensor's shape in a .safetensors file, from its header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            names = weights.keys()  # a safe_open handle is no mapping: `in` does not work
+            return {name: list(weights.get_slice(name).get_shape()) for name in names}
+    except Exception as exc:
+        raise _ip_adapter_error(f"{path} is not a readable .safetensors file ({exc})") from None
+
+
+def _image_encoder_width(shapes: dict[str, list[int]]) -> tuple[str, int] | None:
+    """(config key, value) the adapter's image encoder must have: a plain IP-Adapter projects the
+    encoder's image embedding (`projection_dim`), a Plus one its hidden states (`hidden_size`);
+    None for the other kinds, whose encoder is not checked here."""
+    if "image_proj.proj.weight" in shapes:
+        return "projection_dim", shapes["image_proj.proj.weight"][-1]
+    if "image_proj.proj_in.weight" in shapes:
+        return "hidden_size", shapes["image_proj.proj_in.weight"][-1]
+    return None
+
+
+def _pick_image_encoder(root: Path, candidates: list[str], width: tuple[str, int] | None) -> str:
+    for folder in candidates:
+        config = root / folder / "config.json"
+        if not config.is_file():
+            continue
+        if (
+            width is None
+            or json.loads(config.read_text(encoding="utf-8")).get(width[0]) == width[1]
+        ):
+            return folder
+    fits = f" with {width[0]} {width[1]}" if width else ""
+    raise _ip_adapter_error(
+        f"{root} has no CLIP image encoder{fits} for its IP-Adapter in {' or '.join(candidates)}"
+    )
+
+
+def resolve_ip_adapter(name: str, family: str) -> IPAdapter:
+    """Find the IP-Adapter weights and image encoder the `ip_adapter` setting names, for a model
+    of `family`: a folder or hub id alone means the family's weights in the h94/IP-Adapter layout
+    (`IP_ADAPTER_WEIGHTS`); `repo_or_folder:subfolder:weight_name` names them. Safetensors only.
+    Hub ids come from the Hugging Face cache, else are downloaded (not when HF_HUB_OFFLINE)."""
+    parts = name.strip().rsplit(":", 2)
+    if len(parts) == 3:
+        source, subfolder, weight_name = parts[0].strip(), parts[1].strip(" /"), parts[2].strip()
+    else:
+        source, (subfolder, weight_name) = name.strip(), IP_ADAPTER_WEIGHTS[family]
+    if not source or not weight_name:
+        raise _ip_adapter_error(f"The IP-Adapter {name!r} names no folder or weights")
+    if not weight_name.endswith(".safetensors"):
+        raise _ip_adapter_error(
+            f"IP-Adapter weights {weight_name!r}: only .safetensors weights are loaded (pickled "
+            "weights can run code); convert them, or use the .safetensors of h94/IP-Adapter"
+        )
+    weights = f"{subfolder}/{weight_name}" if subfolder else weight_name
+    candidates = list(
+        dict.fromkeys([f"{subfolder}/image_encoder".lstrip("/"), SHARED_IMAGE_ENCODER])
+    )
+    path = Path(source).expanduser()
+    hub = False
+    if path.is_dir():
+        root = path.resolve()
+    elif source.count("/") == 1 and not source.startswith((".", "/", "~")) and "\\" not in source:
+        hub = True
+        root = _hub_files(
+            source,
+            [weights, *(f"{folder}/config.json" for folder in candidates)],
+            lambda snapshot: (
+                (snapshot / weights).is_file()
+                and any((snapshot / folder / "config.json").is_file() for folder in candidates)
+            ),
+        )
+    else:
+        raise _ip_adapter_error(f"IP-Adapter folder {path} does not exist")
+    if not (root / weights).is_file():
+        raise _ip_adapter_error(
+            f"{root} has no {weights} (the default for {family.upper()} models)"
+        )
+    shapes = _tensor_shapes(root / weights)
+    to_k = [
+        key for key in shapes if key.startswith("ip_adapter.") and key.endswith(".to_k_ip.weight")
+    ]
+    if not to_k or not any(key.startswith("image_proj.") for key in shapes):
+        raise _ip_adapter_error(
+            f"{root / weights} holds no image_proj.* and ip_adapter.*.to_k_ip tensors, so it is "
+            "no IP-Adapter"
+        )
+    image_encoder = _pick_image_encoder(root, candidates, _image_encoder_width(shapes))
+    encoder_weights = f"{image_encoder}/model.safetensors"
+    if hub:
+        root = _hub_files(
+            source,
+            [f"{image_encoder}/config.json", encoder_weights],
+            lambda snapshot: (snapshot / encoder_weights).is_file(),
+        )
+    if not (root / encoder_weights).is_file():
+        raise _ip_adapter_error(
+            f"The image encoder {root / image_encoder} has no model.safetensors (only safetensors "
+            "weights are loaded)"
+        )
+    files = [root / weights, root / image_encoder / "config.json", root / encoder_weights]
+    revision = root.name if hub else _local_revision(root, files)
+    return IPAdapter(
+        name=name,
+        source=str(root),
+        subfolder=subfolder,
+        weight_name=weight_name,
+        image_encoder=image_encoder,
+        revision=revision,
+        cross_attention_dim=shapes[to_k[0]][1],
+        layers=len(to_k),
+    )
+
+
 def load_tokenizer(model: ImageModel) -> CLIPTokenizer:
     """The model's own tokenizer, without loading its weights (SDXL: the first of its two, which
     shares CLIP's vocabulary and 77-token window with the second)."""
@@ -536,6 +791,8 @@ def load_pipeline(
 
 StepCallback = Callable[[int, int, torch.Tensor | None], None]
 
+# The IP-Adapter's image in calls without a reference, at scale 0: its embedding is not used.
+BLANK_REFERENCE = Image.new("RGB", (64, 64))
 INPAINT_MODES = frozenset({"inpaint", "outpaint"})
 # Each mode's pipeline is built from the loaded one by this AutoPipeline's `from_pipe`.
 MODE_PIPELINES = {
@@ -582,6 +839,7 @@ class _Inputs:
     image: Image.Image | None = None  # the init image, or outpaint's canvas
     mask: Image.Image | None = None  # white = repaint, as the pipeline gets it
     blend: Image.Image | None = None  # where the result replaces `image` (soft for outpaint)
+    reference: Image.Image | None = None  # the IP-Adapter's reference image (RGB)
 
 
 def _resolve(inputs: InputResolver | None, sha: str, what: str) -> Image.Image:
@@ -635,9 +893,11 @@ class Renderer:
         batch_size: int = 4,
         *,
         inpaint_model: ImageModel | None = None,
+        ip_adapter: IPAdapter | None = None,
     ):
         self.model = model
         self.inpaint_model = inpaint_model  # a dedicated inpainting checkpoint, loaded on use
+        self.ip_adapter = ip_adapter  # loaded into every pipeline: requests may take a reference
         self.device, self.dtype = pick_device(device)
         self.batch_size = batch_size if self.device != "cpu" else 1
         self._pipe: DiffusionPipeline | None = None
@@ -651,8 +911,14 @@ class Renderer:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Every mode and sampler, any size within the limits, seeded; batches of `batch_size`."""
-        return Capabilities(modes=MODES, samplers=SAMPLER_NAMES, max_batch=self.batch_size)
+        """Every mode and sampler, any size within the limits, seeded; batches of `batch_size`;
+        reference images where an IP-Adapter is configured."""
+        return Capabilities(
+            modes=MODES,
+            samplers=SAMPLER_NAMES,
+            max_batch=self.batch_size,
+            ip_adapter=self.ip_adapter is not None,
+        )
 
     @property
     def label(self) -> str:
@@ -680,10 +946,12 @@ class Renderer:
 
     @property
     def pipe(self) -> DiffusionPipeline:
-        """The image model's text-to-image pipeline, loaded on first use."""
+        """The image model's text-to-image pipeline (with the IP-Adapter), loaded on first use."""
         if self._pipe is None:
-            self._pipe = load_pipeline(self.model, self.device, self.dtype)
-            self._base_scheduler_config = dict(self._pipe.scheduler.config)
+            pipe = load_pipeline(self.model, self.device, self.dtype)
+            self._load_ip_adapter(pipe, self.model)
+            self._pipe = pipe
+            self._base_scheduler_config = dict(pipe.scheduler.config)
         return self._pipe
 
     @property
@@ -693,11 +961,44 @@ class Renderer:
         if self.inpaint_model is None:
             return self.pipe
         if self._inpaint_pipe is None:
-            self._inpaint_pipe = load_pipeline(
-                self.inpaint_model, self.device, self.dtype, task="inpaint"
-            )
-            self._inpaint_scheduler_config = dict(self._inpaint_pipe.scheduler.config)
+            pipe = load_pipeline(self.inpaint_model, self.device, self.dtype, task="inpaint")
+            self._load_ip_adapter(pipe, self.inpaint_model)
+            self._inpaint_pipe = pipe
+            self._inpaint_scheduler_config = dict(pipe.scheduler.config)
         return self._inpaint_pipe
+
+    def _load_ip_adapter(self, pipe: DiffusionPipeline, model: ImageModel) -> None:
+        """Load the IP-Adapter into `pipe` (its unet's cross-attention and its image encoder), after
+        checking that it was made for a unet like `model`'s. The mode pipelines `from_pipe` builds
+        share that unet and encoder, so every mode has the adapter."""
+        adapter = self.ip_adapter
+        if adapter is None:
+            return
+        unet = pipe.unet
+        # the layers diffusers gives the adapter's weights to: all but self-attention
+        layers = sum(not name.endswith("attn1.processor") for name in unet.attn_processors)
+        width = unet.config.cross_attention_dim
+        if (adapter.cross_attention_dim, adapter.layers) != (width, layers):
+            subfolder, weight_name = IP_ADAPTER_WEIGHTS[model.family]
+            raise RenderError(
+                f"The IP-Adapter {adapter.weights} ({setting('ip_adapter')} = {adapter.name!r}) "
+                f"fits a unet with {adapter.layers} cross-attention layers of width "
+                f"{adapter.cross_attention_dim}, but image model {model.name!r} ({model.family}) "
+                f"has {layers} of width {width}; use an adapter made for its family, e.g. "
+                f"{subfolder}/{weight_name} of h94/IP-Adapter."
+            )
+        try:
+            pipe.load_ip_adapter(
+                adapter.source,
+                subfolder=adapter.subfolder,
+                weight_name=adapter.weight_name,
+                image_encoder_folder=adapter.image_encoder,
+                local_files_only=True,
+            )
+        except Exception as exc:
+            raise RenderError(
+                f"Could not load the IP-Adapter {adapter.name!r} ({setting('ip_adapter')}): {exc}"
+            ) from exc
 
     @property
     def tokenizer(self) -> CLIPTokenizer:
@@ -718,8 +1019,9 @@ class Renderer:
 
     def cache_key(self, request: RenderRequest, kind: str | None = None) -> str:
         """Hash of all that affects the pixels: model, pipeline (the mode, unless `kind` says
-        otherwise), request, scheduler config; the inpainting checkpoint where one is used, and
-        the seam for outpainting. A txt2img key is what it was before modes existed."""
+        otherwise), request, scheduler config; the inpainting checkpoint where one is used, the
+        seam for outpainting, the IP-Adapter for a request with a reference image. A txt2img key
+        is what it was before modes existed, and one without a reference before IP-Adapters."""
         kind = kind or request.mode
         payload: dict[str, Any] = {
             "model": self.model.identity(),
@@ -732,6 +1034,8 @@ class Renderer:
             payload["inpaint_model"] = self.inpaint_model.identity()
         if kind == "outpaint":
             payload["seam"] = {"pixels": OUTPAINT_SEAM, "blur": OUTPAINT_BLUR}
+        if request.reference_image is not None and self.ip_adapter is not None:
+            payload["ip_adapter"] = self.ip_adapter.identity()
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def provenance(self, request: RenderRequest) -> dict[str, Any]:
@@ -748,6 +1052,8 @@ class Renderer:
         }
         if self._dedicated(request.mode):
             provenance["inpaint_model"] = self.inpaint_model.identity()
+        if request.reference_image is not None and self.ip_adapter is not None:
+            provenance["ip_adapter"] = self.ip_adapter.identity()
         return provenance
 
     def render(
@@ -756,9 +1062,9 @@ class Renderer:
         on_step: StepCallback | None = None,
         inputs: InputResolver | None = None,
     ) -> list[Image.Image]:
-        """Render `requests`, batched where they share mode, sampler, steps, CFG, size and
-        strength. `inputs` gives the init images and masks by sha256 (every mode but txt2img);
-        each is checked against its request before any model work."""
+        """Render `requests`, batched where they share mode, sampler, steps, CFG, size, strength,
+        reference image and scale. `inputs` gives the init images, masks and reference images by
+        sha256; each is checked against its request before any model work."""
         if inputs is not None:
             inputs = cache(inputs)  # each input read once per call
         for request in requests:
@@ -771,7 +1077,11 @@ class Renderer:
         images: list[Image.Image | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, r in enumerate(requests):
-            group = (r.mode, r.sampler, r.steps, r.cfg, r.width, r.height, r.strength)
+            group = (
+                *(r.mode, r.sampler, r.steps, r.cfg, r.width, r.height, r.strength),
+                r.reference_image,  # diffusers takes one reference per call
+                r.reference_scale,  # and one IP-Adapter scale: the unet's
+            )
             groups.setdefault(group, []).append(index)
         with self._lock:
             for indices in groups.values():
@@ -809,6 +1119,15 @@ class Renderer:
 
     def _prepare(self, request: RenderRequest, inputs: InputResolver | None) -> _Inputs:
         """The request's input images, checked against it and made ready for its pipeline."""
+        prepared = self._prepare_init(request, inputs)
+        if request.reference_image is None:
+            return prepared
+        return replace(
+            prepared, reference=_resolve(inputs, request.reference_image, "reference image")
+        )
+
+    def _prepare_init(self, request: RenderRequest, inputs: InputResolver | None) -> _Inputs:
+        """The init image (and mask) of a mode that takes one, ready for its pipeline."""
         if request.mode == "txt2img":
             return _Inputs()
         assert request.init_image is not None  # check() saw to it
@@ -874,6 +1193,13 @@ class Renderer:
             arguments["mask_image"] = [p.mask for p in prepared]
         if first.mode in {"txt2img", *INPAINT_MODES}:
             arguments.update(width=first.width, height=first.height)
+        if self.ip_adapter is not None:
+            # A loaded adapter takes part in every call, with one reference for all its prompts
+            # (`render` groups by it). Without a reference the scale is 0, which diffusers skips:
+            # the pixels are those of the model without the adapter.
+            pipe.set_ip_adapter_scale(first.reference_scale or 0.0)
+            reference = prepared[0].reference
+            arguments["ip_adapter_image"] = BLANK_REFERENCE if reference is None else reference
         try:
             result = pipe(**arguments)
         except torch.OutOfMemoryError as exc:
