@@ -117,16 +117,28 @@ def note_for(series: Series, name: str) -> str:
     return ""
 
 
+def _short_phrase(phrase: str, words: int = 6) -> str:
+    """A phrase's first clause, at most `words` words: "dark frock coat or a dressing gown with
+    a pipe" -> "dark frock coat"."""
+    first = re.split(r"\s+(?:or|with|and|while|holding|carrying)\s+", phrase, maxsplit=1)[0]
+    return " ".join(first.split()[:words])
+
+
 def fit_descriptor(parts: dict[str, str], count: TokenCounter) -> str:
-    """The look's phrases in LOOK_ORDER, shortened (LOOK_DROP first) to DESCRIPTOR_TOKENS."""
-    phrases = {name: _phrases(parts.get(name, "")) for name in LOOK_ORDER}
+    """The look's phrases in LOOK_ORDER, each cut to its first clause, within DESCRIPTOR_TOKENS:
+    first every field's extra phrases go, then whole fields (in LOOK_DROP order)."""
+    phrases = {
+        name: [p for p in (_short_phrase(x) for x in _phrases(parts.get(name, ""))) if p]
+        for name in LOOK_ORDER
+    }
 
     def joined() -> str:
         return ", ".join(p for name in LOOK_ORDER for p in phrases[name])
 
     text = joined()
     while count(text) > DESCRIPTOR_TOKENS:
-        victim = next((n for n in LOOK_DROP if phrases[n]), None)
+        victim = next((n for n in LOOK_DROP if len(phrases[n]) > 1), None)
+        victim = victim or next((n for n in LOOK_DROP if phrases[n]), None)
         if victim is None:
             return fit_text(text, count, DESCRIPTOR_TOKENS)
         phrases[victim].pop()
