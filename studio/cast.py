@@ -117,7 +117,7 @@ def note_for(series: Series, name: str) -> str:
     return ""
 
 
-def _short_phrase(phrase: str, words: int = 6) -> str:
+def _short_phrase(phrase: str, words: int = 8) -> str:
     """A phrase's first clause, at most `words` words: "dark frock coat or a dressing gown with
     a pipe" -> "dark frock coat"."""
     first = re.split(r"\s+(?:or|with|and|while|holding|carrying)\s+", phrase, maxsplit=1)[0]
