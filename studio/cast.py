@@ -124,6 +124,25 @@ def _short_phrase(phrase: str, words: int = 8) -> str:
     return " ".join(first.split()[:words])
 
 
+_LABEL = re.compile(r"^\s*[a-z][a-z ]{0,20}:\s*", re.IGNORECASE)
+
+
+def clean_field(text: str, name: str) -> str:
+    """A look field as phrases an image model can use: no name (the model does not know the
+    characters; small LLMs write them anyway), no "build:"-style labels, each phrase once."""
+    words = [re.escape(w) for w in [name, *_name_words(name)] if w]
+    named = re.compile(rf"(?i)\b(?:{'|'.join(words)})\b(?:'s)?") if words else None
+    kept: dict[str, str] = {}
+    for phrase in _phrases(text.replace(";", ",")):
+        phrase = _LABEL.sub("", phrase)
+        if named is not None:
+            phrase = named.sub("", phrase)
+        phrase = " ".join(phrase.split()).strip(" .:-")
+        if phrase and not re.fullmatch(r"(?i)(a|an|the|his|her|their)", phrase):
+            kept.setdefault(phrase.lower(), phrase)
+    return ", ".join(kept.values())
+
+
 def fit_descriptor(parts: dict[str, str], count: TokenCounter) -> str:
     """The look's phrases in LOOK_ORDER, each cut to its first clause, within DESCRIPTOR_TOKENS:
     first every field's extra phrases go, then whole fields (in LOOK_DROP order)."""
@@ -168,7 +187,7 @@ def write_look(
         series_title=series.title, character_json=_data_block(character_data(series, name))
     )
     answer = llm.generate_json(messages, CHARACTER_SCHEMA, max_tokens=300, refresh=refresh)
-    parts = {key: " ".join(str(value).split()) for key, value in answer.data.items()}
+    parts = {key: clean_field(str(value), name) for key, value in answer.data.items()}
     descriptor = fit_descriptor(parts, count)
     return CharacterLook(
         name=name,
