@@ -12,6 +12,7 @@ st.set_page_config(page_title="Series art studio", page_icon="🎬", layout="wid
 PAGES = [
     st.Page("pages/episodes.py", title="Episodes", icon=":material/live_tv:", default=True),
     st.Page("pages/seasons.py", title="Seasons", icon=":material/view_column:"),
+    st.Page("pages/characters.py", title="Characters", icon=":material/groups:"),
     st.Page("pages/studio.py", title="Studio", icon=":material/tune:"),
     st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
     st.Page("pages/marketing.py", title="Marketing Assistant", icon=":material/campaign:"),

@@ -1,4 +1,5 @@
-"""Episodes: a season's episode cards; an episode's images, prompt and Regenerate panel."""
+"""Episodes: a season's episode cards; an episode's images, prompt, Regenerate panel, change
+requests and storyboard."""
 
 from dataclasses import replace
 
@@ -8,6 +9,7 @@ from studio import ui
 from studio.batch import save_episode_prompt
 from studio.params import Target
 from studio.prompting import write_episode_prompt
+from studio.storyboards import moment_count, panels_zip, strip_png
 
 ui.route_through_dashboard(__file__)
 
@@ -89,6 +91,7 @@ def episode_view(series, store, episode) -> None:
 
     cover_key = store.cover_keys(episode.season).get(episode.episode)
     cover_key = cover_key or (images[0]["cache_key"] if images else None)
+    prefix = f"ep_{episode.id}"
     gallery, panel = st.columns([3, 2], gap="large")
     with gallery:
         st.subheader(f"Images ({len(images)})")
@@ -99,13 +102,13 @@ def episode_view(series, store, episode) -> None:
                 with column:
                     is_cover = row["cache_key"] == cover_key
                     label = f"#{row['image_index'] + 1} · seed {row['seed']}"
-                    if ui.image_card(row, label + (" · cover" if is_cover else ""), key="ep"):
+                    caption = label + (" · cover" if is_cover else "")
+                    if ui.image_card(row, caption, key="ep", controls=prefix):
                         ui.send_to_studio(ui.defaults_from_row(row))
                     if not is_cover and st.button("Make cover", key=f"ep_cover_{row['id']}"):
                         store.set_cover(episode.season, episode.episode, row["cache_key"])
                         st.rerun()
 
-    prefix = f"ep_{episode.id}"
     ui.apply_pending(prefix)
     with panel:
         st.subheader("Regenerate")
@@ -127,6 +130,67 @@ def episode_view(series, store, episode) -> None:
             defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)
         target = Target("episode", episode.season, episode.episode)
         ui.regenerate_panel(prefix, defaults, target, spec)
+        st.subheader("Ask for a change")
+        st.caption(
+            "Say what should change; the LLM works out what that means for the prompt, step by "
+            "step, and a new image joins the episode's. The old one stays."
+        )
+        ui.change_request(images, f"{prefix}_change")
+    storyboard(episode, f"{prefix}_board")
+
+
+def storyboard(episode, key: str) -> None:
+    """The episode's key moments as panels in story order; made, or made again, on request."""
+    st.subheader("Storyboard")
+    studio = ui.studio()
+    board = studio.stored_storyboard(episode.season, episode.episode)
+    if board is None:
+        st.caption(
+            "No storyboard yet: the LLM picks the episode's key moments and each becomes a panel."
+        )
+    else:
+        paths = []
+        for column, moment, image in zip(
+            st.columns(len(board.moments)), board.moments, board.images, strict=True
+        ):
+            title = f"{int(moment.target.style or 0) + 1}. {moment.spec.rationale}"
+            path = ui.store().image_path(image) if image is not None else None
+            if path is not None and path.is_file():
+                column.image(str(path), caption=title, width="stretch")
+                paths.append(path)
+            else:
+                column.caption(f"{title} (not rendered yet)")
+        if board.complete and len(paths) == len(board.moments):
+            stem = f"{episode.id}-storyboard"
+            left, right = st.columns(2)
+            left.download_button(
+                "Download the strip (PNG)",
+                lambda: strip_png(paths),  # made when clicked, not on every run
+                file_name=f"{stem}.png",
+                mime="image/png",
+                key=f"{key}_strip",
+                on_click="ignore",
+            )
+            right.download_button(
+                "Download the panels (zip)",
+                lambda: panels_zip(paths, stem),
+                file_name=f"{stem}.zip",
+                mime="application/zip",
+                key=f"{key}_zip",
+                on_click="ignore",
+            )
+    label = "Make it again" if board is not None else "Make the storyboard"
+    if st.button(label, key=f"{key}_make"):
+        with (
+            ui.guard("Making the storyboard"),
+            ui.result_progress(
+                moment_count(episode.summary), "The LLM is picking the key moments…", "Panel"
+            ) as on_result,
+        ):
+            studio.storyboard(
+                episode.season, episode.episode, refresh=board is not None, on_result=on_result
+            )
+            st.rerun()
 
 
 series, store = ui.open_catalog("Opening the episodes")

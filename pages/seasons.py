@@ -1,4 +1,5 @@
-"""Seasons: the 5 style images side by side, the self-ask trace, and regeneration per style."""
+"""Seasons: the 5 style images side by side, the self-ask trace, regeneration per style and
+change requests."""
 
 from dataclasses import replace
 
@@ -30,10 +31,17 @@ def season_page(series, store) -> None:
             row = latest.get(key)
             if row is None:
                 st.caption("No image yet")
-            elif ui.image_card(row, key=f"se_{key}"):
+            elif ui.image_card(
+                row,
+                f"#{row['image_index'] + 1} · seed {row['seed']}",
+                key=f"se_{key}",
+                controls=f"se_{season}_{key}",
+                select={"se_style": key},
+            ):
                 ui.send_to_studio(ui.defaults_from_row(row))
 
-    traces = [p.trace for p in prompts.values() if p.trace]
+    # A change request's steps are shown with its image, not as the season's self-ask.
+    traces = [p.trace for p in prompts.values() if p.trace and not ui.is_revision(p)]
     with st.expander(
         "Self-ask trace: the questions the LLM asked itself, and its answers",
         expanded=bool(traces),
@@ -41,8 +49,7 @@ def season_page(series, store) -> None:
         if not traces:
             st.caption("No trace yet: the season's prompts have not been written.")
         else:
-            for step in traces[-1]:
-                st.markdown(f"**Q: {step['question']}**  \nA: {step['answer']}")
+            ui.show_trace(traces[-1])
 
     st.subheader("Regenerate a style")
     key = st.selectbox(
@@ -56,6 +63,13 @@ def season_page(series, store) -> None:
     if spec:
         defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)
     ui.regenerate_panel(prefix, defaults, Target("season", season, None, key), spec)
+
+    st.subheader("Ask for a change")
+    st.caption(
+        f"Change a {styles[key]['name'].lower()} image: the LLM works out what the change means "
+        "for its prompt, step by step, and a new image joins the style's. The old one stays."
+    )
+    ui.change_request(store.images(target="season", season=season, style=key), f"{prefix}_change")
 
 
 series, store = ui.open_catalog("Opening the seasons")

@@ -228,6 +228,14 @@ class Studio:
         chosen = of_current or portraits
         return chosen[-1] if chosen else None
 
+    def reference_of(self, name: str) -> str | None:
+        """The sha256 of `name`'s portrait as an IP-Adapter reference image (stored in the
+        catalog's inputs), or None when they have no portrait yet."""
+        portrait = self.portrait_of(name)
+        if portrait is None:
+            return None
+        return self.images.add_input(self.store.image_path(portrait), "reference image")
+
     def alternate_reality(
         self,
         name: str | None = None,

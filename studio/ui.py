@@ -2,16 +2,18 @@
 
 It owns the cached resources (one store per data folder, one renderer per image model, one LLM),
 the error boundary that turns failures into `st.error` with what to do next, and the widgets the
-pages share: render controls, image cards, the placeholder banner and generation with a per-step
-progress bar and a denoising preview. The work itself is done by the package's plain functions.
+pages share: render controls, image cards (with where a revised or alternate-reality image came
+from), the placeholder banner, change requests, and generation with a per-step progress bar and a
+denoising preview. The work itself is done by the package's plain functions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import runpy
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,6 +30,7 @@ from studio.generation import generate_image, latent_preview
 from studio.image_backends import (
     Capabilities,
     ImageBackend,
+    StepCallback,
     backend_settings,
     open_image_backend,
 )
@@ -39,8 +42,9 @@ from studio.params import (
     Target,
     clamp_request,
 )
-from studio.prompting import PromptSpec
-from studio.store import Store, StoredImage
+from studio.prompting import PromptSpec, load_styles
+from studio.revisions import MAX_REQUEST, REVISION_STEPS
+from studio.store import PromptRecord, Store, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -340,39 +344,77 @@ def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
     return request
 
 
-def generate(
-    request: RenderRequest, target: Target = STUDIO_TARGET, spec: PromptSpec | None = None
-) -> ImageResult:
-    """Render (or fetch) one image with a per-step progress bar and a denoising preview."""
-    bar = st.progress(0.0, text="Waiting for the image model…")
+@contextmanager
+def step_progress(text: str = "Waiting for the image model…") -> Iterator[StepCallback]:
+    """A per-step progress bar and a denoising preview while the block runs; yields the
+    `on_step` callback to give the studio. Both are gone when the block ends."""
+    bar = st.progress(0.0, text=text)
     preview = st.empty()
-    every = max(1, request.steps // 8)
 
     def on_step(step: int, total: int, latents: Any) -> None:
-        bar.progress(step / total, text=f"Step {step} of {total}")
-        if step % every == 0 or step == total:
+        bar.progress(min(1.0, step / total), text=f"Step {step} of {total}")
+        if step % max(1, total // 8) == 0 or step == total:
             picture = latent_preview(latents)
             if picture is not None:
                 preview.image(picture, caption="Denoising preview", width=192)
 
     try:
-        return generate_image(studio().images, request, target, spec, on_step)
+        yield on_step
     finally:
         bar.empty()
         preview.empty()
+
+
+@contextmanager
+def result_progress(total: int, text: str, unit: str) -> Iterator[Callable[[ImageResult], None]]:
+    """A progress bar over `total` images (`unit` names one: "Panel") while the block runs;
+    yields the `on_result` callback to give the studio."""
+    bar = st.progress(0.0, text=text)
+    done = 0
+
+    def on_result(result: ImageResult) -> None:
+        nonlocal done
+        done += 1
+        bar.progress(min(1.0, done / max(1, total)), text=f"{unit} {done} of {total}")
+
+    try:
+        yield on_result
+    finally:
+        bar.empty()
+
+
+def generate(
+    request: RenderRequest, target: Target = STUDIO_TARGET, spec: PromptSpec | None = None
+) -> ImageResult:
+    """Render (or fetch) one image with a per-step progress bar and a denoising preview."""
+    with step_progress() as on_step:
+        return generate_image(studio().images, request, target, spec, on_step)
 
 
 def parameters_text(row: StoredImage) -> str:
     return request_parameters(row.request, row.model)
 
 
-def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True) -> bool:
-    """One catalog image with its parameters; returns True when "Send to Studio" was pressed."""
+def image_card(
+    row: Any,
+    caption: str = "",
+    key: str = "",
+    actions: bool = True,
+    controls: str = "",
+    select: Mapping[str, Any] | None = None,
+) -> bool:
+    """One catalog image with its parameters; returns True when "Send to Studio" was pressed.
+
+    An image made from another says from which (a change request also shows its reasoning).
+    `controls`: the prefix of the page's Regenerate controls, into which "Back to the old
+    prompt" loads a revised image's source; `select`: other widget values to set with them
+    (the seasons page's style picker)."""
     path = store().image_path(row)
     if path.is_file():
         st.image(str(path), caption=caption or None, width="stretch")
     else:
         st.info(f"Image file missing: {row['path']}")
+    _lineage_notes(row, key, controls, select)
     with st.expander("Prompt and parameters"):
         st.code(parameters_text(row), language=None, wrap_lines=True)
         if path.is_file():
@@ -390,6 +432,32 @@ def image_card(row: Any, caption: str = "", key: str = "", actions: bool = True)
             send_init_image(row["id"])
         return send
     return False
+
+
+def _lineage_notes(row: Any, key: str, controls: str, select: Mapping[str, Any] | None) -> None:
+    """Where a revised or alternate-reality image came from; a revision's reasoning, and the
+    way back to the prompt it changed."""
+    line = lineage(row)
+    if not line:
+        return
+    st.caption(line)
+    revision = revision_of(row)
+    if revision is None:
+        return
+    with st.expander("The reasoning"):
+        show_trace(revision.get("trace") or [])
+    if controls:
+        old = source_of(row)
+        if st.button(
+            "Back to the old prompt",
+            key=f"back_{key}_{row['id']}",
+            disabled=old is None,
+            help="Load the prompt and settings of the image this one was changed from into "
+            "the Regenerate controls. Both images stay in the catalog.",
+        ):
+            for name, value in (select or {}).items():
+                st.session_state[name] = value
+            queue_controls(controls, defaults_from_row(old))
 
 
 def send_init_image(image_id: int) -> None:
@@ -473,3 +541,129 @@ def season_picker(series: Series, key: str, where: Any = st) -> int:
         format_func=lambda n: f"{series.seasons[n].id} · {series.seasons[n].title}",
         key=key,
     )
+
+
+# Cast, lineage and change requests ------------------------------------------------------------
+
+
+def widget_id(text: str) -> str:
+    """A short, stable id for `text` that is safe in a widget key (a character's name may hold
+    accents, quotes and spaces)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def revision_of(row: Any) -> dict[str, Any] | None:
+    """A change request's record on the image it made: from (the old image's key), request and
+    trace (the LLM's steps, as question and answer); None for any other image."""
+    return (getattr(row, "provenance", None) or {}).get("revision")
+
+
+def reality_of(row: Any) -> dict[str, Any] | None:
+    """An alternate reality's record on its image: reality, from, and for a character's,
+    character and descriptor_version; None for any other image."""
+    return (getattr(row, "provenance", None) or {}).get("reality")
+
+
+def source_of(row: Any) -> StoredImage | None:
+    """The catalog image that `row` was made from (by a change request or an alternate
+    reality), while it is still there."""
+    made_from = revision_of(row) or reality_of(row) or {}
+    return store().find_image(made_from["from"]) if made_from.get("from") else None
+
+
+def image_label(row: Any) -> str:
+    """What an image was made for, in words: "S01E03 #2", "S01 · Film noir still #1",
+    "Portrait of Irene Adler (look v2)", "Irene Adler in film noir", "S01E03 storyboard,
+    moment 2: …"."""
+    number = f"#{row['image_index'] + 1}"
+    reality = reality_of(row)
+    if reality is not None:
+        who = row["style"]
+        if row["episode"] is not None:
+            who = f"S{row['season']:02d}E{row['episode']:02d} {number}"
+        return f"{who or 'An image'} in {reality.get('reality', 'another reality')}"
+    if row["target"] == "character":
+        version = (row.provenance.get("character") or {}).get("version")
+        return f"Portrait of {row['style']}" + (f" (look v{version})" if version else "")
+    if row["target"] == "episode":
+        return f"{row.target_of.label()} {number}"
+    if row["target"] == "season":
+        style = load_styles().get(row["style"], {}).get("name", row["style"])
+        return f"S{row['season']:02d} · {style} {number}"
+    if row["target"] == "storyboard":
+        title = row.provenance.get("moment_title")
+        label = row.target_of.label(row["image_index"])
+        return f"{label}: {title}" if title else label
+    return row.target_of.label(row["image_index"])
+
+
+def lineage(row: Any) -> str:
+    """One line on what `row` was made from: "Revised from #1: night instead of day", "film
+    noir, from Portrait of Irene Adler (look v1), strength 0.6"; "" for an image made from a
+    prompt alone."""
+    revision, reality = revision_of(row), reality_of(row)
+    if revision is None and reality is None:
+        return ""
+    source = source_of(row)
+    if revision is not None:
+        where = f"#{source['image_index'] + 1}" if source is not None else "an image no longer here"
+        return f"Revised from {where}: {revision.get('request', '')}"
+    where = image_label(source) if source is not None else "an image no longer here"
+    strength = f", strength {row['strength']:g}" if row["strength"] is not None else ""
+    return f"{reality.get('reality', '')}, from {where}{strength}"
+
+
+def show_trace(trace: Sequence[Mapping[str, str]]) -> None:
+    """An LLM's visible steps, as questions and answers."""
+    for step in trace:
+        st.markdown(f"**Q: {step['question']}**  \nA: {step['answer']}")
+
+
+REVISION_QUESTIONS = [question for _, question in REVISION_STEPS]
+
+
+def is_revision(record: PromptRecord) -> bool:
+    """Whether a prompt record was written for a change request (its trace is the change's
+    steps), not by the batch job's prompting."""
+    return [step.get("question") for step in record.trace or []] == REVISION_QUESTIONS
+
+
+def change_request(images: Sequence[StoredImage], key: str, default: str | None = None) -> None:
+    """Ask for a change to one of `images` (`default`: the cache key picked first, else the
+    newest). The LLM reasons in visible steps and writes a new prompt; the new image joins the
+    same episode or style, and the old one stays. Widgets are keyed `{key}_...`."""
+    if not images:
+        st.caption("No image to change yet.")
+        return
+    newest_first = {row["cache_key"]: row for row in reversed(images)}
+    keys = list(newest_first)
+    chosen = st.selectbox(
+        "Image to change",
+        keys,
+        index=keys.index(default) if default in keys else 0,
+        format_func=lambda k: f"{image_label(newest_first[k])} · seed {newest_first[k]['seed']}",
+        key=f"{key}_image",
+    )
+    request = st.text_input(
+        "What should change?",
+        key=f"{key}_request",
+        max_chars=MAX_REQUEST,
+        placeholder="night instead of day · Watson in the foreground · less gloomy",
+    )
+    if st.button("Apply the change", key=f"{key}_apply", type="primary"):
+        with (
+            guard("Applying the change"),
+            step_progress("The LLM is working out the change…") as on_step,
+        ):
+            made = studio().revise(chosen, request, on_step=on_step)
+            st.session_state[f"{key}_made"] = made.key
+            if made.cached:
+                st.toast("That change was made before: the image was already in the catalog.")
+            st.rerun()
+    made_key = st.session_state.get(f"{key}_made")
+    row = store().find_image(made_key) if made_key else None
+    if row is not None:
+        st.markdown("**The reasoning**")
+        show_trace((revision_of(row) or {}).get("trace") or [])
+        path = store().image_path(row)
+        st.image(str(path), caption=f"{image_label(row)} · {lineage(row)}", width="stretch")

@@ -3,7 +3,9 @@
 Used by tests/test_browser.py, and to take the README's screenshots from the current catalog:
 `python -m tests.browser --out assets/screenshots` (needs /usr/bin/chromium and playwright). The
 Studio's inpaint screenshot (`studio-inpaint.png`) inpaints a drawn scene with a mask painted by
-the mouse, which adds that image to the catalog (once: a second run finds it there).
+the mouse, which adds that image to the catalog (once: a second run finds it there). So do the
+storyboard (`storyboard.png`: made on the episode page when the episode has none) and the change
+request (`change-request.png`), which ask the configured LLM.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ CHROMIUM_ARGS = [
 PAGES = {
     "episodes": "",
     "seasons": "seasons",
+    "characters": "characters",
     "studio": "studio",
     "gallery": "gallery",
     "marketing": "marketing",
@@ -201,6 +204,86 @@ def capture_inpaint(
     return shot
 
 
+# How long a page may wait for the LLM: the embedded model writes a storyboard in 8 minutes on a
+# busy 2-core machine.
+LLM_WAIT_MS = 1_200_000
+# The first step of a change request's reasoning, as the page shows it.
+STEP_QUESTION = "strong:has-text('Q: What does the request mean for the picture?')"
+
+
+def scroll_to_top(locator) -> None:
+    """Scroll the app so that `locator` is at the top of the window, below Streamlit's header."""
+    locator.evaluate("e => { e.style.scrollMarginTop = '80px'; e.scrollIntoView(); }")
+    locator.page.wait_for_timeout(1000)
+
+
+def _check(page, name: str) -> None:
+    errors = exceptions_on(page)
+    if errors:
+        raise AssertionError(f"{name}: Streamlit exception: {errors[0][:2000]}")
+
+
+def capture_storyboard(
+    url: str, out: Path, episode: str = "S01E05", wait_ms: int = LLM_WAIT_MS
+) -> Path:
+    """The episode page's storyboard, made first when the episode has none (waiting up to
+    `wait_ms` for it); `storyboard.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1100) as page:
+        page.goto(f"{url}/?episode={episode}")
+        wait_idle(page)
+        make = page.get_by_role("button", name="Make the storyboard")
+        if make.count():
+            make.click()
+        try:
+            page.wait_for_selector("text=Download the strip (PNG)", timeout=wait_ms)
+        except Exception:
+            page.screenshot(path=str(out / "storyboard-failed.png"), full_page=True)
+            raise
+        wait_idle(page)
+        _check(page, "storyboard")
+        scroll_to_top(page.get_by_role("heading", name="Storyboard"))
+        shot = out / "storyboard.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
+def capture_change_request(
+    url: str,
+    out: Path,
+    episode: str = "S01E05",
+    request: str = "night instead of day",
+    wait_ms: int = LLM_WAIT_MS,
+) -> Path:
+    """A change request on the episode page, typed and applied as a person would: the LLM's
+    reasoning (waited for up to `wait_ms`) and the new image; `change-request.png` under
+    `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1400) as page:
+        page.goto(f"{url}/?episode={episode}")
+        wait_idle(page)
+        box = page.get_by_label("What should change?")
+        box.fill(request)
+        box.press("Enter")  # commit the text input's value
+        wait_idle(page)
+        page.get_by_role("button", name="Apply the change").click()
+        reasoning = page.locator(f"{STEP_QUESTION} >> visible=true").first
+        try:
+            reasoning.wait_for(timeout=wait_ms)
+        except Exception:
+            page.screenshot(path=str(out / "change-request-failed.png"), full_page=True)
+            raise
+        wait_idle(page)
+        _check(page, "change request")
+        caption = f"Revised from #1: {request}"
+        made = page.locator('[data-testid="stImageCaption"]', has_text=caption)
+        made.wait_for(timeout=60_000)  # the new image, with what it was changed from
+        scroll_to_top(page.get_by_role("heading", name="Ask for a change"))
+        shot = out / "change-request.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshots of every dashboard page.")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
@@ -209,7 +292,7 @@ def main() -> None:
         "--only", action="append", default=[], help="only this screenshot (a name, repeatable)"
     )
     args = parser.parse_args()
-    extra = {"episode": "?episode=S01E05"}
+    extra = {"episode": "?episode=S01E05", "character": "characters?character=Sherlock%20Holmes"}
     if args.campaign:
         extra["marketing"] = f"marketing?campaign={args.campaign}"
     pages = {**PAGES, **extra}
@@ -221,6 +304,10 @@ def main() -> None:
         if not args.only or "studio-inpaint" in args.only:
             init = scene_png(Path(folder) / "scene.png")
             shots["studio-inpaint"] = capture_inpaint(url, args.out, init)
+        if not args.only or "storyboard" in args.only:
+            shots["storyboard"] = capture_storyboard(url, args.out)
+        if not args.only or "change-request" in args.only:
+            shots["change-request"] = capture_change_request(url, args.out)
     for name, path in shots.items():
         print(f"{name}: {path}")
 

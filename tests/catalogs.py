@@ -6,6 +6,7 @@ from pathlib import Path
 
 from studio.api import Studio
 from studio.batch import Selection, run_job
+from studio.cast import cast_for_job
 from studio.config import SAMPLE_SERIES, load_settings
 from studio.dataset import load_series
 from tests.fakes import FakeBackend
@@ -37,10 +38,12 @@ def small_studio(folder: Path, cache_dir: Path, chat=None, **overrides) -> Studi
 
 
 def build_sample_catalog(folder: Path, cache_dir: Path) -> Path:
-    """24 episode images and 2 x 5 season images from the fake LLM and the demo model."""
+    """24 episode images, 2 x 5 season images and a portrait per member of the cast (15), from
+    the fake LLM and the demo model."""
     series = load_series(SAMPLE_SERIES)[0]
     with small_studio(folder, cache_dir) as studio:
         summary = run_job(series, Selection(), studio.settings, studio.llm, studio.images)
-    if summary.images_rendered != 34 or summary.failed:
+        expected = 24 + 2 * 5 + len(cast_for_job(series, studio.settings.characters))
+    if summary.images_rendered != expected or summary.failed:
         raise AssertionError(f"sample catalog incomplete: {summary}")
     return folder

@@ -13,6 +13,14 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory):
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session")
+def sample_catalog(tmp_path_factory: pytest.TempPathFactory, shared_cache):
+    """The batch job's catalog of the whole sample, made once for the session; tests copy it."""
+    from tests.catalogs import build_sample_catalog
+
+    return build_sample_catalog(tmp_path_factory.mktemp("catalog"), shared_cache)
+
+
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path, shared_cache):
     for name in (

@@ -1,8 +1,9 @@
 """The real dashboard in a real browser: `streamlit run dashboard.py` driven by headless Chromium.
 
 Opens every page, generates an image in the Studio, reads a catalog PNG dropped on the Gallery
-and sends it to the Studio, inpaints with a mask painted by the mouse on the Studio's canvas;
-fails on any Streamlit exception element. Screenshots go to
+and sends it to the Studio, inpaints with a mask painted by the mouse on the Studio's canvas,
+makes an episode's storyboard and asks for a change to its image; fails on any Streamlit
+exception element. Screenshots go to
 `test-artifacts/browser/` (or $STUDIO_TEST_ARTIFACTS). CI sets STUDIO_REQUIRE_BROWSER=1 so a
 missing Chromium fails instead of skipping.
 """
@@ -17,15 +18,17 @@ from studio.store import Store
 from tests.browser import (
     CHROMIUM,
     ROOT,
+    capture_change_request,
     capture_inpaint,
     capture_pages,
+    capture_storyboard,
     chromium_page,
     dashboard_server,
     exceptions_on,
     scene_png,
     wait_idle,
 )
-from tests.catalogs import SMALL_ENV, build_sample_catalog
+from tests.catalogs import SMALL_ENV
 from tests.fakes import FakeOpenAIServer
 
 
@@ -48,14 +51,15 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_env(tmp_path_factory, shared_cache):
+def app_env(request, tmp_path_factory, shared_cache):
     """The dashboard's environment: the sample catalog and a fake LLM server; and the catalog."""
     missing = _browser_missing()
     if missing:
         if os.environ.get("STUDIO_REQUIRE_BROWSER") == "1":
             pytest.fail(f"The browser test needs Chromium and Playwright: {missing}.")
         pytest.skip(missing)
-    data = build_sample_catalog(tmp_path_factory.mktemp("browser-data"), shared_cache)
+    data = tmp_path_factory.mktemp("browser") / "data"
+    shutil.copytree(request.getfixturevalue("sample_catalog"), data)  # made after the skip
     with FakeOpenAIServer() as llm_server:
         env = {
             **SMALL_ENV,
@@ -95,7 +99,14 @@ def test_a_deep_link_opened_first_after_a_start_goes_through_the_dashboard(
         assert page.locator("h1").first.inner_text().startswith(name.title())
         nav = page.locator('[data-testid="stSidebarNav"]')
         links = [text.splitlines()[-1] for text in nav.locator("a").all_inner_texts()]  # no icon
-        assert links == ["Episodes", "Seasons", "Studio", "Gallery", "Marketing Assistant"]
+        assert links == [
+            "Episodes",
+            "Seasons",
+            "Characters",
+            "Studio",
+            "Gallery",
+            "Marketing Assistant",
+        ]
         sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
         assert "Catalog:" in sidebar and "Image model:" in sidebar  # ui.sidebar()
         assert page.url == f"{url}/{path}"
@@ -105,7 +116,8 @@ def test_a_deep_link_opened_first_after_a_start_goes_through_the_dashboard(
 
 def test_every_page_opens_without_an_exception(server, artifacts):
     url, _ = server
-    shots = capture_pages(url, artifacts, {"episode": "?episode=S01E05"})
+    extra = {"episode": "?episode=S01E05", "character": "characters?character=Irene%20Adler"}
+    shots = capture_pages(url, artifacts, extra)
     assert all(path.stat().st_size > 10_000 for path in shots.values())
 
 
@@ -179,3 +191,29 @@ def test_inpaint_with_a_mask_painted_on_the_canvas(server, artifacts, tmp_path):
     assert mask.size == (64, 64)
     left, top, right, bottom = mask.getbbox()  # the stroke, not the whole image
     assert 0 < left < right < 64 and 0 < top < bottom < 64
+
+
+def test_a_storyboard_on_the_episode_page(server, artifacts):
+    url, data = server
+    shot = capture_storyboard(url, artifacts, "S01E04", wait_ms=120_000)
+    assert shot.stat().st_size > 10_000
+    panels = Store(data).images(target="storyboard", season=1, episode=4)
+    assert [p.image_index for p in panels] == [0, 1, 2, 3]
+
+
+def test_a_change_request_typed_and_applied_on_the_episode_page(server, artifacts):
+    """Type the request, click: the LLM's reasoning and the new image show, the old one stays."""
+    url, data = server
+    (old,) = Store(data).images(target="episode", season=1, episode=5)
+    shot = capture_change_request(
+        url, artifacts, "S01E05", "Watson in the foreground", wait_ms=120_000
+    )
+    assert shot.stat().st_size > 10_000
+    images = Store(data).images(target="episode", season=1, episode=5)
+    assert [i.cache_key for i in images][:1] == [old.cache_key] and len(images) == 2
+    assert images[1].provenance["revision"] == {
+        "from": old.cache_key,
+        "request": "Watson in the foreground",
+        "trace": images[1].provenance["revision"]["trace"],
+    }
+    assert len(images[1].provenance["revision"]["trace"]) == 3
