@@ -372,10 +372,11 @@ class Studio:
         revision = revise_prompt(
             self.llm, self.series, source, request, self.backend.count_tokens, self.looks()
         )
+        where = source.target_of  # kept apart, so the target's own newest prompt stays its own
         self.store.add_prompt(
             PromptRecord(
                 revision.key,
-                source.target_of,
+                Target("revision", where.season, where.episode, where.style),
                 revision.spec,
                 self.llm.model,
                 revision.template_hash,

@@ -225,8 +225,12 @@ class RenderRequest:
 
 # What an image is for. "character": a character's portrait (style = the name); "reality": a
 # character (style = the name) or an episode image (season, episode) in an alternate reality;
-# "storyboard": an episode's key moments (image_index = the moment, in story order).
-TARGET_KINDS = ("episode", "season", "character", "reality", "storyboard", "studio", "campaign")
+# "storyboard": an episode's key moments (image_index = the moment, in story order). "revision"
+# names prompt records only: a change request's prompt, with the season, episode and style of the
+# image it changed (the new image keeps that image's target).
+TARGET_KINDS = (
+    "episode", "season", "character", "reality", "storyboard", "revision", "studio", "campaign"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -229,8 +229,10 @@ def test_a_change_request_reasons_in_steps_and_keeps_the_old_image(studio, serie
     assert (record.target, record.season, record.episode) == ("episode", 1, 1)
     assert record.image_index == old.image_index + 1
     assert studio.store.find_image(old.cache_key) is not None  # lineage, not overwrite
-    stored = [p for p in studio.store.prompts(target="episode", season=1, episode=1) if p.trace]
-    assert stored[-1].trace == revision["trace"]
+    (stored,) = studio.store.prompts(target="revision", season=1, episode=1)
+    assert stored.trace == revision["trace"] and stored.spec.prompt == record.prompt
+    # the episode's own prompt is still the batch job's: the page's "why" and Regenerate use it
+    assert studio.store.prompts(target="episode", season=1, episode=1)[-1].trace is None
     with pytest.raises(StudioError, match="empty"):
         studio.revise(old.cache_key, "   ")
     assert len(studio.store.images(target="episode", season=1, episode=1)) == 2
