@@ -187,12 +187,12 @@ class Studio:
     def character_look(self, name: str, refresh: bool = False) -> CharacterRecord:
         """`name`'s current look; the LLM writes one (from the description and the episodes'
         summaries) when the catalog has none, or when `refresh` (a person's edit stays)."""
-        from studio.cast import check_name, save_look, write_look
+        from studio.cast import check_name, keeps_look, save_look, write_look
 
         name = check_name(self.series, name)
         current = self.store.character(name)
-        if current is not None and (not refresh or current.source == "edit"):
-            return current
+        if keeps_look(current, refresh):
+            return current  # type: ignore[return-value]
         look = write_look(self.llm, self.series, name, self.backend.count_tokens, refresh)
         return save_look(self.store, look)
 

@@ -17,6 +17,7 @@ from studio.cast import (
     PORTRAIT_NEGATIVE,
     cast_for_job,
     current_looks,
+    keeps_look,
     save_look,
     write_look,
 )
@@ -248,7 +249,7 @@ def write_looks(
     records = []
     for name in progress(names, total=len(names), desc="characters", unit="character"):
         current = store.character(name)
-        if current is not None and (not refresh or current.source == "edit"):
+        if keeps_look(current, refresh):
             summary.prompts_cached += 1
             records.append(current)
             continue

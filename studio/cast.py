@@ -210,6 +210,12 @@ def described_look(series: Series, name: str, count: TokenCounter) -> str:
     return fit_text(re.sub(r"\s+(with|and|who|wearing)\s+", ", ", first), count, DESCRIPTOR_TOKENS)
 
 
+def keeps_look(current: CharacterRecord | None, refresh: bool) -> bool:
+    """Whether a stored look stands: yes unless asked to `refresh`, and always for a person's
+    edit (nothing the LLM writes replaces it)."""
+    return current is not None and (not refresh or current.source == "edit")
+
+
 def save_look(store: Store, look: CharacterLook) -> CharacterRecord:
     """Record a written look as the character's newest version (none when nothing changed)."""
     return store.add_character(

@@ -12,7 +12,6 @@ from studio.config import load_settings
 from studio.errors import ImageInputError, RenderError
 from studio.image_backends import Capabilities, backend_settings, open_image_backend
 from studio.images import ImageJob, ImageService, _batch_group, request_parameters
-from studio.inputs import content_hash, png_bytes
 from studio.metadata import parse_parameters
 from studio.params import ParameterError, RenderRequest
 from studio.render import (
@@ -25,29 +24,8 @@ from studio.render import (
     resolve_ip_adapter,
 )
 from studio.store import Store
-from tests.test_render_modes import build_inpainting_model
-
-IMAGES: dict[str, Image.Image] = {}
-
-
-def inputs(sha: str) -> Image.Image:
-    return IMAGES[sha]
-
-
-def add_input(image: Image.Image) -> str:
-    sha = content_hash(png_bytes(image))
-    IMAGES[sha] = image
-    return sha
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
-
-
-def gradient(width: int = 64, height: int = 64) -> Image.Image:
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([x * 255 // width, y * 255 // height, (x * y) % 256], axis=-1)
-    return Image.fromarray(rgb.astype(np.uint8))
+from tests.test_render_modes import IMAGES, add_input, build_inpainting_model, inputs, pixels
+from tests.test_render_modes import make_init as gradient
 
 
 def mask() -> Image.Image:
