@@ -129,7 +129,8 @@ def episode_view(series, store, episode) -> None:
         if spec:
             defaults = replace(defaults, prompt=spec.prompt, negative_prompt=spec.negative_prompt)
         target = Target("episode", episode.season, episode.episode)
-        ui.regenerate_panel(prefix, defaults, target, spec)
+        cast = [n for n in series.ranked_characters() if n in episode.characters]
+        ui.regenerate_panel(prefix, defaults, target, spec, cast)
         st.subheader("Ask for a change")
         st.caption(
             "Say what should change; the LLM works out what that means for the prompt, step by "

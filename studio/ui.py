@@ -37,6 +37,7 @@ from studio.image_backends import (
 from studio.images import ImageResult, request_parameters
 from studio.params import (
     LIMITS,
+    REFERENCE_SCALE,
     STUDIO_TARGET,
     RenderRequest,
     Target,
@@ -515,9 +516,40 @@ def queue_controls(prefix: str, values: Defaults) -> None:
     st.rerun()
 
 
-def regenerate_panel(prefix: str, defaults: Defaults, target: Target, spec: PromptSpec | None):
-    """The generation controls of `prefix` and its Generate button; a new image reruns the page."""
-    request = render_controls(prefix, defaults)
+def reference_controls(prefix: str, cast: Sequence[str], request: RenderRequest) -> RenderRequest:
+    """With an IP-Adapter: condition the image on one of `cast`'s portraits, at a chosen scale."""
+    if not cast or not capabilities().ip_adapter:
+        return request
+    use = st.checkbox(
+        "Condition on a character's portrait (IP-Adapter)",
+        key=f"ipa_{prefix}",
+        help="The portrait steers the face and look; the descriptor in the prompt still applies.",
+    )
+    if not use:
+        return request
+    name = st.selectbox("Character", list(cast), key=f"ipa_{prefix}_name")
+    low, high = REFERENCE_SCALE
+    scale = st.slider(
+        "Reference scale", low, high, settings().reference_scale, 0.05,
+        key=f"ipa_{prefix}_scale", help="0 ignores the portrait, 1 follows it closely.",
+    )  # fmt: skip
+    sha = studio().reference_of(name)
+    if sha is None:
+        st.warning(f"{name} has no portrait yet: render one on the Characters page.")
+        return request
+    return replace(request, reference_image=sha, reference_scale=scale)
+
+
+def regenerate_panel(
+    prefix: str,
+    defaults: Defaults,
+    target: Target,
+    spec: PromptSpec | None,
+    cast: Sequence[str] = (),
+):
+    """The generation controls of `prefix` and its Generate button; a new image reruns the page.
+    `cast`: the characters whose portraits may condition the image (with an IP-Adapter)."""
+    request = reference_controls(prefix, cast, render_controls(prefix, defaults))
     if st.button("Generate", type="primary", key=f"{prefix}_generate"):
         with guard("Generating the image"):
             made = generate(with_seed_choice(prefix, request), target, spec)

@@ -253,3 +253,28 @@ def test_a_change_request_on_the_seasons_page_keeps_the_self_ask_trace(catalog):
     run(at)
     assert at.selectbox(key="se_style").value == "anime"
     assert at.text_area(key="se_1_anime_prompt").value == old.prompt
+
+
+def test_with_an_ip_adapter_regenerate_can_condition_on_a_portrait(
+    catalog, monkeypatch, shared_cache
+):
+    from studio.render import build_demo_ip_adapter
+
+    at = open_page(EPISODES, episode="S01E02")
+    assert not [c for c in at.checkbox if c.key == "ipa_ep_S01E02"]  # no adapter, no box
+    monkeypatch.setenv("STUDIO_IP_ADAPTER", str(build_demo_ip_adapter(shared_cache / "ipa")))
+    at = open_page(EPISODES, episode="S01E02")
+    at.checkbox(key="ipa_ep_S01E02").check()
+    run(at)
+    at.selectbox(key="ipa_ep_S01E02_name").set_value("Sherlock Holmes")
+    at.slider(key="ipa_ep_S01E02_scale").set_value(0.8)
+    run(at)
+    at.button(key="ep_S01E02_generate").click()
+    run(at)
+    assert not at.error, errors(at)
+    made = catalog.images(target="episode", season=1, episode=2)[-1]
+    (portrait,) = catalog.images(target="character", style="Sherlock Holmes")
+    assert made.reference_scale == 0.8 and made.reference_image is not None
+    assert catalog.input_path(made.reference_image).is_file()
+    assert made.reference_image == ui.studio().reference_of("Sherlock Holmes")
+    assert portrait.cache_key != made.cache_key
