@@ -219,14 +219,9 @@ class Studio:
 
     def portrait_of(self, name: str) -> StoredImage | None:
         """The newest portrait of `name`'s current look, else of any earlier look, else None."""
-        portraits = self.store.images(target="character", style=name)
-        current = self.store.character(name)
-        version = current.version if current else None
-        of_current = [
-            p for p in portraits if (p.provenance.get("character") or {}).get("version") == version
-        ]
-        chosen = of_current or portraits
-        return chosen[-1] if chosen else None
+        from studio.cast import portrait_of
+
+        return portrait_of(self.store, name)
 
     def reference_of(self, name: str) -> str | None:
         """The sha256 of `name`'s portrait as an IP-Adapter reference image (stored in the

@@ -18,6 +18,7 @@ from studio.cast import (
     cast_for_job,
     current_looks,
     keeps_look,
+    portrait_of,
     save_look,
     write_look,
 )
@@ -365,10 +366,9 @@ def with_reference(job: ImageJob, images: ImageService, settings: Settings) -> I
         return job
     if job.request.reference_image is not None:
         return job
-    portraits = images.store.images(target="character", style=cast[0])
-    if not portraits:
+    portrait = portrait_of(images.store, cast[0])
+    if portrait is None:
         return job
-    portrait = portraits[-1]
     sha = images.add_input(images.store.image_path(portrait), "reference image")
     request = replace(job.request, reference_image=sha, reference_scale=settings.reference_scale)
     provenance = {

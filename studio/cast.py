@@ -26,7 +26,7 @@ from studio.prompting import (
     fit_text,
     load_template,
 )
-from studio.store import CharacterRecord, Store
+from studio.store import CharacterRecord, Store, StoredImage
 
 LOOK_ORDER = ("person", "face", "hair", "clothing", "palette")
 LOOK_DROP = ("palette", "hair", "face", "clothing")  # the person phrase always stays
@@ -208,6 +208,18 @@ def described_look(series: Series, name: str, count: TokenCounter) -> str:
         return ""
     first = _sentences(character.description)[0].rstrip(".")
     return fit_text(re.sub(r"\s+(with|and|who|wearing)\s+", ", ", first), count, DESCRIPTOR_TOKENS)
+
+
+def portrait_of(store: Store, name: str) -> StoredImage | None:
+    """The newest portrait of `name`'s current look, else of any earlier look, else None."""
+    portraits = store.images(target="character", style=name)
+    current = store.character(name)
+    version = current.version if current else None
+    of_current = [
+        p for p in portraits if (p.provenance.get("character") or {}).get("version") == version
+    ]
+    chosen = of_current or portraits
+    return chosen[-1] if chosen else None
 
 
 def keeps_look(current: CharacterRecord | None, refresh: bool) -> bool:
