@@ -13,6 +13,7 @@ image backend once; `dataprep.py`, the dashboard, the benchmarks and the tests a
         studio.alternate_reality("Sherlock Holmes", "film noir", strength=0.6)
         board = studio.storyboard(1, 3)                     # 4-6 moments, rendered in order
         new = studio.revise(rec.key, "night instead of day")  # chain-of-thought, new image
+        hits = studio.library.search("castelo à noite", k=5)  # prompts by meaning, any language
     rec.path, rec.cached, rec.key   # the PNG in the catalog, whether it was already there, its key
 
 Expected failures raise `studio.errors.StudioError` subclasses whose message says what to do.
@@ -43,6 +44,7 @@ from studio.store import Store
 
 if TYPE_CHECKING:
     from studio.dataset import Series
+    from studio.library import Library
     from studio.llm import LLM, ChatBackend
     from studio.store import CharacterRecord, StoredImage
     from studio.storyboards import Storyboard
@@ -80,6 +82,8 @@ class Studio:
         self.close()
 
     def close(self) -> None:
+        if "library" in self.__dict__:
+            self.library.close()
         self.store.close()
 
     @cached_property
@@ -99,6 +103,13 @@ class Studio:
             s = self.settings
             return LLM(self._chat_backend, self.store, s.llm_temperature, s.llm_seed)
         return make_llm(self.settings, self.store, on_status=self._on_status)
+
+    @cached_property
+    def library(self) -> Library:
+        """The prompt library: search by meaning or image, improve an idea, import a CSV."""
+        from studio.library import Library
+
+        return Library(self, self._on_status)
 
     @cached_property
     def series(self) -> Series:

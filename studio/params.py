@@ -229,7 +229,8 @@ class RenderRequest:
 # names prompt records only: a change request's prompt, with the season, episode and style of the
 # image it changed (the new image keeps that image's target).
 TARGET_KINDS = (
-    "episode", "season", "character", "reality", "storyboard", "revision", "studio", "campaign"
+    "episode", "season", "character", "reality", "storyboard", "revision", "studio", "campaign",
+    "idea",  # prompts the prompt library's Improve wrote from a person's idea, and their images
 )  # fmt: skip
 
 

@@ -180,6 +180,54 @@ def _add_characters(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_library(db: sqlite3.Connection) -> None:
+    # The prompt library (studio.library): every distinct prompt text once, the things that use
+    # it (catalog images, prompt records, imported rows, improved ideas), vectors per embedding
+    # space (the usearch index beside the catalog is rebuilt from them), perceptual hashes.
+    _run_script(
+        db,
+        """
+        CREATE TABLE library_texts (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE library_items (
+            id INTEGER PRIMARY KEY,
+            text_id INTEGER NOT NULL REFERENCES library_texts (id),
+            kind TEXT NOT NULL,               -- image, prompt or import
+            ref TEXT NOT NULL,                -- cache key, prompt record key, site:id
+            target TEXT,
+            season INTEGER,
+            episode INTEGER,
+            style TEXT,
+            model TEXT,
+            placeholder INTEGER,
+            image_key TEXT,
+            url TEXT,
+            width INTEGER,
+            height INTEGER,
+            source_site TEXT,
+            parents TEXT NOT NULL DEFAULT '[]', -- JSON: refs it was improved or revised from
+            created_at TEXT NOT NULL,
+            UNIQUE (kind, ref)
+        );
+        CREATE INDEX library_items_by_text ON library_items (text_id);
+        CREATE TABLE library_vectors (
+            space TEXT NOT NULL,              -- embedder name (ids: texts, or items for images)
+            id INTEGER NOT NULL,
+            vector BLOB NOT NULL,             -- float32, unit length
+            PRIMARY KEY (space, id)
+        );
+        CREATE TABLE library_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        CREATE TABLE image_hashes (
+            item_id INTEGER PRIMARY KEY,      -- a library item with an image
+            phash INTEGER NOT NULL            -- 64-bit perceptual hash, as a signed integer
+        )
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
@@ -187,6 +235,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("003_campaigns", _create_campaigns),
     ("004_modes", _add_modes),
     ("005_characters", _add_characters),
+    ("006_library", _add_library),
 ]
 
 

@@ -114,6 +114,20 @@ class FakeBackend:
                 "lighting": "dramatic light",
                 "style": f"{reality} style"[:100],
             }
+        if "prompts" in properties:  # the prompt library's Improve
+            idea = _data_value(request, "idea")
+            user = request.messages[-1][1]
+            examples = json.loads(user[user.index("{") :])["examples"]
+            first = examples[0] if examples else "no example"
+            return {
+                "prompts": [
+                    {
+                        "reasoning": f"Take {n}: from the example '{first[:60]}'",
+                        "prompt": f"{view} of {idea[:80]}, cinematic lighting, oil painting",
+                    }
+                    for n, view in enumerate(("close-up", "wide shot", "aerial view"), start=1)
+                ]
+            }
         if "follow_ups" in properties:
             topics = ["key events", "recurring characters", "mood", "visual motifs"]
             return {
