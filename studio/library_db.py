@@ -370,11 +370,15 @@ class CatalogLibrary:
             index, why = VectorIndex.load(path, dim)
             if index is None or len(index) > count:
                 why = why or f"holds {len(index)} vectors, the catalog {count}"
-                self._on_status(
-                    f"The library index {path} is {why}; rebuilding it from the catalog's "
-                    f"{count} vectors."
-                )
+                if why != "missing" or self._state(f"index:{space}"):  # not merely never built
+                    self._on_status(
+                        f"The library index {path} is {why}; rebuilding it from the catalog's "
+                        f"{count:,} vectors."
+                    )
                 index = VectorIndex.build(path, dim, self._vector_batches(space))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO library_state VALUES (?, 1)", (f"index:{space}",)
+                )
             elif len(index) < count:
                 for ids, vectors in self._vector_batches(space):
                     index.add(ids, vectors)

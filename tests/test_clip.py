@@ -72,9 +72,11 @@ def test_a_resized_copy_is_closer_than_another_image(clip: ClipModel):
 def test_images_of_any_mode_are_read_as_rgb(clip: ClipModel):
     rgb = gradient()
     rgba, grey = rgb.convert("RGBA"), rgb.convert("L")
-    vectors = clip.images([rgb, rgba, grey])
+    grey16 = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)  # 16-bit, same picture
+    vectors = clip.images([rgb, rgba, grey, grey16])
     np.testing.assert_allclose(vectors[1], vectors[0], atol=1e-6)
     np.testing.assert_allclose(vectors[2], clip.images([grey.convert("RGB")])[0], atol=1e-6)
+    np.testing.assert_allclose(vectors[3], vectors[2], atol=1e-4)
 
 
 def test_texts_past_77_tokens_are_cut(clip: ClipModel):
@@ -91,9 +93,24 @@ def test_a_string_is_not_a_list_of_texts(clip: ClipModel):
         clip.texts("a lighthouse")
 
 
-def test_threads_share_one_model(clip: ClipModel):
+def test_threads_share_one_model_one_call_at_a_time(
+    clip: ClipModel, monkeypatch: pytest.MonkeyPatch
+):
     prompts = [f"prompt number {index}" for index in range(8)]
     expected = clip.texts(prompts)
+    forward = clip._model.get_text_features
+    running, overlaps = [], []
+
+    def get_text_features(**inputs):
+        running.append(1)
+        overlaps.append(len(running))
+        time.sleep(0.01)  # long enough for another thread to come in if nothing stops it
+        try:
+            return forward(**inputs)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(clip._model, "get_text_features", get_text_features)
     results: dict[int, np.ndarray] = {}
 
     def embed(index: int) -> None:
@@ -104,7 +121,7 @@ def test_threads_share_one_model(clip: ClipModel):
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(results) == 6
+    assert len(results) == 6 and max(overlaps) == 1
     for vectors in results.values():
         np.testing.assert_allclose(vectors, expected, atol=1e-6)
 
