@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ class ClipModel:
     def images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(len(images), dim) float32 unit rows; any mode is read as RGB (alpha laid on white)."""
         return self._embed(
-            list(images),
+            [to_rgb(image) for image in images],
             lambda batch: self._model.get_image_features(
                 pixel_values=self._image_processor(images=batch, return_tensors="pt")[
                     "pixel_values"
@@ -83,7 +83,7 @@ class ClipModel:
             ),
         )
 
-    def _embed(self, inputs: list, features: Any) -> np.ndarray:
+    def _embed(self, inputs: list, features: Callable[[list], Any]) -> np.ndarray:
         import torch
 
         rows = [np.zeros((0, self.dim), dtype=np.float32)]
@@ -179,9 +179,10 @@ def _load(name: str, folder: Path) -> ClipModel:
 def open_clip(name: str) -> ClipModel:
     """Load the CLIP model that the clip_model setting names: a folder or a hub id. Raises
     ConfigError, naming the setting, the value and the cause, when it cannot be loaded."""
-    if not name.strip():
+    name = name.strip()
+    if not name:
         raise _clip_error(name, "the name is empty")
-    return _load(name, _find_folder(name.strip()))
+    return _load(name, _find_folder(name))
 
 
 def build_demo_clip(folder: Path) -> Path:

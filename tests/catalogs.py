@@ -20,7 +20,7 @@ SMALL_ENV = {
 }
 
 
-def small_studio(folder: Path, cache_dir: Path, chat=None, **overrides) -> Studio:
+def small_studio(folder: Path, cache_dir: Path, chat=None, on_status=None, **overrides) -> Studio:
     """A studio on `folder` with the demo model at 64x64 and 2 steps, and a fake LLM backend."""
     settings = load_settings(
         {
@@ -34,7 +34,7 @@ def small_studio(folder: Path, cache_dir: Path, chat=None, **overrides) -> Studi
             **overrides,
         }
     )
-    return Studio(settings, chat_backend=chat or FakeBackend())
+    return Studio(settings, on_status=on_status, chat_backend=chat or FakeBackend())
 
 
 def build_sample_catalog(folder: Path, cache_dir: Path) -> Path:
