@@ -159,12 +159,21 @@ class Library:
 
     @cached_property
     def clip(self) -> ClipModel | None:
+        """The configured CLIP model; None when there is none, or when it fails to load (then
+        `clip_problem` says why, and everything else works without it)."""
         name = self.studio.settings.clip_model.strip()
         if not name:
             return None
         from studio.clip import open_clip
 
-        return open_clip(name)
+        try:
+            return open_clip(name)
+        except StudioError as exc:
+            self.clip_problem = str(exc)
+            self._on_status(self.clip_problem)
+            return None
+
+    clip_problem = ""
 
     def close(self) -> None:
         if "db" in self.__dict__:
@@ -353,7 +362,8 @@ class Library:
                 prompts.setdefault(hit.text_id, hit)
         else:
             notes.append(
-                f"Without a CLIP model only copies of catalog images are found; set "
+                self.clip_problem
+                or f"Without a CLIP model only copies of catalog images are found; set "
                 f"{setting('clip_model')} to also find images of a similar style."
             )
         for hit in list(images.values()):  # the prompts of the images found

@@ -367,3 +367,57 @@ def test_vectors_are_unit_length_and_deterministic(studio):
     first = embedder.passages(["a castle", "a beach"])
     assert np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
     assert np.array_equal(first, embedder.passages(["a castle", "a beach"]))
+
+
+# CLIP: one space for images and prompts --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_studio(tmp_path_factory):
+    from studio.clip import build_demo_clip
+
+    folder = tmp_path_factory.mktemp("clip")
+    model = build_demo_clip(folder / "clip")
+    with small_studio(folder / "data", folder / "cache", clip_model=str(model)) as made:
+        for seed, prompt in enumerate(list(PROMPTS.values())[:4]):
+            made.generate(prompt, seed=seed)
+        yield made
+
+
+def test_with_clip_an_image_finds_similar_images_and_likely_prompts(clip_studio):
+    library = clip_studio.library
+    stored = clip_studio.store.images()[2]
+    picture = Image.open(clip_studio.store.image_path(stored)).convert("RGB")
+    shifted = picture.rotate(8).resize((60, 60))  # no file, no metadata, a changed hash
+    found = library.search_image(shifted, k=4)
+    assert "clip" in found.used and not found.notes
+    assert len(found.images) == 4  # every catalog image, the one it was made from first
+    assert found.images[0].image_key == stored.cache_key
+    clip_hits = [hit for hit in found.images if hit.how == "clip"]
+    assert len(clip_hits) >= 3  # those the perceptual hash did not find
+    assert [h.score for h in clip_hits] == sorted((h.score for h in clip_hits), reverse=True)
+    assert {hit.how for hit in found.prompts} >= {"clip"}
+    # the ranking follows the vectors: recompute it with the model itself
+    vectors = library.clip.images(
+        [Image.open(clip_studio.store.image_path(clip_studio.store.find_image(h.image_key)))
+         for h in clip_hits]
+    )  # fmt: skip
+    expected = vectors @ library.clip.images([shifted])[0]
+    assert np.allclose([h.score for h in clip_hits], expected, atol=2e-3)
+    counts = library.db.counts()
+    assert counts["image"] == 4
+
+
+def test_a_clip_model_that_fails_to_load_leaves_the_rest_working(tmp_path):
+    broken = tmp_path / "not-clip"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with small_studio(tmp_path / "data", tmp_path / "cache", clip_model=str(broken)) as made:
+        made.generate(PROMPTS["castle"], seed=1)
+        assert top(made.library.search("castle", k=1)) == PROMPTS["castle"]
+        stored = made.store.images()[0]
+        found = made.library.search_image(made.store.image_path(stored))
+        assert found.images[0].image_key == stored.cache_key
+        assert "clip" not in found.used
+        assert any("STUDIO_CLIP_MODEL" in note and "could not be loaded" in note
+                   for note in found.notes)  # fmt: skip
