@@ -56,9 +56,10 @@ FLAG_OF_SETTING = {"series": "--data", "data_dir": "--out", "width": "--size", "
 SETTINGS_WITH_FLAGS = (
     "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
     "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
-    "batch_size", "characters", "ip_adapter", "reference_scale", "embeddings", "embeddings_model",
-    "library_db",
+    "batch_size", "characters", "ip_adapter", "reference_scale",
 )  # fmt: skip
+# Settings `dataprep.py library` has a flag for (besides --out).
+LIBRARY_SETTINGS = ("embeddings", "embeddings_model", "library_db")
 
 
 def flag_of(name: str) -> str:
@@ -68,7 +69,7 @@ def flag_of(name: str) -> str:
 def cli_message(text: str) -> str:
     """A library message with this CLI's flags where it names settings: the library writes
     `image_model (STUDIO_IMAGE_MODEL)`, the CLI shows `--image-model (STUDIO_IMAGE_MODEL)`."""
-    for name in SETTINGS_WITH_FLAGS:
+    for name in SETTINGS_WITH_FLAGS + LIBRARY_SETTINGS:
         env = ENV_VARS[name]
         text = text.replace(f"{name} ({env})", f"{flag_of(name)} ({env})")
     return text
@@ -274,18 +275,11 @@ def library_command(argv: list[str]) -> int:
     from studio.api import Studio
 
     args = build_library_parser().parse_args(argv)
-    names = ("data_dir", "embeddings", "embeddings_model", "library_db")
+    names = ("data_dir", *LIBRARY_SETTINGS)
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     overrides["_sources"] = {name: flag_of(name) for name in overrides}
     settings = load_settings(overrides)
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="prompt", file=sys.stderr)
-        bar.total = max(total, done)
-        bar.update(done - bar.n)
+    progress, close = library_progress()
 
     with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:
         library = studio.library
@@ -308,8 +302,7 @@ def library_command(argv: list[str]) -> int:
                 for name, count in library.stats().items():
                     print(f"{name}: {count:,}")
         finally:
-            for bar in bars.values():
-                bar.close()
+            close()
     return 0
 
 
@@ -346,6 +339,41 @@ def recover(data_dir: Path) -> int:
     for path in report.unreadable[:10]:
         print(f"  not recovered (no studio metadata): {path}", file=sys.stderr)
     return 0
+
+
+def library_progress():
+    """A progress callback for the library's stages: one tqdm bar per stage, closed by `close`."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr)
+        bar.total = max(total, done)
+        bar.update(done - bar.n)
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return progress, close
+
+
+def index_library(studio, summary) -> None:
+    """Make the job's new prompts and images searchable in the prompt library; a library that
+    cannot be reached is a note, never a failed job."""
+    progress, close = library_progress()
+    try:
+        added = studio.library.sync(on_progress=progress)
+    except StudioError as exc:
+        summary.notes.append(f"The prompt library was not updated: {cli_message(str(exc))}")
+        return
+    finally:
+        close()
+    if added:
+        summary.notes.append(f"Prompt library: {added} new prompts and images are searchable.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -395,6 +423,8 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             progress=tqdm,
         )
+        if not args.dry_run:
+            index_library(studio, summary)
     _print_summary(summary, settings, issues, backend.notes)
     return 1 if summary.failed else 0
 

@@ -186,8 +186,14 @@ def test_library_messages_name_this_clis_flags():
         if flag == "--size":
             continue
         assert getattr(dataprep.build_parser().parse_args([flag, value]), name) is not None
+    for name in dataprep.LIBRARY_SETTINGS:
+        args = dataprep.build_library_parser().parse_args([dataprep.flag_of(name), "x", "status"])
+        assert getattr(args, name) == "x"
     assert (
         dataprep.cli_message(f"Set image_model ({ENV_VARS['image_model']}) to a folder.")
         == "Set --image-model (STUDIO_IMAGE_MODEL) to a folder."
     )
     assert dataprep.cli_message("data_dir (STUDIO_DATA_DIR)") == "--out (STUDIO_DATA_DIR)"
+    assert dataprep.cli_message("embeddings (STUDIO_EMBEDDINGS)") == (
+        "--embeddings (STUDIO_EMBEDDINGS)"
+    )

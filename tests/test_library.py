@@ -421,3 +421,31 @@ def test_a_clip_model_that_fails_to_load_leaves_the_rest_working(tmp_path):
         assert "clip" not in found.used
         assert any("STUDIO_CLIP_MODEL" in note and "could not be loaded" in note
                    for note in found.notes)  # fmt: skip
+
+
+# The CLI ---------------------------------------------------------------------------------------
+
+
+def test_the_cli_imports_searches_and_reports(tmp_path, capsys, monkeypatch):
+    import dataprep
+
+    monkeypatch.setenv("STUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    out = ["library", "--out", str(tmp_path / "data")]
+    path = write_csv(
+        tmp_path / "p.csv",
+        [("1", "a lighthouse on a cliff at dawn", "", "", "", "t"), ("2", "", "", "", "", "t")],
+    )
+    assert dataprep.main([*out, "import", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "1 prompts added from 2 rows of p.csv; 1 skipped: empty prompt" in err
+    assert "skipped line 3: empty prompt" in err
+    assert dataprep.main([*out, "search", "lighthouse at dawn", "-k", "1"]) == 0
+    assert "a lighthouse on a cliff at dawn" in capsys.readouterr().out
+    assert dataprep.main([*out, "status"]) == 0
+    assert "import: 1" in capsys.readouterr().out
+    assert dataprep.main([*out, "search", "x", "--since", "soon"]) == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text\nhello\n")
+    assert dataprep.main([*out, "import", str(bad)]) == 2
+    assert "no id or prompt column" in capsys.readouterr().err
