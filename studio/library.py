@@ -441,6 +441,8 @@ class Library:
         return self.db.pending_count(self.embedder.name)
 
     def stats(self) -> dict[str, int]:
+        """texts, items by kind (image, prompt, import), and texts waiting to be embedded."""
+        self.db.sync_catalog()
         return {**self.db.counts(), "waiting": self.waiting()}
 
 

@@ -18,7 +18,12 @@ from studio.params import PromptSpec
 from studio.store import CATALOG_NAME, ImageRecord, PromptRecord, Store
 
 # Tables salvaged from the old file, row by row, as far as they can be read.
-SALVAGED_TABLES = ("prompts", "llm_cache", "covers", "campaigns", "characters")
+# The prompt library's tables too (imported rows exist nowhere else), texts before what refers to
+# them; not its sync watermarks, which count the old file's image ids.
+SALVAGED_TABLES = (
+    "prompts", "llm_cache", "covers", "campaigns", "characters", "library_texts", "library_items",
+    "library_vectors", "image_hashes",
+)  # fmt: skip
 
 
 @dataclass

@@ -71,12 +71,13 @@ def test_search_finds_the_prompt_that_means_the_same_in_any_language(studio, que
 
 
 def test_every_image_and_prompt_record_enters_the_library(studio):
-    stats = studio.library.stats()
-    assert stats["image"] >= len(PROMPTS)
-    assert stats["waiting"] == 0
     made = studio.generate("a lighthouse on a cliff at dawn", seed=99)
+    stats = studio.library.stats()
+    assert stats["image"] >= len(PROMPTS) + 1
+    assert stats["waiting"] >= 1  # made, not embedded yet
     hits = studio.library.search("lighthouse on a cliff", k=1)
     assert hits[0].image_key == made.key
+    assert studio.library.stats()["waiting"] == 0
 
 
 def test_filters_narrow_the_results(studio):
@@ -449,3 +450,22 @@ def test_the_cli_imports_searches_and_reports(tmp_path, capsys, monkeypatch):
     bad.write_text("text\nhello\n")
     assert dataprep.main([*out, "import", str(bad)]) == 2
     assert "no id or prompt column" in capsys.readouterr().err
+
+
+def test_a_recovered_catalog_keeps_the_imported_prompts_and_syncs_new_images(tmp_path):
+    from studio.recovery import recover_catalog
+
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    path = write_csv(tmp_path / "p.csv", [("1", "a red fox in the snow", "", "", "", "t")])
+    with small_studio(data, cache) as made:
+        for seed, prompt in enumerate(list(PROMPTS.values())[:3]):
+            made.generate(prompt, seed=seed)
+        made.library.import_csv(path)
+        before = made.library.stats()
+    report = recover_catalog(data)
+    assert report.salvaged["library_items"] == before["image"] + before["import"]
+    with small_studio(data, cache) as again:
+        assert top(again.library.search("raposa na neve", k=1)) == "a red fox in the snow"
+        made = again.generate("a lighthouse on a cliff at dawn", seed=5)
+        assert again.library.search("lighthouse", k=1)[0].image_key == made.key
+        assert again.library.stats()["image"] == before["image"] + 1
