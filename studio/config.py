@@ -17,6 +17,7 @@ from dotenv import dotenv_values
 
 from studio.errors import ConfigError
 from studio.params import REFERENCE_SCALE, SAMPLER_NAMES, ParameterError, check_value
+from studio.remote import redact_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
@@ -244,7 +245,7 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
         raise fail(
             "library_db",
             f"`library_db` has to be empty (the catalog) or a postgresql:// URL but is "
-            f"{settings.library_db!r}.",
+            f"{redact_url(settings.library_db)!r}.",
         )
     if not (math.isfinite(settings.llm_temperature) and 0 <= settings.llm_temperature <= 2):
         raise fail(

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -73,8 +73,8 @@ class LibraryItem:
     created_at: str = ""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LibraryItem:
-        values = {name: row[name] for name in row.keys()}  # noqa: SIM118 - a Row
+    def from_row(cls, row: sqlite3.Row | Mapping[str, Any]) -> LibraryItem:
+        values = {name: row[name] for name in row.keys()}  # noqa: SIM118 - a Row or a dict
         placeholder = values["placeholder"]
         return cls(
             **{
@@ -122,22 +122,24 @@ def check_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     return chosen
 
 
-def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+def where_clause(filters: Mapping[str, Any], mark: str = "?") -> tuple[str, list[Any]]:
+    """Checked `filters` as an SQL condition on library_items, with `mark` for each value, and
+    the values: one definition for the catalog (SQLite, `?`) and the server (PostgreSQL, `%s`)."""
     clauses, values = [], []
     for name, value in filters.items():
         if name == "since":
-            clauses.append("created_at >= ?")
+            clauses.append(f"created_at >= {mark}")
             values.append(value)
         elif name == "until":
-            clauses.append("created_at < date(?, '+1 day')")
-            values.append(value)
+            clauses.append(f"created_at < {mark}")
+            values.append((date.fromisoformat(value) + timedelta(days=1)).isoformat())
         elif name == "placeholder":
-            clauses.append("placeholder = ?")
-            values.append(int(bool(value)))
+            clauses.append(f"placeholder = {mark}")
+            values.append(bool(value))
         else:
-            clauses.append(f"{name} = ?")
+            clauses.append(f"{name} = {mark}")
             values.append(value)
-    return " AND ".join(clauses) or "1", values
+    return " AND ".join(clauses) or "TRUE", values
 
 
 def _now() -> str:
@@ -403,7 +405,7 @@ class CatalogLibrary:
         """Ids of the texts with an item that passes `filters`; None when there are none set."""
         if not filters:
             return None
-        where, values = _where(filters)
+        where, values = where_clause(filters)
         with self._lock:
             return {
                 row[0]
@@ -415,7 +417,7 @@ class CatalogLibrary:
     def allowed_items(self, filters: Mapping[str, Any]) -> set[int] | None:
         if not filters:
             return None
-        where, values = _where(filters)
+        where, values = where_clause(filters)
         with self._lock:
             return {
                 row[0]
@@ -449,7 +451,7 @@ class CatalogLibrary:
         text_ids = list(text_ids)
         if not text_ids:
             return {}
-        where, values = _where(filters or {})
+        where, values = where_clause(filters or {})
         marks = ", ".join("?" for _ in text_ids)
         found: dict[int, list[LibraryItem]] = {}
         with self._lock:

@@ -26,6 +26,12 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def mask_password(url: str) -> str:
+    """`url` with its password shown as ***, to print or log."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*:)[^@/?#]+@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
 def redact_text(text: str) -> str:
     return _USERINFO.sub("", text)
 
