@@ -23,7 +23,11 @@ from usearch.index import Index
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 256  # recall@10 >= 0.99 at 100k, >= 0.95 at 1M (bench/bench_library.py)
-EXACT_LIMIT = 50_000  # filtered searches over at most this many ids are exact
+# Filtered searches over at most this many ids are exact (reading vectors back costs about 5 us
+# each); over more, the graph is asked for more and more neighbours, up to GRAPH_LIMIT, and then
+# the search falls back to exact.
+EXACT_LIMIT = 2_000
+GRAPH_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -141,12 +145,11 @@ class VectorIndex:
             if not allowed:
                 return []
             if len(allowed) <= EXACT_LIMIT:
-                ids = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
-                ids = ids[self.contains(ids)]
-                return exact_search(ids, unit(self.vectors(ids)), query, k)
-        wanted = k
+                return self._exact(query, k, allowed)
+        # Enough neighbours that about k of them are allowed, then more while too few are.
+        share = 1.0 if allowed is None else min(1.0, len(allowed) / total)
+        count = min(total, max(k, int(2 * k / share)))
         while True:
-            count = min(total, wanted if allowed is None else wanted * 8)
             found = self.index.search(query, count)
             matches = [
                 Match(int(key), float(1.0 - distance))
@@ -155,4 +158,11 @@ class VectorIndex:
             ]
             if len(matches) >= k or count >= total:
                 return matches[:k]
-            wanted *= 4
+            if count >= GRAPH_LIMIT:
+                return self._exact(query, k, allowed)
+            count = min(total, GRAPH_LIMIT, count * 4)
+
+    def _exact(self, query: np.ndarray, k: int, allowed: Collection[int]) -> list[Match]:
+        ids = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
+        ids = ids[self.contains(ids)]
+        return exact_search(ids, unit(self.vectors(ids)), query, k)
