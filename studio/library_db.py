@@ -142,6 +142,18 @@ def where_clause(filters: Mapping[str, Any], mark: str = "?") -> tuple[str, list
     return " AND ".join(clauses) or "TRUE", values
 
 
+def select_in(
+    db: sqlite3.Connection, query: str, values: Sequence[Any], before: tuple[Any, ...] = ()
+) -> set[Any]:
+    """The first column of `query` for `values`, 500 at a time into its `IN ({marks})`."""
+    found: set[Any] = set()
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        found.update(row[0] for row in db.execute(query.format(marks=marks), (*before, *chunk)))
+    return found
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -260,20 +272,11 @@ class CatalogLibrary:
         return self._db.execute("SELECT count(*) FROM library_items").fetchone()[0]
 
     def existing_refs(self, kind: str, refs: Collection[str]) -> set[str]:
-        found: set[str] = set()
-        refs = list(refs)
         with self._lock:
-            for start in range(0, len(refs), 500):
-                chunk = refs[start : start + 500]
-                marks = ", ".join("?" for _ in chunk)
-                found.update(
-                    row[0]
-                    for row in self._db.execute(
-                        f"SELECT ref FROM library_items WHERE kind = ? AND ref IN ({marks})",
-                        (kind, *chunk),
-                    )
-                )
-        return found
+            return select_in(
+                self._db, "SELECT ref FROM library_items WHERE kind = ? AND ref IN ({marks})",
+                list(refs), (kind,),
+            )  # fmt: skip
 
     # Vectors ----------------------------------------------------------------------------------
 
@@ -412,16 +415,6 @@ class CatalogLibrary:
                 for row in self._db.execute(
                     f"SELECT DISTINCT text_id FROM library_items WHERE {where}", values
                 )
-            }
-
-    def allowed_items(self, filters: Mapping[str, Any]) -> set[int] | None:
-        if not filters:
-            return None
-        where, values = where_clause(filters)
-        with self._lock:
-            return {
-                row[0]
-                for row in self._db.execute(f"SELECT id FROM library_items WHERE {where}", values)
             }
 
     def texts(self, ids: Collection[int]) -> dict[int, str]:

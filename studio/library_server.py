@@ -46,7 +46,7 @@ from psycopg.types import TypeInfo
 
 from studio.config import setting
 from studio.errors import StudioError
-from studio.library_db import LibraryItem, NewItem, where_clause
+from studio.library_db import LibraryItem, NewItem, select_in, where_clause
 from studio.remote import mask_password
 from studio.store import Store
 from studio.vector_index import EXACT_LIMIT, EXPANSION_SEARCH, Match, unit
@@ -343,19 +343,9 @@ class ServerLibrary:
 
     def _catalog_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of `keys` are images of this catalog."""
-        found: set[str] = set()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            found.update(
-                row[0]
-                for row in self._catalog.execute(
-                    f"SELECT cache_key FROM images WHERE cache_key IN ({marks})", chunk
-                )
-            )
-        return found
-
-    # Writing ----------------------------------------------------------------------------------
+        return select_in(
+            self._catalog, "SELECT cache_key FROM images WHERE cache_key IN ({marks})", list(keys)
+        )
 
     def add_items(self, items: Sequence[NewItem]) -> int:
         """Record `items` (their texts first); an item already there (same kind and ref) is
@@ -559,9 +549,6 @@ class ServerLibrary:
     def allowed_texts(self, filters: Mapping[str, Any]) -> set[int] | None:
         """Ids of the texts with an item that passes `filters`; None when there are none set."""
         return self._items_where("SELECT DISTINCT text_id", filters) if filters else None
-
-    def allowed_items(self, filters: Mapping[str, Any]) -> set[int] | None:
-        return self._items_where("SELECT id", filters) if filters else None
 
     def texts(self, ids: Collection[int]) -> dict[int, str]:
         if not ids:
