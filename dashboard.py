@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/characters.py", title="Characters", icon=":material/groups:"),
     st.Page("pages/studio.py", title="Studio", icon=":material/tune:"),
     st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+    st.Page("pages/library.py", title="Prompt Library", icon=":material/manage_search:"),
     st.Page("pages/marketing.py", title="Marketing Assistant", icon=":material/campaign:"),
 ]
 

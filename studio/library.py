@@ -205,8 +205,9 @@ class Library:
             clip = bool(self.studio.settings.clip_model.strip())
         if clip and self.clip is not None:
             text_space, image_space = self.clip_spaces
-            self._embed_texts(text_space, self.clip.texts, on_progress, "CLIP: prompts")
-            self._embed_images(image_space, on_progress)
+            self._embed_texts(text_space, self.clip.texts, on_progress, "CLIP: prompts",
+                              limit=limit, should_stop=should_stop)  # fmt: skip
+            self._embed_images(image_space, on_progress, limit=limit)
         return added
 
     def _embed_texts(
@@ -259,8 +260,10 @@ class Library:
                 on_progress("Hashing images", number, len(pending))
         self.db.add_hashes(hashes)
 
-    def _embed_images(self, space: str, on_progress: Progress | None, batch: int = 16) -> None:
-        pending = self.db.pending_images(space, limit=10**9)
+    def _embed_images(
+        self, space: str, on_progress: Progress | None, batch: int = 16, limit: int | None = None
+    ) -> None:
+        pending = self.db.pending_images(space, limit=10**9 if limit is None else limit)
         for start in range(0, len(pending), batch):
             chunk = [(i, self._catalog_picture(key)) for i, key in pending[start : start + batch]]
             chunk = [(i, picture) for i, picture in chunk if picture is not None]
@@ -274,14 +277,17 @@ class Library:
 
     # Searching -------------------------------------------------------------------------------
 
-    def search(self, text: str, k: int = 10, **filters: Any) -> list[LibraryHit]:
+    def search(
+        self, text: str, k: int = 10, on_progress: Progress | None = None, **filters: Any
+    ) -> list[LibraryHit]:
         """The `k` prompts closest in meaning to `text` (any language), best first. `filters`:
         season, episode, target (episode, season, character, studio, campaign, idea, import...),
-        style, model, placeholder (True/False), since and until (YYYY-MM-DD), source_site."""
+        style, model, placeholder (True/False), since and until (YYYY-MM-DD), source_site.
+        `on_progress(stage, done, total)` hears the catch-up embedding of new texts, if any."""
         query = check_query(text)
         k = check_k(k)
         chosen = check_filters(filters)
-        self.sync(limit=SEARCH_SYNC)
+        self.sync(on_progress, limit=SEARCH_SYNC)
         vector = self.embedder.queries([query])[0]
         allowed = self.db.allowed_texts(chosen)
         matches = self.db.nearest(self.embedder.name, vector, k, allowed)
@@ -303,12 +309,14 @@ class Library:
         text = self.db.texts([item.text_id]).get(item.text_id, "")
         return LibraryHit(text, score, (item,), how, item.text_id)
 
-    def search_image(self, image: ImageSource, k: int = 10) -> ImageSearch:
+    def search_image(
+        self, image: ImageSource, k: int = 10, on_progress: Progress | None = None
+    ) -> ImageSearch:
         """Catalog images like `image` and the prompts that likely produced it."""
         k = check_k(k)
         data = _source_bytes(image)
         picture = read_image(image)
-        self.sync(limit=SEARCH_SYNC)
+        self.sync(on_progress, limit=SEARCH_SYNC)
         images: dict[int, LibraryHit] = {}
         prompts: dict[int, LibraryHit] = {}
         used: list[str] = []
@@ -375,14 +383,16 @@ class Library:
 
     # Improving -------------------------------------------------------------------------------
 
-    def improve(self, idea: str, refresh: bool = False) -> Improvement:
+    def improve(
+        self, idea: str, refresh: bool = False, on_progress: Progress | None = None
+    ) -> Improvement:
         """3 specific English prompts for `idea` (any language), written by the LLM from the
         library's closest prompts; kept as prompt records (target `idea`) with the idea and the
         examples they came from."""
         from studio.prompting import _data_block, base_negative, load_template
 
         idea = check_query(idea, "idea")
-        examples = self.search(idea, k=IMPROVE_EXAMPLES)
+        examples = self.search(idea, k=IMPROVE_EXAMPLES, on_progress=on_progress)
         template = load_template("library_improve.md")
         data = {"idea": idea, "examples": [hit.text for hit in examples]}
         messages = template.messages(idea_json=_data_block(data))

@@ -384,6 +384,22 @@ def result_progress(total: int, text: str, unit: str) -> Iterator[Callable[[Imag
         bar.empty()
 
 
+@contextmanager
+def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar for work done in stages while the block runs; yields the
+    `on_progress(stage, done, total)` callback to give the studio (the prompt library's sync
+    and import). The bar shows from the first report on: work with nothing to do shows none."""
+    slot = st.empty()
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        slot.progress(min(1.0, done / max(1, total)), text=f"{stage}: {done:,} of {total:,}")
+
+    try:
+        yield on_progress
+    finally:
+        slot.empty()
+
+
 def generate(
     request: RenderRequest, target: Target = STUDIO_TARGET, spec: PromptSpec | None = None
 ) -> ImageResult:

@@ -2,6 +2,7 @@
 
 Used by tests/test_browser.py, and to take the README's screenshots from the current catalog:
 `python -m tests.browser --out assets/screenshots` (needs /usr/bin/chromium and playwright). The
+Prompt Library's (`library.png`) shows a search in Portuguese that finds English prompts. The
 Studio's inpaint screenshot (`studio-inpaint.png`) inpaints a drawn scene with a mask painted by
 the mouse, which adds that image to the catalog (once: a second run finds it there). So do the
 storyboard (`storyboard.png`: made on the episode page when the episode has none) and the change
@@ -41,6 +42,7 @@ PAGES = {
     "characters": "characters",
     "studio": "studio",
     "gallery": "gallery",
+    "library": "library",
     "marketing": "marketing",
 }
 
@@ -284,6 +286,32 @@ def capture_change_request(
     return shot
 
 
+# The README's library search: a Portuguese query finds the sample's English prompts.
+LIBRARY_QUERY = "detetive examinando uma pista à noite"
+
+
+def search_library(page, url: str, query: str = LIBRARY_QUERY) -> None:
+    """Open the Prompt Library, type `query` and search, as a person would; returns when the
+    result cards are shown (the first search embeds the catalog's prompts)."""
+    page.goto(f"{url}/library")
+    wait_idle(page)
+    page.get_by_role("textbox", name="Search the prompts").fill(query)
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.locator('[data-testid="stHeading"]', has_text="prompts like").wait_for(timeout=120_000)
+    wait_idle(page)
+    _check(page, "library search")
+
+
+def capture_library(url: str, out: Path, query: str = LIBRARY_QUERY) -> Path:
+    """A search on the Prompt Library, its result cards in view; `library.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1550) as page:
+        search_library(page, url, query)
+        shot = out / "library.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshots of every dashboard page.")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
@@ -296,11 +324,14 @@ def main() -> None:
     if args.campaign:
         extra["marketing"] = f"marketing?campaign={args.campaign}"
     pages = {**PAGES, **extra}
+    del pages["library"]  # its screenshot shows a search: capture_library
     if args.only:
         pages = {name: path for name, path in pages.items() if name in args.only}
     log = Path(tempfile.gettempdir()) / "series-studio-screenshots.log"
     with dashboard_server({}, log) as url, tempfile.TemporaryDirectory() as folder:
         shots = capture_pages(url, args.out, pages, only=True) if pages else {}
+        if not args.only or "library" in args.only:
+            shots["library"] = capture_library(url, args.out)
         if not args.only or "studio-inpaint" in args.only:
             init = scene_png(Path(folder) / "scene.png")
             shots["studio-inpaint"] = capture_inpaint(url, args.out, init)

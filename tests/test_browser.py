@@ -1,8 +1,9 @@
 """The real dashboard in a real browser: `streamlit run dashboard.py` driven by headless Chromium.
 
 Opens every page, generates an image in the Studio, reads a catalog PNG dropped on the Gallery
-and sends it to the Studio, inpaints with a mask painted by the mouse on the Studio's canvas,
-makes an episode's storyboard and asks for a change to its image; fails on any Streamlit
+and sends it to the Studio, searches the Prompt Library in Portuguese and sends a found prompt to
+the Studio, inpaints with a mask painted by the mouse on the Studio's canvas, makes an episode's
+storyboard and asks for a change to its image; fails on any Streamlit
 exception element. Screenshots go to
 `test-artifacts/browser/` (or $STUDIO_TEST_ARTIFACTS). CI sets STUDIO_REQUIRE_BROWSER=1 so a
 missing Chromium fails instead of skipping.
@@ -26,6 +27,7 @@ from tests.browser import (
     dashboard_server,
     exceptions_on,
     scene_png,
+    search_library,
     wait_idle,
 )
 from tests.catalogs import SMALL_ENV
@@ -105,6 +107,7 @@ def test_a_deep_link_opened_first_after_a_start_goes_through_the_dashboard(
             "Characters",
             "Studio",
             "Gallery",
+            "Prompt Library",
             "Marketing Assistant",
         ]
         sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
@@ -157,6 +160,25 @@ def test_generate_in_the_studio_then_reproduce_a_png_from_the_gallery(server, ar
         assert page.get_by_label("Prompt", exact=True).input_value() == dropped["prompt"]
         page.screenshot(path=str(artifacts / "studio-from-png.png"))
         assert not exceptions_on(page)
+
+
+def test_search_the_prompt_library_and_send_a_prompt_to_the_studio(server, artifacts):
+    url, data = server
+    with chromium_page(height=1300) as page:
+        search_library(page, url, "detetive examinando uma pista")
+        page.screenshot(path=str(artifacts / "library-search.png"))
+        cards = page.get_by_role("button", name="Send to Studio", exact=True)
+        assert cards.count() >= 6
+        first = page.locator('[data-testid="stText"]').first.inner_text()
+        assert "detective examining a clue" in first  # the English prompts, from Portuguese
+        cards.first.click()
+        page.wait_for_selector("h1:has-text('Studio')", timeout=60_000)
+        wait_idle(page)
+        page.screenshot(path=str(artifacts / "studio-from-library.png"))
+        assert not exceptions_on(page)
+        prompt = page.get_by_label("Prompt", exact=True).input_value()
+        assert " ".join(prompt.split()) == " ".join(first.split())
+        assert prompt in {row.prompt for row in Store(data).images()}
 
 
 def test_a_campaign_in_the_marketing_assistant(server, artifacts):
