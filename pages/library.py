@@ -9,7 +9,6 @@ import streamlit as st
 
 from studio import ui
 from studio.library import MAX_K, MAX_QUERY
-from studio.params import TARGET_KINDS
 
 ui.route_through_dashboard(__file__)
 
@@ -56,15 +55,7 @@ def overview(library) -> None:
             st.rerun()
 
 
-def facets(store) -> dict[str, list]:
-    """The filters' choices that the catalog holds: styles and models."""
-    images = store.images()
-    return {
-        field: sorted({row[field] for row in images if row[field]}) for field in ("style", "model")
-    }
-
-
-def search_form(series, store) -> tuple[str, str, int, dict]:
+def search_form(series, library) -> tuple[str, str, int, dict]:
     """The query, its filters and k; which button was pressed ("search", "improve" or "")."""
     with st.form("lib_form", border=False):
         query = st.text_input(
@@ -76,7 +67,7 @@ def search_form(series, store) -> tuple[str, str, int, dict]:
         )
         with st.expander("Filters"):
             first, second, third = st.columns(3)
-            choices = facets(store)
+            choices = library.facets()
             season = first.selectbox(
                 "Season",
                 [None, *series.seasons],
@@ -86,7 +77,7 @@ def search_form(series, store) -> tuple[str, str, int, dict]:
                 key="lib_season",
             )
             target = second.selectbox(
-                "Made for", [None, *TARGET_KINDS, "import"], format_func=_any, key="lib_target"
+                "Made for", [None, *choices["target"]], format_func=_any, key="lib_target"
             )
             style = third.selectbox(
                 "Style", [None, *choices["style"]], format_func=_any, key="lib_style"
@@ -97,9 +88,10 @@ def search_form(series, store) -> tuple[str, str, int, dict]:
             since = second.date_input("Made since", value=None, key="lib_since")
             until = third.date_input("Made until", value=None, key="lib_until")
             kind = first.radio("Images", list(KINDS), horizontal=True, key="lib_kind")
-            site = second.text_input(
-                "Source site", key="lib_site", help="Of imported prompts, as in their CSV."
-            )
+            site = second.selectbox(
+                "Source site", [None, *choices["source_site"]], format_func=_any, key="lib_site",
+                help="Of imported prompts, as in their CSV.",
+            )  # fmt: skip
         k = st.slider("Results", 1, MAX_K, DEFAULT_K, key="lib_k")
         buttons = st.container(horizontal=True)
         search = buttons.form_submit_button("Search", type="primary", key="lib_search")
@@ -116,7 +108,7 @@ def search_form(series, store) -> tuple[str, str, int, dict]:
         "placeholder": KINDS[kind],
         "since": since,
         "until": until,
-        "source_site": site.strip(),
+        "source_site": site,
     }
     return "search" if search else "improve" if improve else "", query, k, filters
 
@@ -360,7 +352,7 @@ if series is not None:
         overview(library)
         left, right = st.columns([2, 1], gap="large")
         with left:
-            action, query, k, filters = search_form(series, store)
+            action, query, k, filters = search_form(series, library)
         with right:
             image_drop(library, k)
         if action == "search":

@@ -450,6 +450,11 @@ class Library:
         """Texts not searchable yet: imported or made, but not embedded."""
         return self.db.pending_count(self.embedder.name)
 
+    def facets(self) -> dict[str, list[str]]:
+        """Values to filter by, as the library holds them: target, style, model, source_site."""
+        self.db.sync_catalog()
+        return self.db.facets()
+
     def stats(self) -> dict[str, int]:
         """texts, items by kind (image, prompt, import), and texts waiting to be embedded."""
         self.db.sync_catalog()

@@ -28,6 +28,11 @@ from studio.vector_index import Match, VectorIndex, unit
 FILTERS = ("season", "episode", "target", "style", "model", "placeholder", "since", "until",
            "source_site")  # fmt: skip
 CHUNK = 20_000  # rows per read when (re)building an index
+FACETS = ("target", "style", "model", "source_site")  # filters whose values can be listed
+FACETS_SQL = {
+    name: f"SELECT DISTINCT {name} FROM library_items WHERE {name} IS NOT NULL ORDER BY 1"
+    for name in FACETS
+}
 
 
 @dataclass(frozen=True)
@@ -498,6 +503,14 @@ class CatalogLibrary:
         ids = np.array([row[0] for row in rows], dtype=np.int64)
         values = np.array([row[1] for row in rows], dtype=np.int64).view(np.uint64)
         return ids, values
+
+    def facets(self) -> dict[str, list[str]]:
+        """The values the library holds for each filter in FACETS."""
+        with self._lock:
+            return {
+                name: [row[0] for row in self._db.execute(query)]
+                for name, query in FACETS_SQL.items()
+            }
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -46,7 +46,7 @@ from psycopg.types import TypeInfo
 
 from studio.config import setting
 from studio.errors import StudioError
-from studio.library_db import LibraryItem, NewItem, select_in, where_clause
+from studio.library_db import FACETS_SQL, LibraryItem, NewItem, select_in, where_clause
 from studio.remote import mask_password
 from studio.store import Store
 from studio.vector_index import EXACT_LIMIT, EXPANSION_SEARCH, Match, unit
@@ -625,6 +625,14 @@ class ServerLibrary:
         ids = np.array([row[0] for row in rows], dtype=np.int64)
         values = np.array([row[1] for row in rows], dtype=np.int64).view(np.uint64)
         return ids, values
+
+    def facets(self) -> dict[str, list[str]]:
+        """The values the library holds for each filter in FACETS."""
+        with self._server() as pg:
+            return {
+                name: [row[0] for row in pg.execute(query).fetchall()]
+                for name, query in FACETS_SQL.items()
+            }
 
     def counts(self) -> dict[str, int]:
         with self._server() as pg:

@@ -469,3 +469,10 @@ def test_a_recovered_catalog_keeps_the_imported_prompts_and_syncs_new_images(tmp
         made = again.generate("a lighthouse on a cliff at dawn", seed=5)
         assert again.library.search("lighthouse", k=1)[0].image_key == made.key
         assert again.library.stats()["image"] == before["image"] + 1
+
+
+def test_facets_list_the_values_to_filter_by(studio):
+    facets = studio.library.facets()
+    assert {"episode", "season", "studio"} <= set(facets["target"])
+    assert "noir" in facets["style"]
+    assert facets["model"] == ["demo-v1 (placeholder)"]
