@@ -17,7 +17,7 @@ def run_bench(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_tiny_run_prints_latency_and_recall():
-    done = run_bench("--sizes", "500", "--real", "50", "--queries", "20")
+    done = run_bench("--sizes", "500", "--real", "50", "--queries", "20", "--real-queries", "25")
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert "Synthetic vectors: 384-d, clustered" in out
@@ -31,6 +31,7 @@ def test_tiny_run_prints_latency_and_recall():
     assert re.search(r"filtered, 50 allowed ids", out)
     assert re.search(r"embedding: [0-9,]+ passages/s", out)
     assert "Real prompts: 50 " in out
+    assert "25 queries, 20 in Portuguese/Spanish" in out
     assert "Goal" not in out  # only judged when 1M was run
 
 
