@@ -34,3 +34,14 @@ class ImageInputError(StudioError):
 
 class CatalogError(StudioError):
     """The catalog cannot be opened or written; the message names the file and the fix."""
+
+
+def one_line(text: str, name: str, limit: int, empty: str) -> str:
+    """`text` on one line; a `StudioError` when it is empty (saying `empty`) or longer than
+    `limit` characters (naming it `name`): the check of every short text a person types."""
+    text = " ".join(str(text or "").split())
+    if not text:
+        raise StudioError(empty)
+    if len(text) > limit:
+        raise StudioError(f"The {name} is {len(text):,} characters long; keep it under {limit:,}.")
+    return text

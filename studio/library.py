@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from studio.config import setting
-from studio.errors import StudioError
+from studio.errors import StudioError, one_line
 from studio.inputs import ImageSource, read_image, to_rgb
 from studio.library_db import CatalogLibrary, LibraryItem, check_filters
 from studio.library_import import ImportReport, import_rows
@@ -103,15 +103,9 @@ class Improvement:
 
 
 def check_query(text: str, what: str = "search") -> str:
-    text = " ".join(str(text or "").split())
-    if not text:
-        raise StudioError(f"The {what} is empty; type a few words, in any language.")
-    if len(text) > MAX_QUERY:
-        raise StudioError(
-            f"The {what} is {len(text):,} characters long; keep it under {MAX_QUERY:,} (a "
-            "sentence or two finds more than a page)."
-        )
-    return text
+    return one_line(
+        text, what, MAX_QUERY, f"The {what} is empty; type a few words, in any language."
+    )
 
 
 def check_k(k: int) -> int:

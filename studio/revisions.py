@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studio.dataset import Series
-from studio.errors import StudioError
+from studio.errors import one_line
 from studio.llm import LLM
 from studio.params import PromptSpec
 from studio.prompting import (
@@ -68,27 +68,13 @@ REALITY_SCHEMA: dict[str, Any] = {
 
 
 def check_request(text: str) -> str:
-    text = " ".join(str(text or "").split())
-    if not text:
-        raise StudioError(
-            'The change request is empty; type what to change, e.g. "night instead of day".'
-        )
-    if len(text) > MAX_REQUEST:
-        raise StudioError(
-            f"The change request is {len(text)} characters long; keep it under {MAX_REQUEST}."
-        )
-    return text
+    empty = 'The change request is empty; type what to change, e.g. "night instead of day".'
+    return one_line(text, "change request", MAX_REQUEST, empty)
 
 
 def check_reality(text: str) -> str:
-    text = " ".join(str(text or "").split())
-    if not text:
-        raise StudioError(f"Pick or type a reality, e.g. {', '.join(REALITIES[:3])}.")
-    if len(text) > MAX_REALITY:
-        raise StudioError(
-            f"The reality is {len(text)} characters long; keep it under {MAX_REALITY}."
-        )
-    return text
+    return one_line(text, "reality", MAX_REALITY,
+                    f"Pick or type a reality, e.g. {', '.join(REALITIES[:3])}.")  # fmt: skip
 
 
 def image_names(series: Series, image: StoredImage) -> list[str]:

@@ -10,6 +10,7 @@ import pytest
 
 from studio import ui
 from studio.store import Store
+from tests.apptests import errors, run
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture
 
 CHARACTERS = "pages/characters.py"
@@ -50,16 +51,6 @@ def tiny(app_env, monkeypatch, tmp_path) -> Store:  # noqa: F811
 
 def sheet_prefix(name: str) -> str:
     return f"ch_{ui.widget_id(name)}"
-
-
-def run(at, timeout: float = 180):
-    at.run(timeout=timeout)
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def errors(at) -> list[str]:
-    return [e.value for e in at.error]
 
 
 def test_the_cast_is_shown_most_important_first_with_portraits_and_looks(catalog):

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from studio.store import Store
+from tests.apptests import errors, run
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture
 
 LIBRARY = "pages/library.py"
@@ -22,16 +23,6 @@ DETECTIVE = "detective examining a clue"
 def catalog(app_env, sample_catalog) -> Store:  # noqa: F811
     shutil.copytree(sample_catalog, app_env)
     return Store(app_env)
-
-
-def run(at, timeout: float = 180):
-    at.run(timeout=timeout)
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def errors(at) -> list[str]:
-    return [e.value for e in at.error]
 
 
 def card_prompts(at) -> list[str]:
