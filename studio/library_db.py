@@ -203,18 +203,17 @@ class CatalogLibrary:
         left as it is. How many were added."""
         if not items:
             return 0
-        with self._lock:
-            before = self._count_items()
-            with self._transaction() as db:
-                self._insert(db, items)
-            return self._count_items() - before
+        with self._lock, self._transaction() as db:
+            return self._insert(db, items)
 
-    def _insert(self, db: sqlite3.Connection, items: Sequence[NewItem]) -> None:
+    def _insert(self, db: sqlite3.Connection, items: Sequence[NewItem]) -> int:
+        """Insert `items` and their texts; how many items were new."""
         now = _now()
         db.executemany(
             "INSERT OR IGNORE INTO library_texts (text, created_at) VALUES (?, ?)",
             [(item.text, item.created_at or now) for item in items],
         )
+        before = db.total_changes
         db.executemany(
             """INSERT OR IGNORE INTO library_items (text_id, kind, ref, target, season, episode,
             style, model, placeholder, image_key, url, width, height, source_site, parents,
@@ -242,6 +241,7 @@ class CatalogLibrary:
                 for item in items
             ],
         )
+        return db.total_changes - before
 
     def sync_catalog(self) -> int:
         """Copy in the catalog images and prompt records made since the last sync."""
@@ -261,9 +261,8 @@ class CatalogLibrary:
                 return 0
             items = [image_item(row) for row in images] + [prompt_item(row) for row in prompts]
             items = [item for item in items if item is not None]
-            before = self._count_items()
             with self._transaction() as db:
-                self._insert(db, items)
+                added = self._insert(db, items)
                 for name, rows, column in (("images", images, "id"), ("prompts", prompts,
                                                                       "rowid_")):  # fmt: skip
                     if rows:
@@ -271,10 +270,7 @@ class CatalogLibrary:
                             "INSERT OR REPLACE INTO library_state VALUES (?, ?)",
                             (name, rows[-1][column]),
                         )
-            return self._count_items() - before
-
-    def _count_items(self) -> int:
-        return self._db.execute("SELECT count(*) FROM library_items").fetchone()[0]
+            return added
 
     def existing_refs(self, kind: str, refs: Collection[str]) -> set[str]:
         with self._lock:
