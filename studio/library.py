@@ -36,6 +36,7 @@ from studio.library_db import CatalogLibrary, LibraryItem, check_filters
 from studio.library_import import ImportReport, import_rows
 from studio.metadata import parse_parameters, read_png_metadata
 from studio.params import PromptSpec, Target
+from studio.prompting import PART_ORDER
 from studio.store import PromptRecord
 
 if TYPE_CHECKING:
@@ -51,7 +52,6 @@ MAX_K = 100
 SEARCH_SYNC = 1000  # texts a search embeds before it answers; the rest wait for `sync`
 PHASH_DISTANCE = 10  # of 64 bits: a resized or recompressed copy stays well under it
 IMPROVE_EXAMPLES = 5
-IMPROVED_COUNT = 3
 IDEA_TARGET = Target("idea")
 # stage, done, total: for progress bars
 Progress = Callable[[str, int, int], None]
@@ -383,7 +383,7 @@ class Library:
         """3 specific English prompts for `idea` (any language), written by the LLM from the
         library's closest prompts; kept as prompt records (target `idea`) with the idea and the
         examples they came from."""
-        from studio.prompting import _data_block, base_negative, load_template
+        from studio.prompting import _data_block, base_negative, fit_parts, load_template
 
         idea = check_query(idea, "idea")
         examples = self.search(idea, k=IMPROVE_EXAMPLES, on_progress=on_progress)
@@ -392,14 +392,19 @@ class Library:
         messages = template.messages(idea_json=_data_block(data))
         answer = self.studio.llm.generate_json(messages, IMPROVE_SCHEMA, max_tokens=700,
                                                refresh=refresh)  # fmt: skip
-        trace = [{"question": "Idea", "answer": idea}] + [
+        english = " ".join(answer.data["idea_in_english"].split())
+        trace = [
+            {"question": "Idea", "answer": idea},
+            {"question": "In English", "answer": english},
+        ]
+        trace += [
             {"question": f"Example {n}", "answer": hit.text, "ref": _ref(hit)}
             for n, hit in enumerate(examples, start=1)
         ]
         negative = base_negative()
         records, improved = [], []
-        for n, entry in enumerate(answer.data["prompts"], start=1):
-            prompt = " ".join(entry["prompt"].split())
+        for n, entry in enumerate((answer.data[take] for take in TAKES), start=1):
+            prompt = fit_parts(entry, self.studio.backend.count_tokens)
             reasoning = " ".join(entry["reasoning"].split())
             key = f"{answer.key}:{n}"
             spec = PromptSpec(prompt, negative, "", reasoning)
@@ -455,25 +460,25 @@ class Library:
         return {**self.db.counts(), "waiting": self.waiting()}
 
 
+_PART = {"type": "string", "minLength": 2, "maxLength": 100}  # a few words: no pasted example
+# The 3 takes on an idea, named so that a small model writes three different prompts.
+TAKES = ("close_up", "wide_shot", "other_medium")
+_TAKE = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string", "minLength": 3, "maxLength": 400},
+        **{part: _PART for part in PART_ORDER},
+    },
+    "required": ["reasoning", *PART_ORDER],
+    "additionalProperties": False,
+}
 IMPROVE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "prompts": {
-            "type": "array",
-            "minItems": IMPROVED_COUNT,
-            "maxItems": IMPROVED_COUNT,
-            "items": {
-                "type": "object",
-                "properties": {
-                    "reasoning": {"type": "string", "minLength": 3, "maxLength": 400},
-                    "prompt": {"type": "string", "minLength": 3, "maxLength": 500},
-                },
-                "required": ["reasoning", "prompt"],
-                "additionalProperties": False,
-            },
-        }
+        "idea_in_english": {"type": "string", "minLength": 3, "maxLength": 400},
+        **{take: _TAKE for take in TAKES},
     },
-    "required": ["prompts"],
+    "required": ["idea_in_english", *TAKES],
     "additionalProperties": False,
 }
 

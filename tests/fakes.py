@@ -114,19 +114,26 @@ class FakeBackend:
                 "lighting": "dramatic light",
                 "style": f"{reality} style"[:100],
             }
-        if "prompts" in properties:  # the prompt library's Improve
+        if "idea_in_english" in properties:  # the prompt library's Improve
             idea = _data_value(request, "idea")
             user = request.messages[-1][1]
             examples = json.loads(user[user.index("{") :])["examples"]
             first = examples[0] if examples else "no example"
+            takes = [key for key in properties if key != "idea_in_english"]
             return {
-                "prompts": [
-                    {
-                        "reasoning": f"Take {n}: from the example '{first[:60]}'",
-                        "prompt": f"{view} of {idea[:80]}, cinematic lighting, oil painting",
+                "idea_in_english": f"in English: {idea[:80]}",
+                **{
+                    take: {
+                        "reasoning": f"{take}: from the example '{first[:60]}'",
+                        "subject": f"{take.replace('_', ' ')} of {idea[:80]}",
+                        "setting": "a city street",
+                        "details": "wet cobblestones",
+                        "lighting": "cinematic lighting",
+                        "composition": take.replace("_", " "),
+                        "style": "oil painting",
                     }
-                    for n, view in enumerate(("close-up", "wide shot", "aerial view"), start=1)
-                ]
+                    for take in takes
+                },
             }
         if "follow_ups" in properties:
             topics = ["key events", "recurring characters", "mood", "visual motifs"]

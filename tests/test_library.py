@@ -183,7 +183,8 @@ def test_improve_writes_three_prompts_from_the_library_and_keeps_their_lineage(s
         assert record.spec.prompt == improved.prompt
         assert record.spec.rationale == improved.reasoning
         assert record.trace[0] == {"question": "Idea", "answer": idea}
-        assert record.trace[1]["answer"] == PROMPTS["detective"]
+        assert record.trace[1] == {"question": "In English", "answer": f"in English: {idea}"}
+        assert record.trace[2]["answer"] == PROMPTS["detective"]
 
     made = studio.library.render(better.prompts[0], seed=11)
     assert made.record.target == "idea"

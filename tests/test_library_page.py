@@ -122,10 +122,11 @@ def test_improve_shows_3_prompts_renders_one_and_sends_one(catalog):
     assert any(s.value == "Improved prompts" for s in at.subheader)
     improved = [c.value for c in at.code][:3]
     assert improved == [
-        f"{view} of um detetive na chuva, cinematic lighting, oil painting"
-        for view in ("close-up", "wide shot", "aerial view")
+        f"{view} of um detetive na chuva, a city street, wet cobblestones, cinematic lighting, "
+        f"{view}, oil painting"
+        for view in ("close up", "wide shot", "other medium")
     ]
-    assert any(c.value.startswith("Take 1: from the example 'detective") for c in at.caption)
+    assert any(c.value.startswith("close_up: from the example 'detective") for c in at.caption)
     # The examples it started from: the library's closest prompts.
     assert any(DETECTIVE in c.value for c in at.code[3:])
 
@@ -151,7 +152,7 @@ def test_improve_on_a_card_uses_its_prompt_as_the_idea(catalog):
     run(at)
     assert not at.error, errors(at)
     improved = [c.value for c in at.code][:3]
-    assert improved[0].startswith(f"close-up of {first[:80]}")
+    assert improved[0].startswith(f"close up of {first.split(',')[0]}")
     assert card_prompts(at)[0] == first  # the results stay below
 
 
