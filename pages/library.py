@@ -259,7 +259,7 @@ def hit_card(library, hit, row, key: str) -> None:
         negative = row["negative_prompt"] if row is not None else ""
         ui.send_to_studio(ui.defaults_from_settings(hit.text, negative))
     if st.button("Improve", key=f"lib_improve_{key}", help="3 prompts from this one, by the LLM"):
-        improve(library, hit.text)
+        improve(library, hit.text[:MAX_QUERY])  # an imported prompt may be longer
 
 
 def hit_grid(library, hits, section: str) -> None:
