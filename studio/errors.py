@@ -45,3 +45,7 @@ def one_line(text: str, name: str, limit: int, empty: str) -> str:
     if len(text) > limit:
         raise StudioError(f"The {name} is {len(text):,} characters long; keep it under {limit:,}.")
     return text
+
+
+class RenderCancelled(RenderError):
+    """A render was cancelled by whoever asked for it; nothing was stored."""

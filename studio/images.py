@@ -93,22 +93,6 @@ def request_parameters(request: RenderRequest, model_label: str, version: str | 
     return format_parameters(request.prompt, request.negative_prompt, fields)
 
 
-def _batch_group(request: RenderRequest) -> tuple:
-    """Requests with equal groups can share one pipeline call (diffusers takes one IP-Adapter
-    reference image and scale per call)."""
-    return (
-        request.mode,
-        request.sampler,
-        request.steps,
-        request.cfg,
-        request.width,
-        request.height,
-        request.strength,
-        request.reference_image or "",  # sortable: no reference sorts first
-        request.reference_scale or 0.0,
-    )
-
-
 class ImageService:
     """Makes, caches and stores images for one catalog with one backend."""
 
@@ -174,7 +158,7 @@ class ImageService:
                 done(index, self._result(job, found, cached=True))
             else:
                 pending.append((index, key))
-        pending.sort(key=lambda item: _batch_group(jobs[item[0]].request))
+        pending.sort(key=lambda item: jobs[item[0]].request.batch_group())
         size = max(1, capabilities.max_batch)
         for start in range(0, len(pending), size):
             batch = pending[start : start + size]

@@ -136,6 +136,22 @@ class RenderRequest:
     reference_image: str | None = None  # sha256 of the reference in the catalog's inputs/
     reference_scale: float | None = None
 
+    def batch_group(self) -> tuple:
+        """Requests with equal groups can share one pipeline call: the same mode, sampler,
+        steps, CFG, size and strength, and (diffusers takes one per call) the same IP-Adapter
+        reference image and scale. Sortable: no reference sorts first."""
+        return (
+            self.mode,
+            self.sampler,
+            self.steps,
+            self.cfg,
+            self.width,
+            self.height,
+            self.strength if self.strength is not None else -1.0,
+            self.reference_image or "",
+            self.reference_scale if self.reference_scale is not None else -1.0,
+        )
+
     def check(self) -> None:
         """Reject bad inputs with the value and the fix, before any model work."""
         self._check_mode()  # first: a bad outpaint amount explains the size it makes

@@ -35,6 +35,7 @@ the pixels of the model without the adapter. `build_demo_ip_adapter` makes a tin
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -894,12 +895,15 @@ class Renderer:
         *,
         inpaint_model: ImageModel | None = None,
         ip_adapter: IPAdapter | None = None,
+        batch_on_cpu: bool = False,
     ):
         self.model = model
         self.inpaint_model = inpaint_model  # a dedicated inpainting checkpoint, loaded on use
         self.ip_adapter = ip_adapter  # loaded into every pipeline: requests may take a reference
         self.device, self.dtype = pick_device(device)
-        self.batch_size = batch_size if self.device != "cpu" else 1
+        # On the CPU a batch is hardly faster and its pixels differ from single renders by a
+        # level here and there, so one at a time unless asked (the render worker's tests).
+        self.batch_size = batch_size if self.device != "cpu" or batch_on_cpu else 1
         self._pipe: DiffusionPipeline | None = None
         self._inpaint_pipe: DiffusionPipeline | None = None
         self._tokenizer: CLIPTokenizer | None = None
@@ -908,6 +912,15 @@ class Renderer:
             inpaint_model.scheduler_base_config() if inpaint_model else None
         )
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Drop the loaded pipelines and return their memory (the GPU's too); a later render
+        loads the model again."""
+        with self._lock:
+            self._pipe = self._inpaint_pipe = None
+            gc.collect()
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -1077,12 +1090,7 @@ class Renderer:
         images: list[Image.Image | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, r in enumerate(requests):
-            group = (
-                *(r.mode, r.sampler, r.steps, r.cfg, r.width, r.height, r.strength),
-                r.reference_image,  # diffusers takes one reference per call
-                r.reference_scale,  # and one IP-Adapter scale: the unet's
-            )
-            groups.setdefault(group, []).append(index)
+            groups.setdefault(r.batch_group(), []).append(index)
         with self._lock:
             for indices in groups.values():
                 for start in range(0, len(indices), self.batch_size):

@@ -44,6 +44,7 @@ from studio.params import (
     clamp_request,
 )
 from studio.prompting import PromptSpec, load_styles
+from studio.render_worker import RenderWorker, shared_worker
 from studio.revisions import MAX_REQUEST, REVISION_STEPS
 from studio.store import PromptRecord, Store, StoredImage
 
@@ -61,6 +62,7 @@ PLACEHOLDER_NOTE = (
 
 ROUTED_KEY = "_studio_routed"  # in session state: dashboard.py's st.navigation ran in this session
 REROUTED_KEY = "_studio_rerouted"  # in session state: a page already asked for a rerun through it
+CANCELLED_KEY = "_studio_render_cancelled"  # in session state: a render was stopped by the user
 
 
 def mark_routed() -> None:
@@ -101,22 +103,23 @@ def settings() -> Settings:
     return load_settings()
 
 
-@st.cache_resource(show_spinner="Loading the image model…")
-def _backend(key: tuple) -> ImageBackend:
-    """One image backend (one pipeline, one lock) per model, shared by every browser session."""
-    return open_image_backend(replace(Settings(), **dict(key)))
+def _backend(key: tuple) -> RenderWorker:
+    """The process's one image backend (one pipeline), behind the render worker that serves every
+    browser session; a changed model closes the old one and frees its memory."""
+    return shared_worker(key, lambda: open_image_backend(replace(Settings(), **dict(key))))
 
 
-@st.cache_resource(show_spinner=False)
-def _studio(settings_items: tuple) -> Studio:
-    s = Settings(**dict(settings_items))
-    return Studio(s, backend=_backend(backend_settings(s)))
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _studio(settings_items: tuple, worker_id: int, _worker: RenderWorker) -> Studio:
+    return Studio(Settings(**dict(settings_items)), backend=_worker)
 
 
 def studio() -> Studio:
     """The studio for the current settings: catalog, LLM and image backend, shared by sessions."""
     s = settings()
-    return _studio(tuple(asdict(replace(s, data_dir=s.data_dir.resolve())).items()))
+    worker = _backend(backend_settings(s))
+    items = tuple(asdict(replace(s, data_dir=s.data_dir.resolve())).items())
+    return _studio(items, id(worker), worker)
 
 
 def store() -> Store:
@@ -350,20 +353,37 @@ def step_progress(text: str = "Waiting for the image model…") -> Iterator[Step
     """A per-step progress bar and a denoising preview while the block runs; yields the
     `on_step` callback to give the studio. Both are gone when the block ends."""
     bar = st.progress(0.0, text=text)
+    # Pressing any button reruns the page, which stops this run at its next progress update:
+    # the render worker then drops this session's requests at the next denoising step.
+    stop = st.empty()
+    stop.button("Cancel", key=f"cancel_{secrets.token_hex(4)}", icon=":material/stop:")
     preview = st.empty()
+    try:
+        preview_image = getattr(backend(), "preview_image", latent_preview)
+    except StudioError:
+        preview_image = latent_preview  # the render says why the backend cannot open
 
     def on_step(step: int, total: int, latents: Any) -> None:
         bar.progress(min(1.0, step / total), text=f"Step {step} of {total}")
         if step % max(1, total // 8) == 0 or step == total:
-            picture = latent_preview(latents)
+            picture = preview_image(latents)
             if picture is not None:
                 preview.image(picture, caption="Denoising preview", width=192)
 
+    finished = False
     try:
         yield on_step
+        finished = True
+    except Exception:
+        finished = True  # a failure, shown by the page's guard
+        raise
     finally:
-        bar.empty()
-        preview.empty()
+        if not finished:  # Streamlit stopped the run: the Cancel button, or another widget
+            st.session_state[CANCELLED_KEY] = True
+        else:
+            bar.empty()
+            stop.empty()
+            preview.empty()
 
 
 @contextmanager
@@ -502,6 +522,8 @@ def paginate(count: int, per_page: int, key: str) -> slice:
 def sidebar() -> None:
     """What the app works on: the series, the models and where the catalog is."""
     s = settings()
+    if st.session_state.pop(CANCELLED_KEY, False):
+        st.toast("Render cancelled: nothing was stored.", icon=":material/stop:")
     with st.sidebar:
         with guard("Reading the series"):
             current = series()
