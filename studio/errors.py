@@ -47,5 +47,5 @@ def one_line(text: str, name: str, limit: int, empty: str) -> str:
     return text
 
 
-class RenderCancelled(RenderError):
+class RenderCancelledError(RenderError):
     """A render was cancelled by whoever asked for it; nothing was stored."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from studio.errors import RenderCancelled, RenderError
+from studio.errors import RenderCancelledError, RenderError
 from studio.image_backends import ImageBackend, InputResolver, StepCallback
 from studio.params import RenderRequest
 
@@ -121,7 +121,7 @@ class _Piece:
 
     def drop(self) -> None:
         """Its ticket was cancelled: say so to the caller (once is enough)."""
-        self.ticket._fail(RenderCancelled("The render was cancelled."))
+        self.ticket._fail(RenderCancelledError("The render was cancelled."))
 
 
 class RenderWorker:
@@ -231,7 +231,7 @@ class RenderWorker:
             for ticket in tickets:
                 ticket._report(step, total, latents)
             if all(ticket.cancelled for ticket in tickets):
-                raise RenderCancelled("The render was cancelled.")
+                raise RenderCancelledError("The render was cancelled.")
 
         try:
             self.calls.append(len(batch))
@@ -239,7 +239,7 @@ class RenderWorker:
                 [piece.request for piece in batch], on_step=on_step, inputs=_inputs_of(tickets)
             )
         except BaseException as exc:  # noqa: BLE001 - the caller's thread raises it
-            if len(tickets) > 1 and not isinstance(exc, RenderCancelled):
+            if len(tickets) > 1 and not isinstance(exc, RenderCancelledError):
                 for ticket in tickets:  # alone, one caller's bad input fails only that caller
                     self._render([piece for piece in batch if piece.ticket is ticket])
                 return

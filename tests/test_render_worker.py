@@ -14,14 +14,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio import render_worker
-from studio.errors import ImageInputError, RenderCancelled, RenderError
+from studio.errors import ImageInputError, RenderCancelledError, RenderError
 from studio.images import ImageJob, ImageService
 from studio.params import RenderRequest
 from studio.render import Renderer, resolve_image_model
 from studio.render_worker import RenderWorker, shared_worker
 from studio.store import Store
 from tests.apptests import run
-from tests.test_dashboard import APP, app_env  # noqa: F401 - app_env is a fixture
+from tests.test_dashboard import APP, app_env  # noqa: F401, F811 - app_env is a fixture
 
 
 def small(prompt: str, seed: int = 1, steps: int = 2) -> RenderRequest:
@@ -63,9 +63,7 @@ def pixels(image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-def test_two_callers_compatible_requests_share_one_call_and_each_gets_its_own(
-    renderer, tmp_path
-):
+def test_two_callers_compatible_requests_share_one_call_and_each_gets_its_own(renderer, tmp_path):
     worker, gate, first = busy_worker(renderer)
     services = [ImageService(Store(tmp_path / name), worker) for name in ("one", "two")]
     results, progress = {}, {"one": [], "two": []}
@@ -97,7 +95,9 @@ def test_two_callers_compatible_requests_share_one_call_and_each_gets_its_own(
     assert services[1].store.find_image(one.key) is None
     seeds = {"a lighthouse": 1, "a castle": 2}
     together = dict(
-        zip(gate.calls[1], renderer.render([small(p, seeds[p]) for p in gate.calls[1]]))
+        zip(
+            gate.calls[1], renderer.render([small(p, seeds[p]) for p in gate.calls[1]]), strict=True
+        )
     )  # the same call again, in the order it was made
     assert np.array_equal(pixels(one.image()), pixels(together["a lighthouse"]))
     assert np.array_equal(pixels(two.image()), pixels(together["a castle"]))
@@ -121,7 +121,7 @@ def test_a_queued_request_cancelled_is_never_rendered(renderer):
     ticket = worker.submit([small("never")], None)
     ticket.cancel()
     gate.release.set()
-    with pytest.raises(RenderCancelled):
+    with pytest.raises(RenderCancelledError):
         ticket.wait()
     first.wait()
     assert ["never"] not in gate.calls
@@ -144,9 +144,9 @@ def test_cancel_stops_a_running_render_at_the_next_step(renderer, tmp_path):
 
     def stop_at_two(step, total, _):
         if step == 2:
-            raise RenderCancelled("stop")
+            raise RenderCancelledError("stop")
 
-    with pytest.raises(RenderCancelled):
+    with pytest.raises(RenderCancelledError):
         service.make([ImageJob(small("a long render", steps=40))], on_step=stop_at_two)
     ticket_gone = worker.submit([small("after", steps=1)], None).wait()  # the worker goes on
     assert len(ticket_gone) == 1
@@ -162,7 +162,7 @@ def test_one_caller_cancelling_a_shared_batch_leaves_the_other_its_image(rendere
     mine.cancel()
     gate.release.set()
     assert len(theirs.wait()) == 1
-    with pytest.raises(RenderCancelled):
+    with pytest.raises(RenderCancelledError):
         mine.wait()
 
 
@@ -215,7 +215,8 @@ def test_a_new_model_closes_the_old_one_and_frees_its_weights(shared_cache):
 
 
 def test_two_dashboard_sessions_at_once_are_batched_and_see_their_own_images(
-    app_env, shared_cache
+    app_env,
+    shared_cache,  # noqa: F811 - the fixture
 ):
     """Two AppTest sessions press Generate in the Studio while the worker is busy: their
     requests go to the model in one call and each session shows its own prompt's image."""
