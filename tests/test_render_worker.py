@@ -21,7 +21,7 @@ from studio.render import Renderer, resolve_image_model
 from studio.render_worker import RenderWorker, shared_worker
 from studio.store import Store
 from tests.apptests import run
-from tests.test_dashboard import APP, app_env  # noqa: F401, F811 - app_env is a fixture
+from tests.test_dashboard import APP, app_env  # noqa: F401 - app_env is a fixture
 
 
 def small(prompt: str, seed: int = 1, steps: int = 2) -> RenderRequest:
@@ -215,8 +215,8 @@ def test_a_new_model_closes_the_old_one_and_frees_its_weights(shared_cache):
 
 
 def test_two_dashboard_sessions_at_once_are_batched_and_see_their_own_images(
-    app_env,
-    shared_cache,  # noqa: F811 - the fixture
+    app_env,  # noqa: F811 - the fixture
+    shared_cache,
 ):
     """Two AppTest sessions press Generate in the Studio while the worker is busy: their
     requests go to the model in one call and each session shows its own prompt's image."""
