@@ -70,14 +70,7 @@ def comparison_grid(request) -> None:
             x = parse_axis(x_name, x_text)
             y = parse_axis(y_name, y_text) if y_name != "(none)" else None
             requests = grid_requests(request, x, y)
-            overall = st.progress(0.0, text=f"Cell 1 of {len(requests)}")
-            images = []
-            for number, cell in enumerate(requests, start=1):
-                overall.progress(
-                    (number - 1) / len(requests), text=f"Cell {number} of {len(requests)}"
-                )
-                images.append(ui.generate(cell).image())
-            overall.empty()
+            images = [made.image() for made in ui.generate_many(requests, "Cell")]
             sheet = compose_grid(images, x, y)
             buffer = io.BytesIO()
             sheet.save(buffer, format="PNG")

@@ -34,8 +34,7 @@ from studio.batch import derive_seed
 from studio.config import Settings
 from studio.dataset import Series
 from studio.errors import RenderError, StudioError
-from studio.generation import generate_image
-from studio.images import ImageService
+from studio.images import ImageJob, ImageResult, ImageService
 from studio.llm import LLM
 from studio.params import LIMITS, RenderRequest, Target
 from studio.prompting import (
@@ -526,13 +525,9 @@ class Chain:
             return [{"cache_key": row["cache_key"], "path": row["path"], "reused": True}] * len(
                 posts
             )
-        images: list[dict[str, Any]] = []
-        failures: list[RenderError] = []
         s = self.settings
-        for number, (post, prompt) in enumerate(
-            zip(posts, campaign.steps["image_prompts"], strict=True)
-        ):
-            progress("images", number, len(posts))
+        jobs = []
+        for post, prompt in zip(posts, campaign.steps["image_prompts"], strict=True):
             width, height = aspect_size(PLATFORMS[post["platform"]].aspect, s.width)
             request = RenderRequest(
                 prompt=prompt["prompt"],
@@ -544,24 +539,26 @@ class Chain:
                 height=height,
                 seed=derive_seed(s.seed, prompt["prompt"], 0),
             )
-            try:
-                made = generate_image(
-                    self.images,
-                    request,
-                    Target("campaign", brief.season, brief.episode, post["platform"]),
-                )
-            except RenderError as exc:
-                failures.append(exc)
-                images.append({"cache_key": None, "path": None, "reused": False,
-                               "error": str(exc)})  # fmt: skip
-                continue
-            images.append(
-                {"cache_key": made.record.cache_key, "path": made.record.path, "reused": False}
-            )
-        if failures and len(failures) == len(posts):
-            raise failures[0]  # nothing rendered at all: the step failed, as a whole
-        progress("images", len(posts), len(posts))
-        return images
+            target = Target("campaign", brief.season, brief.episode, post["platform"])
+            jobs.append(ImageJob(request, target, provenance={"made_in": "dashboard"}))
+        done = 0
+        progress("images", 0, len(posts))
+
+        def on_result(_result: ImageResult) -> None:
+            nonlocal done
+            done += 1
+            progress("images", done, len(posts))
+
+        # One batched call: posts of the same size share a pipeline call.
+        results = self.images.make(jobs, on_result=on_result, keep_going=True)
+        if all(result.record is None for result in results):
+            raise RenderError(results[0].error)  # nothing rendered at all: the step failed
+        return [
+            {"cache_key": result.record.cache_key, "path": result.record.path, "reused": False}
+            if result.record is not None
+            else {"cache_key": None, "path": None, "reused": False, "error": result.error}
+            for result in results
+        ]
 
     def _review(self, campaign: Campaign, progress: Progress) -> dict[str, Any]:
         return review(campaign, self.store)

@@ -34,7 +34,7 @@ from studio.image_backends import (
     backend_settings,
     open_image_backend,
 )
-from studio.images import ImageResult, request_parameters
+from studio.images import ImageJob, ImageResult, request_parameters
 from studio.params import (
     LIMITS,
     REFERENCE_SCALE,
@@ -426,6 +426,19 @@ def generate(
     """Render (or fetch) one image with a per-step progress bar and a denoising preview."""
     with step_progress() as on_step:
         return generate_image(studio().images, request, target, spec, on_step)
+
+
+def generate_many(
+    requests: Sequence[RenderRequest], unit: str, target: Target = STUDIO_TARGET
+) -> list[ImageResult]:
+    """Render (or fetch) several images through the batched path: compatible requests share a
+    pipeline call; a bar counts the images (`unit` names one: "Cell") and one shows the steps."""
+    jobs = [ImageJob(request, target, provenance={"made_in": "dashboard"}) for request in requests]
+    with (
+        result_progress(len(jobs), f"{len(jobs)} images", unit) as on_result,
+        step_progress() as on_step,
+    ):
+        return studio().images.make(jobs, on_step=on_step, on_result=on_result)
 
 
 def parameters_text(row: StoredImage) -> str:

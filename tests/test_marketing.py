@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import studio.marketing
 from studio.config import SAMPLE_SERIES
 from studio.dataset import load_series
 from studio.errors import LLMError, RenderError
@@ -318,14 +317,15 @@ def test_a_post_whose_image_failed_to_render_is_reported_not_dropped(
     tmp_path, shared_cache, series, monkeypatch
 ):
     chain, _, store = make_chain(tmp_path, shared_cache, series)
-    real = studio.marketing.generate_image
+    backend = chain.images.backend
+    real = backend.render
 
-    def fail_for_x(images, request, target):
-        if target.style == "X":
+    def fail_for_x(requests, **options):  # X's 16:9 is the only landscape size here
+        if any(request.width > request.height for request in requests):
             raise RenderError("The image model ran out of memory.")
-        return real(images, request, target)
+        return real(requests, **options)
 
-    monkeypatch.setattr(studio.marketing, "generate_image", fail_for_x)
+    monkeypatch.setattr(backend, "render", fail_for_x)
     campaign = chain.start(Brief(source="season", season=1, platforms=["Instagram", "X"]))
     chain.run(campaign)
     message = ("Post 2 (X): its image failed to render (The image model ran out of memory.) — "
