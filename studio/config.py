@@ -22,6 +22,7 @@ from studio.remote import redact_url
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
 CHARACTER_CHOICES = ("cast", "all", "none")
+FAST_PATH_CHOICES = ("auto", "on", "off")
 
 
 def _default_cache_dir() -> Path:
@@ -53,6 +54,12 @@ class Settings:
     seed: int = 42  # base seed; each image's seed is derived from it and recorded
     images_per_episode: int = 1
     batch_size: int = 4  # prompts per pipeline call on a GPU (1 on CPU)
+    # The fast CUDA path (channels_last, fused QKV, regional torch.compile with a disk cache,
+    # batches padded to buckets, VAE slicing/tiling): auto = on CUDA only, on, or off (eager).
+    fast_path: str = "auto"
+    # A tiny VAE (TAESD: diffusers AutoencoderTiny, hub id or folder, safetensors) that decodes
+    # the live preview while an image denoises; empty: a cheap latent-to-RGB approximation.
+    preview_vae: str = ""
     # Which characters the batch job writes descriptors and portraits for: "cast" (those in the
     # characters table and those in 2 or more episodes), "all", or "none".
     characters: str = "cast"
@@ -97,6 +104,8 @@ ENV_VARS = {
     "seed": "STUDIO_SEED",
     "images_per_episode": "STUDIO_IMAGES_PER_EPISODE",
     "batch_size": "STUDIO_BATCH_SIZE",
+    "fast_path": "STUDIO_FAST_PATH",
+    "preview_vae": "STUDIO_PREVIEW_VAE",
     "characters": "STUDIO_CHARACTERS",
     "ip_adapter": "STUDIO_IP_ADAPTER",
     "reference_scale": "STUDIO_REFERENCE_SCALE",
@@ -200,6 +209,11 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
         )
     if settings.batch_size < 1:
         raise fail("batch_size", f"`batch_size` has to be at least 1 but is {settings.batch_size}.")
+    if settings.fast_path not in FAST_PATH_CHOICES:
+        raise fail(
+            "fast_path",
+            f"`fast_path` has to be {', '.join(FAST_PATH_CHOICES)} but is {settings.fast_path!r}.",
+        )
     if settings.device not in {"auto", "cuda", "mps", "cpu"}:
         raise fail(
             "device", f"`device` has to be auto, cuda, mps or cpu but is {settings.device!r}."

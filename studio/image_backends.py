@@ -116,6 +116,8 @@ BACKEND_SETTINGS = (
     "cache_dir",
     "device",
     "batch_size",
+    "fast_path",
+    "preview_vae",
     "ip_adapter",
     "images_base_url",
     "images_timeout",
@@ -136,15 +138,26 @@ def open_image_backend(settings: Settings) -> ImageBackend:
         from studio.openai_images import OpenAIImagesBackend
 
         return OpenAIImagesBackend.from_settings(settings)
-    from studio.render import Renderer, resolve_image_model, resolve_ip_adapter
+    from studio.fast_path import fast_path_for
+    from studio.render import (
+        Renderer,
+        pick_device,
+        resolve_image_model,
+        resolve_ip_adapter,
+        resolve_preview_vae,
+    )
 
     model = resolve_image_model(name, settings.cache_dir)
     inpaint = settings.inpaint_model.strip()
     ip_adapter = settings.ip_adapter.strip()
+    preview = settings.preview_vae.strip()
     return Renderer(
         model,
         settings.device,
         settings.batch_size,
         inpaint_model=resolve_image_model(inpaint, settings.cache_dir) if inpaint else None,
         ip_adapter=resolve_ip_adapter(ip_adapter, model.family) if ip_adapter else None,
+        fast_path=fast_path_for(settings.fast_path, pick_device(settings.device)[0]),
+        compile_cache=settings.cache_dir / "inductor",
+        preview_vae=resolve_preview_vae(preview, settings.cache_dir) if preview else None,
     )

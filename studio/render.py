@@ -55,6 +55,7 @@ from PIL import Image, ImageFilter
 
 from studio.config import setting
 from studio.errors import ImageInputError, RenderError, StudioError
+from studio.fast_path import FastPath, apply_fast_path
 from studio.image_backends import Capabilities, InputResolver
 from studio.inputs import check_mask_size, to_mask, to_rgb
 from studio.metadata import json_safe
@@ -73,6 +74,7 @@ transformers.logging.set_verbosity_error()  # quiet the optional-torchvision not
 
 from diffusers import (  # noqa: E402
     AutoencoderKL,
+    AutoencoderTiny,
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
     AutoPipelineForText2Image,
@@ -565,6 +567,41 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
     )
 
 
+def resolve_preview_vae(name: str, cache_dir: Path) -> ImageModel:
+    """The tiny VAE (TAESD, diffusers' `AutoencoderTiny`) that the `preview_vae` setting names:
+    a folder with its config.json and safetensors weights, or a hub id (the Hugging Face cache's,
+    else downloaded, not when HF_HUB_OFFLINE), e.g. madebyollin/taesd for SD 1.x."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        source, kind = path.resolve(), "folder"
+    elif name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        kind = "hub"
+        try:
+            source = _hub_snapshot(name, None, local_only=True)
+        except Exception:
+            try:
+                source = _hub_snapshot(name, None, local_only=False)
+            except Exception as exc:
+                raise RenderError(
+                    f"The preview VAE {name!r} ({setting('preview_vae')}) is no folder here, is "
+                    f"not in the Hugging Face cache and could not be downloaded "
+                    f"({type(exc).__name__}); point it at a TAESD folder, or leave it empty."
+                ) from None
+    else:
+        raise RenderError(
+            f"The preview VAE folder {path} ({setting('preview_vae')}) does not exist; point it "
+            "at a TAESD folder (config.json + diffusion_pytorch_model.safetensors), a hub id "
+            "such as madebyollin/taesd, or leave it empty."
+        )
+    if not (source / "config.json").is_file() or not any(source.glob("*.safetensors")):
+        raise RenderError(
+            f"{source} ({setting('preview_vae')}) has no config.json and .safetensors weights, "
+            "so it is no diffusers AutoencoderTiny (TAESD) folder."
+        )
+    revision = source.name if kind == "hub" else _local_revision(source)
+    return ImageModel(name, kind, str(source), revision)
+
+
 @dataclass(frozen=True)
 class IPAdapter:
     """Resolved IP-Adapter weights: where they are, what unet they fit, what to call them."""
@@ -896,8 +933,16 @@ class Renderer:
         inpaint_model: ImageModel | None = None,
         ip_adapter: IPAdapter | None = None,
         batch_on_cpu: bool = False,
+        fast_path: FastPath | None = None,
+        compile_cache: Path | None = None,
+        preview_vae: ImageModel | None = None,
     ):
         self.model = model
+        self.fast_path = fast_path  # None: eager, as loaded (studio.fast_path)
+        self.fast_info: dict[str, Any] = {}  # what the fast path did, once the model is loaded
+        self.compile_cache = compile_cache or Path(".") / "inductor"
+        self.preview_vae = preview_vae  # a tiny VAE (TAESD) for the live preview
+        self._preview_decoder: Any = None
         self.inpaint_model = inpaint_model  # a dedicated inpainting checkpoint, loaded on use
         self.ip_adapter = ip_adapter  # loaded into every pipeline: requests may take a reference
         self.device, self.dtype = pick_device(device)
@@ -913,11 +958,34 @@ class Renderer:
         )
         self._lock = threading.Lock()
 
+    def preview_image(self, latents: torch.Tensor | None) -> Image.Image | None:
+        """The first latent of a batch as a picture, for the live preview: decoded by the tiny
+        preview VAE (TAESD) when one is configured, else the cheap latent-to-RGB look."""
+        from studio.generation import latent_preview
+
+        if self.preview_vae is None or latents is None or latents.ndim != 4:
+            return latent_preview(latents)
+        if self._preview_decoder is None:
+            try:
+                self._preview_decoder = AutoencoderTiny.from_pretrained(
+                    self.preview_vae.source, use_safetensors=True, local_files_only=True
+                ).to(self.device, self.dtype)
+            except Exception as exc:
+                raise RenderError(
+                    f"Could not load the preview VAE {self.preview_vae.name!r} "
+                    f"({setting('preview_vae')}): {exc}"
+                ) from exc
+        decoder = self._preview_decoder
+        with torch.no_grad():
+            decoded = decoder.decode(latents[:1].to(decoder.device, decoder.dtype)).sample
+        rgb = (decoded[0].float() / 2 + 0.5).clamp(0, 1).mul(255).byte().permute(1, 2, 0)
+        return Image.fromarray(rgb.cpu().numpy())
+
     def close(self) -> None:
         """Drop the loaded pipelines and return their memory (the GPU's too); a later render
         loads the model again."""
         with self._lock:
-            self._pipe = self._inpaint_pipe = None
+            self._pipe = self._inpaint_pipe = self._preview_decoder = None
             gc.collect()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
@@ -963,6 +1031,8 @@ class Renderer:
         if self._pipe is None:
             pipe = load_pipeline(self.model, self.device, self.dtype)
             self._load_ip_adapter(pipe, self.model)
+            if self.fast_path is not None:
+                self.fast_info = apply_fast_path(pipe, self.fast_path, self.compile_cache)
             self._pipe = pipe
             self._base_scheduler_config = dict(pipe.scheduler.config)
         return self._pipe
@@ -976,6 +1046,8 @@ class Renderer:
         if self._inpaint_pipe is None:
             pipe = load_pipeline(self.inpaint_model, self.device, self.dtype, task="inpaint")
             self._load_ip_adapter(pipe, self.inpaint_model)
+            if self.fast_path is not None:
+                apply_fast_path(pipe, self.fast_path, self.compile_cache)
             self._inpaint_pipe = pipe
             self._inpaint_scheduler_config = dict(pipe.scheduler.config)
         return self._inpaint_pipe
@@ -1067,6 +1139,8 @@ class Renderer:
             provenance["inpaint_model"] = self.inpaint_model.identity()
         if request.reference_image is not None and self.ip_adapter is not None:
             provenance["ip_adapter"] = self.ip_adapter.identity()
+        if self.fast_path is not None:
+            provenance["fast_path"] = json_safe(self.fast_info)
         return provenance
 
     def render(
@@ -1174,8 +1248,13 @@ class Renderer:
     def _render_batch(
         self, batch: list[RenderRequest], prepared: list[_Inputs], on_step: StepCallback | None
     ) -> list[Image.Image]:
-        first = batch[0]
+        first, count = batch[0], len(batch)
         pipe = self.mode_pipeline(first.mode, first.sampler)
+        fast = self.fast_path
+        if fast is not None:  # pad to a bucket: compiled graphs see a fixed set of batch sizes
+            extra = fast.padded(count) - count
+            batch, prepared = [*batch, *[batch[-1]] * extra], [*prepared, *[prepared[-1]] * extra]
+            fast.vae_options(pipe.vae, len(batch), first.width, first.height)
 
         def step_end(
             pipe_: Any, step: int, _timestep: Any, tensors: dict[str, Any]
@@ -1209,13 +1288,18 @@ class Renderer:
             reference = prepared[0].reference
             arguments["ip_adapter_image"] = BLANK_REFERENCE if reference is None else reference
         try:
-            result = pipe(**arguments)
+            if fast is None:
+                result = pipe(**arguments)
+            else:
+                with fast.stance(len(batch), first.width, first.height):
+                    result = pipe(**arguments)
         except torch.OutOfMemoryError as exc:
             raise RenderError(
                 f"Out of GPU memory rendering {first.width}x{first.height} x{len(batch)}: lower "
                 f"{setting('batch_size')} or the size, or close other GPU programs."
             ) from exc
-        images = list(result.images)
+        images = list(result.images)[:count]  # the padding's images are dropped
+        prepared = prepared[:count]
         return [
             image if p.blend is None else Image.composite(image, p.image, p.blend)
             for image, p in zip(images, prepared, strict=True)
