@@ -936,6 +936,7 @@ class Renderer:
         fast_path: FastPath | None = None,
         compile_cache: Path | None = None,
         preview_vae: ImageModel | None = None,
+        dtype: torch.dtype | None = None,
     ):
         self.model = model
         self.fast_path = fast_path  # None: eager, as loaded (studio.fast_path)
@@ -946,6 +947,7 @@ class Renderer:
         self.inpaint_model = inpaint_model  # a dedicated inpainting checkpoint, loaded on use
         self.ip_adapter = ip_adapter  # loaded into every pipeline: requests may take a reference
         self.device, self.dtype = pick_device(device)
+        self.dtype = dtype or self.dtype  # fp16 on a GPU unless asked (the GPU benchmark's bf16)
         # On the CPU a batch is hardly faster and its pixels differ from single renders by a
         # level here and there, so one at a time unless asked (the render worker's tests).
         self.batch_size = batch_size if self.device != "cpu" or batch_on_cpu else 1
