@@ -60,6 +60,9 @@ class Settings:
     # A tiny VAE (TAESD: diffusers AutoencoderTiny, hub id or folder, safetensors) that decodes
     # the live preview while an image denoises; empty: a cheap latent-to-RGB approximation.
     preview_vae: str = ""
+    # DeepCache-style step caching: the UNet's deep blocks run every Nth step and are reused in
+    # between (faster, at a cost in quality; part of the cache key). 0 or 1: off.
+    step_cache: int = 0
     # Which characters the batch job writes descriptors and portraits for: "cast" (those in the
     # characters table and those in 2 or more episodes), "all", or "none".
     characters: str = "cast"
@@ -106,6 +109,7 @@ ENV_VARS = {
     "batch_size": "STUDIO_BATCH_SIZE",
     "fast_path": "STUDIO_FAST_PATH",
     "preview_vae": "STUDIO_PREVIEW_VAE",
+    "step_cache": "STUDIO_STEP_CACHE",
     "characters": "STUDIO_CHARACTERS",
     "ip_adapter": "STUDIO_IP_ADAPTER",
     "reference_scale": "STUDIO_REFERENCE_SCALE",
@@ -209,6 +213,12 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
         )
     if settings.batch_size < 1:
         raise fail("batch_size", f"`batch_size` has to be at least 1 but is {settings.batch_size}.")
+    if not 0 <= settings.step_cache <= 10:
+        raise fail(
+            "step_cache",
+            f"`step_cache` has to be 0 (off) or the steps between full UNet passes, 2 to 10, but "
+            f"is {settings.step_cache}.",
+        )
     if settings.fast_path not in FAST_PATH_CHOICES:
         raise fail(
             "fast_path",

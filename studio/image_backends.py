@@ -118,6 +118,7 @@ BACKEND_SETTINGS = (
     "batch_size",
     "fast_path",
     "preview_vae",
+    "step_cache",
     "ip_adapter",
     "images_base_url",
     "images_timeout",
@@ -160,4 +161,5 @@ def open_image_backend(settings: Settings) -> ImageBackend:
         fast_path=fast_path_for(settings.fast_path, pick_device(settings.device)[0]),
         compile_cache=settings.cache_dir / "inductor",
         preview_vae=resolve_preview_vae(preview, settings.cache_dir) if preview else None,
+        step_cache=settings.step_cache,
     )

@@ -69,6 +69,7 @@ from studio.params import (
     check_sampler,
     outpaint_size,
 )
+from studio.step_cache import apply_step_cache
 
 transformers.logging.set_verbosity_error()  # quiet the optional-torchvision notices at import
 
@@ -937,12 +938,17 @@ class Renderer:
         compile_cache: Path | None = None,
         preview_vae: ImageModel | None = None,
         dtype: torch.dtype | None = None,
+        step_cache: int = 0,
     ):
         self.model = model
         self.fast_path = fast_path  # None: eager, as loaded (studio.fast_path)
         self.fast_info: dict[str, Any] = {}  # what the fast path did, once the model is loaded
         self.compile_cache = compile_cache or Path(".") / "inductor"
         self.preview_vae = preview_vae  # a tiny VAE (TAESD) for the live preview
+        self.step_cache = step_cache if step_cache >= 2 else 0  # DeepCache-style interval
+        self._step_caches: list[Any] = []  # one per loaded unet
+        if self.step_cache and fast_path is not None:
+            fast_path.compile = False  # the cache's hooks branch per step: no compiled graph
         self._preview_decoder: Any = None
         self.inpaint_model = inpaint_model  # a dedicated inpainting checkpoint, loaded on use
         self.ip_adapter = ip_adapter  # loaded into every pipeline: requests may take a reference
@@ -988,6 +994,7 @@ class Renderer:
         loads the model again."""
         with self._lock:
             self._pipe = self._inpaint_pipe = self._preview_decoder = None
+            self._step_caches = []
             gc.collect()
             if self.device == "cuda":
                 torch.cuda.empty_cache()
@@ -1035,6 +1042,8 @@ class Renderer:
             self._load_ip_adapter(pipe, self.model)
             if self.fast_path is not None:
                 self.fast_info = apply_fast_path(pipe, self.fast_path, self.compile_cache)
+            if self.step_cache:
+                self._step_caches.append(apply_step_cache(pipe.unet, self.step_cache))
             self._pipe = pipe
             self._base_scheduler_config = dict(pipe.scheduler.config)
         return self._pipe
@@ -1050,6 +1059,8 @@ class Renderer:
             self._load_ip_adapter(pipe, self.inpaint_model)
             if self.fast_path is not None:
                 apply_fast_path(pipe, self.fast_path, self.compile_cache)
+            if self.step_cache:
+                self._step_caches.append(apply_step_cache(pipe.unet, self.step_cache))
             self._inpaint_pipe = pipe
             self._inpaint_scheduler_config = dict(pipe.scheduler.config)
         return self._inpaint_pipe
@@ -1123,6 +1134,8 @@ class Renderer:
             payload["seam"] = {"pixels": OUTPAINT_SEAM, "blur": OUTPAINT_BLUR}
         if request.reference_image is not None and self.ip_adapter is not None:
             payload["ip_adapter"] = self.ip_adapter.identity()
+        if self.step_cache:  # reused features change the pixels: never the uncached image's key
+            payload["step_cache"] = self.step_cache
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def provenance(self, request: RenderRequest) -> dict[str, Any]:
@@ -1143,6 +1156,8 @@ class Renderer:
             provenance["ip_adapter"] = self.ip_adapter.identity()
         if self.fast_path is not None:
             provenance["fast_path"] = json_safe(self.fast_info)
+        if self.step_cache:
+            provenance["step_cache"] = {"interval": self.step_cache, "kind": "DeepCache-style"}
         return provenance
 
     def render(
@@ -1289,6 +1304,8 @@ class Renderer:
             pipe.set_ip_adapter_scale(first.reference_scale or 0.0)
             reference = prepared[0].reference
             arguments["ip_adapter_image"] = BLANK_REFERENCE if reference is None else reference
+        for state in self._step_caches:
+            state.start()
         try:
             if fast is None:
                 result = pipe(**arguments)
