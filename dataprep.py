@@ -56,7 +56,7 @@ FLAG_OF_SETTING = {"series": "--data", "data_dir": "--out", "width": "--size", "
 SETTINGS_WITH_FLAGS = (
     "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
     "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
-    "batch_size", "characters", "ip_adapter", "reference_scale",
+    "batch_size", "fast_path", "step_cache", "characters", "ip_adapter", "reference_scale",
 )  # fmt: skip
 # Settings `dataprep.py library` has a flag for (besides --out).
 LIBRARY_SETTINGS = ("embeddings", "embeddings_model", "library_db")
@@ -183,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, help="base seed; each image's seed derives from it (42)"
     )
     render.add_argument("--batch-size", type=int, help="prompts per pipeline call on a GPU (4)")
+    render.add_argument(
+        "--fast-path",
+        choices=["auto", "on", "off"],
+        help="the fast CUDA path: compiled UNet and VAE, channels_last, fused QKV (auto: on CUDA)",
+    )
+    render.add_argument(
+        "--step-cache",
+        type=int,
+        metavar="N",
+        help="DeepCache-style: the UNet's deep blocks every Nth step only; faster, some quality "
+        "lost (0: off)",
+    )
     parser.add_argument(
         "--recover",
         action="store_true",

@@ -181,7 +181,9 @@ def test_library_messages_name_this_clis_flags():
     from studio.config import ENV_VARS
 
     for name in dataprep.SETTINGS_WITH_FLAGS:
-        value = {"device": "cpu", "sampler": "Euler", "characters": "cast"}.get(name, "1")
+        value = {"device": "cpu", "sampler": "Euler", "characters": "cast", "fast_path": "off"}.get(
+            name, "1"
+        )
         flag = dataprep.flag_of(name)
         if flag == "--size":
             continue
