@@ -11,7 +11,7 @@ from PIL import Image
 from studio.config import load_settings
 from studio.errors import ImageInputError, RenderError
 from studio.image_backends import Capabilities, backend_settings, open_image_backend
-from studio.images import ImageJob, ImageService, _batch_group, request_parameters
+from studio.images import ImageJob, ImageService, request_parameters
 from studio.metadata import parse_parameters
 from studio.params import ParameterError, RenderRequest
 from studio.render import (
@@ -147,7 +147,7 @@ def test_a_batch_shares_a_reference_and_never_mixes_two(renderer):
 
 def test_the_service_groups_calls_by_reference_and_scale():
     groups = {
-        _batch_group(request)
+        request.batch_group()
         for request in [
             BASE,
             WITH_FACE,
@@ -156,7 +156,7 @@ def test_the_service_groups_calls_by_reference_and_scale():
         ]
     }
     assert len(groups) == 4
-    assert _batch_group(dataclasses.replace(WITH_FACE, seed=9)) in groups
+    assert dataclasses.replace(WITH_FACE, seed=9).batch_group() in groups
     sorted(groups)  # the service sorts its jobs by group
 
 
