@@ -32,23 +32,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from diffusers import (  # noqa: E402
-    AutoencoderKL,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from studio.fast_path import FastPath  # noqa: E402
 from studio.images import ImageJob, ImageService  # noqa: E402
 from studio.params import RenderRequest  # noqa: E402
 from studio.render import (  # noqa: E402
-    CLIP_TOKENIZER_DIR,
-    SD15_SCHEDULER_CONFIG,
     Renderer,
     build_demo_model,
     resolve_image_model,
+    sd_pipeline,
 )
 from studio.render_worker import RenderWorker  # noqa: E402
 from studio.store import Store  # noqa: E402
@@ -102,16 +96,7 @@ def build_sd15(folder: Path, device: str) -> Path:
         unet = UNet2DConditionModel(**SD15_UNET)
         vae = AutoencoderKL(**SD15_VAE)
         text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR),
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = sd_pipeline(unet, vae, text_encoder)
     pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
     return folder
 

@@ -369,7 +369,13 @@ def build_demo_model(folder: Path) -> Path:
     vae = _tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_tiny_clip_config())
-    pipe = StableDiffusionPipeline(
+    return _save_pipeline(sd_pipeline(unet, vae, text_encoder), folder)
+
+
+def sd_pipeline(unet: Any, vae: Any, text_encoder: Any) -> StableDiffusionPipeline:
+    """An SD 1.x pipeline of these components with CLIP's tokenizer, SD 1.5's scheduler and no
+    safety checker (the demo model's, and the GPU benchmark's full-size random one)."""
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR),
@@ -379,7 +385,6 @@ def build_demo_model(folder: Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return _save_pipeline(pipe, folder)
 
 
 def build_demo_sdxl_model(folder: Path) -> Path:
