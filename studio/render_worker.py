@@ -134,7 +134,8 @@ class RenderWorker:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.calls: list[int] = []  # requests per backend call, newest last (for the dashboard)
+        # requests per backend call, newest last, the last 100 (a long-running dashboard)
+        self.calls: deque[int] = deque(maxlen=100)
 
     def __getattr__(self, name: str) -> Any:  # capabilities, label, cache_key, family ...
         if name == "backend":  # not set yet (during unpickling, say)

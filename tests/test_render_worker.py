@@ -88,7 +88,7 @@ def test_two_callers_compatible_requests_share_one_call_and_each_gets_its_own(re
     first.wait()
     assert gate.calls[0] == ["the first"]
     assert sorted(gate.calls[1]) == ["a castle", "a lighthouse"]  # one call for both
-    assert worker.calls == [1, 2]
+    assert list(worker.calls) == [1, 2]
     one, two = results["one"], results["two"]
     assert one.record.prompt == "a lighthouse" and two.record.prompt == "a castle"
     assert services[0].store.find_image(two.key) is None  # each in its own catalog
