@@ -97,11 +97,17 @@ class Studio:
 
     @cached_property
     def llm(self) -> LLM:
-        from studio.llm import LLM, make_llm
+        from studio.llm import LLM, default_concurrency, make_llm
 
         if self._chat_backend is not None:
             s = self.settings
-            return LLM(self._chat_backend, self.store, s.llm_temperature, s.llm_seed)
+            return LLM(
+                self._chat_backend,
+                self.store,
+                s.llm_temperature,
+                s.llm_seed,
+                concurrency=default_concurrency(s),
+            )
         return make_llm(self.settings, self.store, on_status=self._on_status)
 
     @cached_property

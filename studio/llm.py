@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import queue
 import secrets
 import threading
 import time
@@ -596,13 +597,25 @@ class EmbeddedBackend:
     """The bundled GGUF model, run in process by llama.cpp (xllamacpp) on the CPU.
 
     Output is constrained by a grammar made from the JSON schema (so length limits hold).
+
+    The shared template prefix (a request's leading system messages) is evaluated once per slot
+    and reused: before each request the slot is cut back to exactly that prefix, so every request
+    of a template is evaluated from the same point and its answer depends on its own inputs
+    only, not on the requests before it. `slots` requests run at once in llama.cpp's parallel
+    slots; on a 2-core machine that gains nothing and, since a slot's arithmetic then depends on
+    what the other slots are doing, answers depend on timing: one slot is the default.
     """
 
-    def __init__(self, cache_dir: Path, threads: int | None = None):
+    def __init__(self, cache_dir: Path, threads: int | None = None, slots: int = 1):
         self.cache_dir = cache_dir
         self.threads = threads or os.cpu_count() or 2
+        self.slots = max(1, int(slots))
         self._server: Any = None
         self._lock = threading.Lock()
+        self._free: queue.Queue[int] = queue.Queue()
+        for slot in range(self.slots):
+            self._free.put(slot)
+        self._prefix: dict[int, Messages] = {}  # slot -> the system messages it holds
 
     def identity(self) -> str:
         return f"embedded:{EMBEDDED_MODEL_NAME}@{EMBEDDED_SHA256[:12]}"
@@ -617,39 +630,84 @@ class EmbeddedBackend:
             ) from None
         params = xllamacpp.CommonParams()
         params.model.path = str(assemble_embedded_model(self.cache_dir))
-        params.n_ctx = EMBEDDED_CONTEXT
-        params.n_parallel = 1
+        params.n_ctx = EMBEDDED_CONTEXT * self.slots  # each slot gets EMBEDDED_CONTEXT
+        params.n_parallel = self.slots
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.warmup = False
         params.verbosity = 1  # errors only; llama.cpp logs every request otherwise
+        # Only the slot's own cache may be reused (see _pin_prefix): no prompt cache in RAM, no
+        # context checkpoints, nothing restored from another request.
+        params.cache_ram_mib = 0
+        params.n_ctx_checkpoints = 0
+        params.cache_idle_slots = False
+        params.n_cache_reuse = 0
         # xllamacpp always opens an HTTP port on 127.0.0.1: lock it with a key nobody knows.
         params.api_keys = [secrets.token_urlsafe(32)]
         return xllamacpp.Server(params)
 
-    def complete(self, request: ChatRequest) -> str:
-        body = {
-            "messages": request.message_dicts(),
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "seed": request.seed,
-            "repeat_penalty": request.repeat_penalty,
-            "top_k": 40,
-            "top_p": 0.95,
-            "json_schema": request.schema,
-            # Reusing the previous request's KV cache changes the float path, and so the sampled
-            # text: every request is evaluated whole, so an answer depends on its inputs only.
-            "cache_prompt": False,
-        }
+    def _server_handle(self) -> Any:
         with self._lock:
             if self._server is None:
                 self._server = self._load()
-            try:
-                result = self._server.handle_chat_completions(body)
-            except ValueError as exc:
-                raise LLMError(f"The embedded LLM rejected the request: {exc}") from exc
+            return self._server
+
+    def _chat(self, server: Any, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = server.handle_chat_completions(body)
+        except ValueError as exc:
+            raise LLMError(f"The embedded LLM rejected the request: {exc}") from exc
         if "error" in result:
             raise LLMError(f"The embedded LLM failed: {result['error']}")
+        return result
+
+    def _pin_prefix(self, server: Any, slot: int, prefix: Messages) -> bool:
+        """Leave `slot` holding exactly `prefix` (the system messages) and the start of the next
+        turn; False when there is no prefix to share.
+
+        The slot's prefix is always evaluated whole from position 0 (a fresh evaluation when
+        the template changes), then only the turn header after it is evaluated again, so the
+        prefix's cache is the same whatever ran on the slot before.
+        """
+        if not prefix:
+            return False
+        body = {
+            "messages": prefix,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "id_slot": slot,
+            "cache_prompt": self._prefix.get(slot) == prefix,
+        }
+        self._chat(server, body)
+        self._prefix[slot] = prefix
+        return True
+
+    def complete(self, request: ChatRequest) -> str:
+        messages = request.message_dicts()
+        leading = 0
+        while leading < len(messages) - 1 and messages[leading]["role"] == "system":
+            leading += 1
+        server = self._server_handle()
+        slot = self._free.get()
+        try:
+            shared = self._pin_prefix(server, slot, messages[:leading])
+            body = {
+                "messages": messages,
+                "max_tokens": request.max_tokens,
+                "temperature": request.temperature,
+                "seed": request.seed,
+                "repeat_penalty": request.repeat_penalty,
+                "top_k": 40,
+                "top_p": 0.95,
+                "json_schema": request.schema,
+                "id_slot": slot,
+                "cache_prompt": shared,
+            }
+            result = self._chat(server, body)
+            if not shared:
+                self._prefix.pop(slot, None)
+        finally:
+            self._free.put(slot)
         return result["choices"][0]["message"]["content"] or ""
 
 
@@ -675,7 +733,11 @@ class JSONAnswer:
 
 
 class LLM:
-    """JSON answers from a backend: schema-validated, repaired by asking again, cached."""
+    """JSON answers from a backend: schema-validated, repaired by asking again, cached.
+
+    Safe to call from several threads at once (`concurrency` of them, for the batch job): an
+    answer depends only on its request, so concurrent calls give the answers serial ones do.
+    """
 
     def __init__(
         self,
@@ -684,12 +746,14 @@ class LLM:
         temperature: float = 0.7,
         seed: int = 1234,
         max_repairs: int = 2,
+        concurrency: int = 1,
     ):
         self.backend = backend
         self.cache = cache
         self.temperature = temperature
         self.seed = seed
         self.max_repairs = max_repairs
+        self.concurrency = concurrency
         self.calls = 0  # requests that reached the backend
         self.cache_hits = 0
         self._lock = threading.Lock()
@@ -739,7 +803,7 @@ class LLM:
         for attempt in range(1 + self.max_repairs):
             with self._lock:
                 self.calls += 1
-                text = self.backend.complete(attempt_request)
+            text = self.backend.complete(attempt_request)  # backends are safe to call at once
             data, problem = parse_json_answer(text, request.schema)
             if data is not None:
                 return data
@@ -795,7 +859,7 @@ def make_backend(settings: Settings, on_status: Callable[[str], None] | None = N
         return OpenAIBackend(
             choice.model, choice.base_url, timeout=settings.llm_timeout, on_status=on_status
         )
-    return EmbeddedBackend(settings.cache_dir)
+    return EmbeddedBackend(settings.cache_dir, slots=default_concurrency(settings))
 
 
 def make_llm(
@@ -804,4 +868,27 @@ def make_llm(
     on_status: Callable[[str], None] | None = None,
 ) -> LLM:
     backend = make_backend(settings, on_status)
-    return LLM(backend, cache, settings.llm_temperature, settings.llm_seed)
+    return LLM(
+        backend,
+        cache,
+        settings.llm_temperature,
+        settings.llm_seed,
+        concurrency=default_concurrency(settings),
+    )
+
+
+# LLM calls at once when the setting says 0: a server answers many requests together (OpenAI,
+# vLLM; Ollama and llama.cpp queue what they cannot take); the embedded model on a 2-core machine
+# gains nothing from parallel slots and its answers would then depend on timing.
+SERVER_CONCURRENCY = 8
+EMBEDDED_CONCURRENCY = 1
+
+
+def default_concurrency(settings: Settings) -> int:
+    """How many LLM calls the batch job makes at once: llm_concurrency, or the backend's
+    default when it is 0."""
+    if settings.llm_concurrency:
+        return settings.llm_concurrency
+    if choose_backend(settings).kind == "openai":
+        return SERVER_CONCURRENCY
+    return EMBEDDED_CONCURRENCY

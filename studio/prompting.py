@@ -20,7 +20,7 @@ from string import Template as StringTemplate
 from typing import Any
 
 from studio.dataset import Episode, Series
-from studio.llm import LLM
+from studio.llm import LLM, JSONAnswer
 from studio.params import CLIP_WINDOW, PromptSpec
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -236,6 +236,47 @@ class EpisodePrompt:
     cast: tuple[str, ...] = ()  # the characters described in the prompt, by their descriptors
 
 
+def ask_episode(
+    llm: LLM, series: Series, episode: Episode, refresh: bool = False, seed: int | None = None
+) -> JSONAnswer:
+    """The LLM's answer for an episode (meta-prompting): the part that costs an LLM call, and
+    the same whatever the characters' looks are, so it can run while they are being written."""
+    template = load_template("episode_meta.md")
+    messages = template.messages(
+        series_title=series.title, episode_json=_data_block(episode_data(series, episode))
+    )
+    schema = episode_schema(list(dict.fromkeys(episode.characters)))
+    return llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
+
+
+def episode_prompt(
+    series: Series,
+    answer: JSONAnswer,
+    count: TokenCounter,
+    looks: Mapping[str, str] | None = None,
+) -> EpisodePrompt:
+    """The image prompt from an episode's answer, with each named character's descriptor from
+    `looks` (name -> descriptor) written in verbatim, fitted to CLIP's window."""
+    cast = picture_cast(series, answer.data["cast"], looks or {})
+    prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
+    spec = PromptSpec(
+        prompt=prompt,
+        negative_prompt=fit_text(
+            merge_phrases(answer.data["negative_prompt"], base_negative()), count
+        ),
+        style=" ".join(answer.data["style"].split()),
+        rationale=" ".join(answer.data["rationale"].split()),
+    )
+    return EpisodePrompt(
+        spec,
+        answer.key,
+        load_template("episode_meta.md").sha256,
+        answer.cached,
+        {answer.key: answer.text},
+        kept_cast(prompt, cast),
+    )
+
+
 def write_episode_prompt(
     llm: LLM,
     series: Series,
@@ -253,30 +294,8 @@ def write_episode_prompt(
     the LLM: editing a descriptor changes the prompts without asking the LLM again.
     `seed` (default: the LLM's) picks another of the LLM's possible answers, for a rewrite.
     """
-    template = load_template("episode_meta.md")
-    messages = template.messages(
-        series_title=series.title, episode_json=_data_block(episode_data(series, episode))
-    )
-    schema = episode_schema(list(dict.fromkeys(episode.characters)))
-    answer = llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
-    cast = picture_cast(series, answer.data["cast"], looks or {})
-    prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
-    spec = PromptSpec(
-        prompt=prompt,
-        negative_prompt=fit_text(
-            merge_phrases(answer.data["negative_prompt"], base_negative()), count
-        ),
-        style=" ".join(answer.data["style"].split()),
-        rationale=" ".join(answer.data["rationale"].split()),
-    )
-    return EpisodePrompt(
-        spec,
-        answer.key,
-        template.sha256,
-        answer.cached,
-        {answer.key: answer.text},
-        kept_cast(prompt, cast),
-    )
+    answer = ask_episode(llm, series, episode, refresh=refresh, seed=seed)
+    return episode_prompt(series, answer, count, looks)
 
 
 @dataclass(frozen=True)
@@ -325,6 +344,88 @@ def _styles_schema(keys: list[str]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class SeasonAnswers:
+    """The LLM's two answers for a season: the self-ask trace, then the 5 styles."""
+
+    trace: JSONAnswer
+    styles: JSONAnswer
+
+
+def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> SeasonAnswers:
+    """Self-ask: the LLM asks and answers its follow-up questions, then writes 5 style prompts
+    from them (two calls in a row; the same whatever the characters' looks are)."""
+    data_json = _data_block(season_data(series, season))
+    ask = load_template("season_self_ask.md")
+    trace_answer = llm.generate_json(
+        ask.messages(series_title=series.title, season_json=data_json),
+        SELF_ASK_SCHEMA,
+        max_tokens=500,
+        refresh=refresh,
+    )
+    styles = load_styles()
+    write = load_template("season_styles.md")
+    trace_text = "\n".join(f"Q: {f['question']}\nA: {f['answer']}" for f in _trace(trace_answer))
+    styles_answer = llm.generate_json(
+        write.messages(
+            series_title=series.title,
+            season_json=data_json,
+            trace_text=trace_text,
+            style_keys=", ".join(styles),
+            style_list="; ".join(f"{key} = {s['name']}" for key, s in styles.items()),
+        ),
+        _styles_schema(list(styles)),
+        max_tokens=900,
+        refresh=refresh,
+    )
+    return SeasonAnswers(trace_answer, styles_answer)
+
+
+def _trace(answer: JSONAnswer) -> list[dict[str, str]]:
+    return [
+        {"question": " ".join(f["question"].split()), "answer": " ".join(f["answer"].split())}
+        for f in answer.data["follow_ups"]
+    ]
+
+
+def season_prompts(
+    series: Series,
+    season: int,
+    answers: SeasonAnswers,
+    count: TokenCounter,
+    looks: Mapping[str, str] | None = None,
+) -> SeasonPrompts:
+    """The 5 style prompts from a season's answers; the season's SEASON_CAST most important
+    characters that have a descriptor in `looks` are written into each, verbatim."""
+    trace = _trace(answers.trace)
+    styles = load_styles()
+    specs, described = {}, {}
+    looks = looks or {}
+    ranked = [n for n in series.ranked_characters(season) if looks.get(n, "").strip()]
+    in_season = {n for e in series.episodes_of(season) for n in e.characters}
+    cast = picture_cast(series, [n for n in ranked if n in in_season][:SEASON_CAST], looks, season)
+    for key, style in styles.items():
+        parts = {**answers.styles.data[key], "style": style["style"]}
+        prompt = fit_parts(parts, count, cast=[look for _, look in cast])
+        described[key] = kept_cast(prompt, cast)
+        specs[key] = PromptSpec(
+            prompt=prompt,
+            negative_prompt=fit_text(merge_phrases(style["negative"], base_negative()), count),
+            style=style["name"],
+            rationale=trace[0]["answer"],
+        )
+    trace_answer, styles_answer = answers.trace, answers.styles
+    return SeasonPrompts(
+        specs=specs,
+        trace=trace,
+        key=styles_answer.key,
+        template_hash=templates_hash("season_self_ask.md", "season_styles.md"),
+        cached=trace_answer.cached and styles_answer.cached,
+        answers={trace_answer.key: trace_answer.text, styles_answer.key: styles_answer.text},
+        cast=described,
+    )
+
+
 def write_season_prompts(
     llm: LLM,
     series: Series,
@@ -338,54 +439,4 @@ def write_season_prompts(
     The season's SEASON_CAST most important characters that have a descriptor in `looks` are
     written into every style's prompt, verbatim (as for episodes).
     """
-    data_json = _data_block(season_data(series, season))
-    ask = load_template("season_self_ask.md")
-    trace_answer = llm.generate_json(
-        ask.messages(series_title=series.title, season_json=data_json),
-        SELF_ASK_SCHEMA,
-        max_tokens=500,
-        refresh=refresh,
-    )
-    trace = [
-        {"question": " ".join(f["question"].split()), "answer": " ".join(f["answer"].split())}
-        for f in trace_answer.data["follow_ups"]
-    ]
-    styles = load_styles()
-    write = load_template("season_styles.md")
-    trace_text = "\n".join(f"Q: {f['question']}\nA: {f['answer']}" for f in trace)
-    styles_answer = llm.generate_json(
-        write.messages(
-            series_title=series.title,
-            season_json=data_json,
-            trace_text=trace_text,
-            style_keys=", ".join(styles),
-            style_list="; ".join(f"{key} = {s['name']}" for key, s in styles.items()),
-        ),
-        _styles_schema(list(styles)),
-        max_tokens=900,
-        refresh=refresh,
-    )
-    specs, described = {}, {}
-    looks = looks or {}
-    ranked = [n for n in series.ranked_characters(season) if looks.get(n, "").strip()]
-    in_season = {n for e in series.episodes_of(season) for n in e.characters}
-    cast = picture_cast(series, [n for n in ranked if n in in_season][:SEASON_CAST], looks, season)
-    for key, style in styles.items():
-        parts = {**styles_answer.data[key], "style": style["style"]}
-        prompt = fit_parts(parts, count, cast=[look for _, look in cast])
-        described[key] = kept_cast(prompt, cast)
-        specs[key] = PromptSpec(
-            prompt=prompt,
-            negative_prompt=fit_text(merge_phrases(style["negative"], base_negative()), count),
-            style=style["name"],
-            rationale=trace[0]["answer"],
-        )
-    return SeasonPrompts(
-        specs=specs,
-        trace=trace,
-        key=styles_answer.key,
-        template_hash=templates_hash("season_self_ask.md", "season_styles.md"),
-        cached=trace_answer.cached and styles_answer.cached,
-        answers={trace_answer.key: trace_answer.text, styles_answer.key: styles_answer.text},
-        cast=described,
-    )
+    return season_prompts(series, season, ask_season(llm, series, season, refresh), count, looks)
