@@ -57,6 +57,7 @@ SETTINGS_WITH_FLAGS = (
     "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
     "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
     "batch_size", "fast_path", "step_cache", "characters", "ip_adapter", "reference_scale",
+    "llm_concurrency", "executor", "ray_address", "concurrency",
 )  # fmt: skip
 # Settings `dataprep.py library` has a flag for (besides --out).
 LIBRARY_SETTINGS = ("embeddings", "embeddings_model", "library_db")
@@ -195,6 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="DeepCache-style: the UNet's deep blocks every Nth step only; faster, some quality "
         "lost (0: off)",
     )
+    scale = parser.add_argument_group("scaling out")
+    scale.add_argument(
+        "--llm-concurrency",
+        type=int,
+        metavar="N",
+        help="LLM calls at once (0: 8 for a server, 1 for the embedded model)",
+    )
+    scale.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="render here (local, the default) or on Ray workers (needs requirements-ray.txt)",
+    )
+    scale.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster: host:port, ray://host:port or auto (default: start one here)",
+    )
+    scale.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="Ray render workers (0: one per GPU of the cluster, 1 without GPUs)",
+    )
     parser.add_argument(
         "--recover",
         action="store_true",
@@ -244,7 +268,11 @@ def _print_summary(summary, settings, issues: list, model_notes: list[str]) -> N
             say(f"  - {failure}")
     if summary.nothing_done:
         say("Nothing to do: everything was already in the catalog (0 LLM calls, 0 renders).")
-    say(f"Time: {summary.seconds:.1f} s. Catalog and images: {settings.data_dir.resolve()}")
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.stages.items())
+    say(
+        f"Time: {summary.seconds:.1f} s{f' ({stages})' if stages else ''}. Catalog and images: "
+        f"{settings.data_dir.resolve()}"
+    )
 
 
 SEARCH_FILTERS = ("season", "target", "style", "model", "since", "until", "source_site")
@@ -412,29 +440,39 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from studio.api import Studio
+    from studio.executors import open_executor
+    from studio.llm import default_concurrency
 
     with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:
         backend = studio.backend
         for note in backend.notes:
             print(f"WARNING: {note}", file=sys.stderr)
-        print(
-            f"Image model: {backend.label} on {backend.device}. "
-            f"LLM: {backend_description(settings)}.",
-            file=sys.stderr,
-        )
         selection = Selection(args.seasons, args.episodes, args.only)
         for note in selection.unknown(series):
             print(f"WARNING: {note}", file=sys.stderr)
-        summary = run_job(
-            series,
-            selection,
-            settings,
-            studio.llm,
-            studio.images,
-            dry_run=args.dry_run,
-            force=args.force,
-            progress=tqdm,
+        # Before any LLM call: a Ray cluster that does not answer leaves the catalog untouched.
+        executor = None if args.dry_run else open_executor(settings, backend)
+        where = executor.describe() if hasattr(executor, "describe") else "here"
+        print(
+            f"Image model: {backend.label} on {backend.device}, rendering {where}. "
+            f"LLM: {backend_description(settings)}, {default_concurrency(settings)} at once.",
+            file=sys.stderr,
         )
+        try:
+            summary = run_job(
+                series,
+                selection,
+                settings,
+                studio.llm,
+                studio.images,
+                dry_run=args.dry_run,
+                force=args.force,
+                progress=tqdm,
+                executor=executor,
+            )
+        finally:
+            if executor is not None:
+                executor.close()
         if not args.dry_run:
             index_library(studio, summary)
     _print_summary(summary, settings, issues, backend.notes)

@@ -28,7 +28,9 @@ from studio.cast import (
 from studio.config import Settings
 from studio.dataset import Episode, Series
 from studio.errors import DatasetError, LLMUnavailableError, StudioError
+from studio.executors import RenderExecutor
 from studio.images import ImageJob, ImageResult, ImageService
+from studio.jobs import JobLog
 from studio.llm import LLM
 from studio.params import RenderRequest, Target
 from studio.prompting import (
@@ -75,6 +77,17 @@ class Selection:
     seasons: set[int] | None = None  # None: all
     episodes: set[tuple[int, int]] | None = None  # (season, episode); None: all
     targets: str = "all"  # all, episodes, seasons or characters
+
+    def describe(self) -> str:
+        """In words, for the job's record: "seasons 1, 2; S01E03; episodes only"."""
+        parts = []
+        if self.seasons is not None:
+            parts.append("seasons " + ", ".join(map(str, sorted(self.seasons))))
+        if self.episodes is not None:
+            parts.append(", ".join(f"S{s:02d}E{e:02d}" for s, e in sorted(self.episodes)))
+        if self.targets != "all":
+            parts.append(f"{self.targets} only")
+        return "; ".join(parts) or "the whole series"
 
     def pick_episodes(self, series: Series) -> list[Episode]:
         if self.targets in ("seasons", "characters"):
@@ -140,6 +153,7 @@ class Summary:
     dry_run: bool = False
     prompts: list[tuple[str, PromptSpec]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not failures
+    stages: dict[str, float] = field(default_factory=dict)  # llm, render, write -> seconds
 
     def count(self, result: ImageResult) -> None:
         if result.error:
@@ -502,25 +516,32 @@ def render_jobs(
     force: bool = False,
     progress: Progress = no_progress,
     settings: Settings | None = None,
+    executor: RenderExecutor | None = None,
+    on_count: Callable[[int], None] | None = None,
 ) -> None:
     """Make every job's image through the image service; a failed batch is reported, not fatal.
 
     Portraits come first: with an IP-Adapter (and `settings`), they condition the images of the
-    characters they show.
+    characters they show. `executor` renders (default: here); this process writes.
     """
     bar = progress(None, total=len(jobs), desc="images", unit="image")
+
+    finished = [0]
 
     def done(result: ImageResult) -> None:
         summary.count(result)
         bar.update(1)
+        finished[0] += 1
+        if on_count:
+            on_count(finished[0])
 
     portraits = [job for job in jobs if job.target.kind == "character"]
     others = [job for job in jobs if job.target.kind != "character"]
     try:
-        images.make(portraits, force=force, on_result=done, keep_going=True)
+        images.make(portraits, force=force, on_result=done, keep_going=True, executor=executor)
         if settings is not None:
             others = [with_reference(job, images, settings) for job in others]
-        images.make(others, force=force, on_result=done, keep_going=True)
+        images.make(others, force=force, on_result=done, keep_going=True, executor=executor)
     finally:
         bar.close()
 
@@ -534,16 +555,72 @@ def run_job(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress = no_progress,
+    executor: RenderExecutor | None = None,
 ) -> Summary:
-    """Prompts, then (unless `dry_run`) images; returns the counts for the closing summary."""
+    """Prompts, then (unless `dry_run`) images; returns the counts for the closing summary.
+
+    The job's stage, counts and failures are written to the catalog as it goes (studio.jobs),
+    for the dashboard's Batch jobs page; `summary.stages` says where the time went.
+    """
     started = time.perf_counter()
     summary = Summary(placeholder=images.backend.placeholder, dry_run=dry_run)
     calls_before = llm.calls
-    jobs = write_prompts(
-        series, selection, settings, llm, images, summary, refresh=force, progress=progress
-    )
-    if not dry_run:
-        render_jobs(jobs, images, summary, force=force, progress=progress, settings=settings)
-    summary.llm_calls = llm.calls - calls_before
-    summary.seconds = time.perf_counter() - started
+    render_before, write_before = images.seconds["render"], images.seconds["write"]
+    log = JobLog(images.store, executor.name if executor else "local", selection.describe())
+    status = "failed"
+    try:
+        jobs = write_prompts(
+            series,
+            selection,
+            settings,
+            llm,
+            images,
+            summary,
+            refresh=force,
+            progress=progress,
+            on_progress=lambda done, total: log.progress(prompts_done=done, prompts_total=total),
+        )
+        summary.stages["llm"] = time.perf_counter() - started
+        log.progress(
+            force=True,
+            stage="done" if dry_run else "images",
+            images_total=0 if dry_run else len(jobs),
+            failures=summary.failed,
+            seconds=summary.stages,
+        )
+        if not dry_run:
+
+            def counted(done: int) -> None:
+                log.progress(images_done=done, failures=summary.failed)
+
+            render_jobs(
+                jobs,
+                images,
+                summary,
+                force=force,
+                progress=progress,
+                settings=settings,
+                executor=executor,
+                on_count=counted,
+            )
+            summary.stages["render"] = images.seconds["render"] - render_before
+            summary.stages["write"] = images.seconds["write"] - write_before
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "stopped"
+        summary.failed.append("stopped by the user (Ctrl-C)")
+        raise
+    except StudioError as exc:
+        summary.failed.append(str(exc))
+        raise
+    finally:
+        summary.llm_calls = llm.calls - calls_before
+        summary.seconds = time.perf_counter() - started
+        log.finish(
+            status,
+            stage="done",
+            images_done=summary.images_rendered + summary.images_cached,
+            failures=summary.failed,
+            seconds={**summary.stages, "total": summary.seconds},
+        )
     return summary

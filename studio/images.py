@@ -15,6 +15,7 @@ normalised and stored by content in the catalog (`add_input`), and requests name
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from PIL import Image
 
 from studio import __version__
 from studio.errors import RenderError
+from studio.executors import LocalExecutor, RenderExecutor
 from studio.image_backends import ImageBackend, StepCallback
 from studio.inputs import ImageSource, fit_image, fit_mask, png_bytes, read_image, to_mask, to_rgb
 from studio.metadata import encode_png, format_parameters
@@ -100,6 +102,8 @@ class ImageService:
         self.store = store
         self.backend = backend
         self._original_sizes: dict[str, tuple[int, int]] = {}  # init image sha -> size as given
+        # Where the time went: waiting for renders, and writing PNGs and catalog rows.
+        self.seconds = {"render": 0.0, "write": 0.0}
 
     # Inputs ---------------------------------------------------------------------------------
 
@@ -133,11 +137,14 @@ class ImageService:
         on_step: StepCallback | None = None,
         on_result: ResultCallback | None = None,
         keep_going: bool = False,
+        executor: RenderExecutor | None = None,
     ) -> list[ImageResult]:
         """An image for every job, in order: the catalog's, else rendered and stored.
 
         `force` renders again what the catalog has. With `keep_going`, a batch that fails is
         reported in its results (`error`) and the others go on; otherwise the error is raised.
+        `executor` renders the misses (default: this backend, here); wherever they are rendered,
+        this process writes them. `on_result` hears of each image as it is stored.
         """
         capabilities = self.backend.capabilities
         for job in jobs:
@@ -160,22 +167,29 @@ class ImageService:
                 pending.append((index, key))
         pending.sort(key=lambda item: jobs[item[0]].request.batch_group())
         size = max(1, capabilities.max_batch)
-        for start in range(0, len(pending), size):
-            batch = pending[start : start + size]
-            try:
-                images = self.backend.render(
-                    [jobs[index].request for index, _ in batch],
-                    on_step=on_step,
-                    inputs=self.store.input_image,
-                )
-            except RenderError as exc:
+        batches = [pending[start : start + size] for start in range(0, len(pending), size)]
+        executor = executor or LocalExecutor(self.backend)
+        outcomes = executor.run(
+            [[jobs[index].request for index, _ in batch] for batch in batches],
+            inputs=self.store.input_image,
+            on_step=on_step,
+        )
+        waited = time.perf_counter()
+        for number, outcome in outcomes:
+            self.seconds["render"] += time.perf_counter() - waited
+            batch = batches[number]
+            if isinstance(outcome, RenderError):
                 if not keep_going:
-                    raise
+                    raise outcome
                 for index, _ in batch:
-                    done(index, ImageResult(jobs[index], None, error=str(exc)))
-                continue
-            for (index, key), image in zip(batch, images, strict=True):
-                done(index, self._result(jobs[index], self._store(jobs[index], key, image)))
+                    done(index, ImageResult(jobs[index], None, error=str(outcome)))
+            else:
+                for (index, key), image in zip(batch, outcome, strict=True):
+                    started = time.perf_counter()
+                    stored = self._store(jobs[index], key, image)
+                    self.seconds["write"] += time.perf_counter() - started
+                    done(index, self._result(jobs[index], stored))
+            waited = time.perf_counter()
         return [result for result in results if result is not None]
 
     def _result(self, job: ImageJob, record: StoredImage, cached: bool = False) -> ImageResult:

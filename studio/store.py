@@ -228,6 +228,34 @@ def _add_library(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_jobs(db: sqlite3.Connection) -> None:
+    # Batch jobs (studio.jobs): what each run of dataprep.py did and how far it got, for the
+    # dashboard's Batch jobs page; a running job updates its row as it goes.
+    _run_script(
+        db,
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL,             -- running, finished, failed, stopped
+            stage TEXT NOT NULL,              -- prompts, images, done
+            executor TEXT NOT NULL,
+            selection TEXT NOT NULL,
+            prompts_done INTEGER NOT NULL DEFAULT 0,
+            prompts_total INTEGER NOT NULL DEFAULT 0,
+            images_done INTEGER NOT NULL DEFAULT 0,
+            images_total INTEGER NOT NULL DEFAULT 0,
+            failures TEXT NOT NULL DEFAULT '[]',  -- JSON: "what: why"
+            seconds TEXT NOT NULL DEFAULT '{}',   -- JSON: stage -> seconds
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL
+        )
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
@@ -236,6 +264,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("004_modes", _add_modes),
     ("005_characters", _add_characters),
     ("006_library", _add_library),
+    ("007_jobs", _add_jobs),
 ]
 
 
@@ -873,6 +902,47 @@ class Store:
                 (name,),
             ).fetchall()
         return [StoredImage.from_row(row) for row in rows]
+
+    # Batch jobs -------------------------------------------------------------------------------
+
+    def start_job(self, executor: str, selection: str, host: str, pid: int) -> int:
+        now = _now()
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO jobs (started_at, updated_at, status, stage, executor, selection, "
+                "host, pid) VALUES (?, ?, 'running', 'prompts', ?, ?, ?, ?)",
+                (now, now, executor, selection, host, pid),
+            )
+            return int(cursor.lastrowid)
+
+    def update_job(self, job_id: int, **values: Any) -> None:
+        """Set columns of the job's row (`failures` and `seconds` as Python values)."""
+        allowed = {"status", "stage", "finished_at", "prompts_done", "prompts_total",
+                   "images_done", "images_total", "failures", "seconds"}  # fmt: skip
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"not job columns: {sorted(unknown)}")
+        for name in ("failures", "seconds"):
+            if name in values:
+                values[name] = json.dumps(values[name], ensure_ascii=False)
+        values["updated_at"] = _now()
+        columns = ", ".join(f"{name} = ?" for name in values)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*values.values(), job_id))
+
+    def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest batch jobs' rows, newest first (see studio.jobs.JobRecord)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        found = []
+        for row in rows:
+            values = dict(row)
+            values["failures"] = json.loads(values["failures"])
+            values["seconds"] = json.loads(values["seconds"])
+            found.append(values)
+        return found
 
     # Campaigns --------------------------------------------------------------------------------
 
