@@ -10,6 +10,7 @@ import io
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -407,7 +408,9 @@ class FakeOpenAIServer:
       server answers json_schema with 500);
     - `fail_next`: HTTP statuses for the next chat requests, one each (e.g. [503, 503]); the
       list is `.fail_next`, which a test may extend while the server runs;
-    - `models`: the model names served; when given, a chat request for another model is a 404.
+    - `models`: the model names served; when given, a chat request for another model is a 404;
+    - `latency`: seconds each chat answer takes (requests are answered concurrently; the most
+      that were in flight at once is `.max_in_flight`).
     """
 
     def __init__(
@@ -420,6 +423,7 @@ class FakeOpenAIServer:
         fail_next: list[int] | None = None,
         models: list[str] | None = None,
         images: FakeImagesAPI | None = None,
+        latency: float = 0.0,
     ):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -437,6 +441,9 @@ class FakeOpenAIServer:
         check_model = models is not None
         images_api = images or FakeImagesAPI()
         lock = threading.Lock()
+        server_state = self
+        self.in_flight = 0
+        self.max_in_flight = 0
 
         class Handler(BaseHTTPRequestHandler):
             def _send(
@@ -489,6 +496,15 @@ class FakeOpenAIServer:
                 with lock:
                     bodies.append(body)
                     failure = failures.pop(0) if failures else None
+                if latency:
+                    with lock:
+                        server_state.in_flight += 1
+                        server_state.max_in_flight = max(
+                            server_state.max_in_flight, server_state.in_flight
+                        )
+                    time.sleep(latency)
+                    with lock:
+                        server_state.in_flight -= 1
                 if failure is not None:
                     self._error(failure, f"failing on purpose with {failure}")
                     return
