@@ -14,7 +14,9 @@ import pytest
 import dataprep
 import studio.llm
 from studio.config import PROJECT_ROOT
+from studio.jobs import recent_jobs
 from studio.metadata import parse_parameters, read_png_metadata
+from studio.store import Store
 from tests.fakes import FakeBackend
 
 SMALL = ["--size", "64x64", "--steps", "2"]
@@ -113,7 +115,12 @@ def test_bad_rows_are_listed_and_the_rest_runs(tmp_path, capsys, fake_llm):
     assert "Prompts: 2 written" in err  # the episode and its season
 
 
-def test_killed_run_resumes_with_no_broken_or_duplicate_file(tmp_path, shared_cache):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_killed_run_resumes_with_no_broken_or_duplicate_file(tmp_path, shared_cache, executor):
+    if executor == "ray":
+        from tests.test_ray_executor import ray_or_skip
+
+        ray_or_skip()
     out = tmp_path / "out"
     env = {**os.environ, "STUDIO_CACHE_DIR": str(shared_cache), "PYTHONPATH": str(PROJECT_ROOT)}
     command = [
@@ -128,6 +135,8 @@ def test_killed_run_resumes_with_no_broken_or_duplicate_file(tmp_path, shared_ca
         "episodes",
         "--image-model",
         "demo",
+        "--executor",
+        executor,
         *SMALL,
     ]
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stderr=subprocess.PIPE)
@@ -142,6 +151,11 @@ def test_killed_run_resumes_with_no_broken_or_duplicate_file(tmp_path, shared_ca
     finished = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert "rendered" in finished.stderr
+    store = Store(out)
+    latest, killed = recent_jobs(store)  # the dashboard sees the killed run as stopped
+    store.close()
+    assert (latest.state, latest.executor, latest.images_done) == ("finished", executor, 12)
+    assert killed.state == "stopped" and killed.stage == "images"
     db = sqlite3.connect(out / "catalog.sqlite")
     rows = db.execute("SELECT path, sha256, cache_key FROM images").fetchall()
     assert len(rows) == 12
@@ -181,9 +195,9 @@ def test_library_messages_name_this_clis_flags():
     from studio.config import ENV_VARS
 
     for name in dataprep.SETTINGS_WITH_FLAGS:
-        value = {"device": "cpu", "sampler": "Euler", "characters": "cast", "fast_path": "off"}.get(
-            name, "1"
-        )
+        choices = {"device": "cpu", "sampler": "Euler", "characters": "cast", "fast_path": "off",
+                   "executor": "ray"}  # fmt: skip
+        value = choices.get(name, "1")
         flag = dataprep.flag_of(name)
         if flag == "--size":
             continue

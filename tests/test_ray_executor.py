@@ -140,8 +140,18 @@ def test_a_ray_address_that_does_not_answer_is_an_error_before_anything_is_writt
 
     out = tmp_path / "out"
     code = dataprep.main(
-        ["--out", str(out), "--image-model", "demo", "--executor", "ray",
-         "--ray-address", "127.0.0.1:9", "--episodes", "S1E1"]  # fmt: skip
+        [
+            "--out",
+            str(out),
+            "--image-model",
+            "demo",
+            "--executor",
+            "ray",
+            "--ray-address",
+            "127.0.0.1:9",
+            "--episodes",
+            "S1E1",
+        ]  # fmt: skip
     )
     err = capsys.readouterr().err
     assert code == 2
