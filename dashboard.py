@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
     st.Page("pages/library.py", title="Prompt Library", icon=":material/manage_search:"),
     st.Page("pages/marketing.py", title="Marketing Assistant", icon=":material/campaign:"),
+    st.Page("pages/jobs.py", title="Batch jobs", icon=":material/pending_actions:"),
 ]
 
 page = st.navigation(PAGES)

@@ -44,6 +44,7 @@ from studio.store import Store
 
 if TYPE_CHECKING:
     from studio.dataset import Series
+    from studio.jobs import JobRecord
     from studio.library import Library
     from studio.llm import LLM, ChatBackend
     from studio.store import CharacterRecord, StoredImage
@@ -192,6 +193,15 @@ class Studio:
             for i in range(n)
         ]
         return self.images.make([ImageJob(r) for r in requests])
+
+    # Batch jobs -------------------------------------------------------------------------------
+
+    def batch_jobs(self, limit: int = 20) -> list[JobRecord]:
+        """The newest runs of the batch job on this catalog, newest first: stage, counts,
+        failures with their reasons, seconds by stage (a killed run reads as stopped)."""
+        from studio.jobs import recent_jobs
+
+        return recent_jobs(self.store, limit)
 
     # The cast ---------------------------------------------------------------------------------
 
