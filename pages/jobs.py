@@ -9,7 +9,13 @@ from studio import ui
 ui.route_through_dashboard(__file__)
 
 REFRESH_SECONDS = 2
-STATE_ICONS = {"running": "⏳", "finished": "✅", "failed": "❌", "stopped": "⏹️"}
+STAGE_NAMES = {"llm": "LLM", "render": "render", "write": "write"}
+STATE_ICONS = {
+    "running": ":material/pending:",
+    "finished": ":material/check_circle:",
+    "failed": ":material/error:",
+    "stopped": ":material/stop_circle:",
+}
 
 
 def seconds_text(seconds: float) -> str:
@@ -26,7 +32,7 @@ def latest(job) -> None:
     state = job.state
     st.subheader(f"{STATE_ICONS.get(state, '')} Job {job.id}: {state}")
     st.caption(
-        f"Started {job.started_at} · {job.selection} · rendered by the {job.executor} "
+        f"Started {job.started} · {job.selection} · rendered by the {job.executor} "
         f"executor · {seconds_text(job.total_seconds)}"
     )
     if state == "stopped":
@@ -40,7 +46,7 @@ def latest(job) -> None:
     if timing:
         columns = st.columns(len(timing))
         for column, (name, value) in zip(columns, timing.items(), strict=True):
-            column.metric(f"Time: {name}", seconds_text(value))
+            column.metric(f"Time: {STAGE_NAMES.get(name, name)}", seconds_text(value))
     if job.failures:
         st.error(f"{len(job.failures)} failed")
         st.dataframe(
@@ -56,8 +62,8 @@ def history(jobs) -> None:
         [
             {
                 "Job": job.id,
-                "Started": job.started_at,
-                "State": f"{STATE_ICONS.get(job.state, '')} {job.state}",
+                "Started": job.started,
+                "State": job.state,
                 "What": job.selection,
                 "Executor": job.executor,
                 "Prompts": f"{job.prompts_done}/{job.prompts_total}",

@@ -384,6 +384,8 @@ def write_prompts(
         if on_progress:
             on_progress(finished[0], len(planned))
 
+    if on_progress:
+        on_progress(finished[0], len(planned))
     try:
         answers = ask_all(tasks, llm, series, count, refresh, on_done=done)
     finally:
@@ -578,7 +580,9 @@ def run_job(
             summary,
             refresh=force,
             progress=progress,
-            on_progress=lambda done, total: log.progress(prompts_done=done, prompts_total=total),
+            on_progress=lambda done, total: log.progress(
+                force=done == total, prompts_done=done, prompts_total=total
+            ),
         )
         summary.stages["llm"] = time.perf_counter() - started
         log.progress(

@@ -54,6 +54,11 @@ class JobRecord:
         return "running" if age < STALE_AFTER else "stopped"
 
     @property
+    def started(self) -> str:
+        """When the job started, for people: "2026-12-03 06:16 UTC"."""
+        return datetime.fromisoformat(self.started_at).strftime("%Y-%m-%d %H:%M UTC")
+
+    @property
     def total_seconds(self) -> float:
         end = datetime.fromisoformat(self.finished_at or self.updated_at)
         return (end - datetime.fromisoformat(self.started_at)).total_seconds()

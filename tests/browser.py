@@ -44,6 +44,7 @@ PAGES = {
     "gallery": "gallery",
     "library": "library",
     "marketing": "marketing",
+    "jobs": "jobs",
 }
 
 

@@ -109,6 +109,7 @@ def test_a_deep_link_opened_first_after_a_start_goes_through_the_dashboard(
             "Gallery",
             "Prompt Library",
             "Marketing Assistant",
+            "Batch jobs",
         ]
         sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
         assert "Catalog:" in sidebar and "Image model:" in sidebar  # ui.sidebar()

@@ -155,6 +155,7 @@ def test_killed_run_resumes_with_no_broken_or_duplicate_file(tmp_path, shared_ca
     latest, killed = recent_jobs(store)  # the dashboard sees the killed run as stopped
     store.close()
     assert (latest.state, latest.executor, latest.images_done) == ("finished", executor, 12)
+    assert latest.prompts_done == latest.prompts_total > 0
     assert killed.state == "stopped" and killed.stage == "images"
     db = sqlite3.connect(out / "catalog.sqlite")
     rows = db.execute("SELECT path, sha256, cache_key FROM images").fetchall()

@@ -95,6 +95,7 @@ def test_the_ray_catalog_equals_the_local_one(tmp_path, shared_cache, series, ra
     store.close()
     assert job["executor"] == "ray" and job["status"] == "finished"
     assert job["images_done"] == job["images_total"] == 3
+    assert job["prompts_done"] == job["prompts_total"] > 0
 
 
 class DiesOnce:
