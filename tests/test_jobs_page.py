@@ -23,7 +23,7 @@ def test_the_sample_run_shows_its_counts_and_where_the_time_went(catalog):  # no
     assert "finished" in at.subheader[0].value
     assert "the whole series" in texts(at) and "local executor" in texts(at)
     labels = [m.label for m in at.metric]
-    assert {"Time: llm", "Time: render", "Time: write"} <= set(labels)
+    assert {"Time: LLM", "Time: render", "Time: write"} <= set(labels)
 
 
 def test_a_killed_run_reads_as_stopped_and_failures_say_why(app_env):  # noqa: F811
