@@ -201,8 +201,9 @@ class OpenAIBackend:
     429s, 502-504s, connection errors and timeouts are tried again after a backoff; the openai
     client itself never retries. What the call waits for goes to `on_status` (a line when a retry
     starts, and every `heartbeat` seconds while a try is pending, from the calling thread), or to
-    `logging` without one. The structured-output mode the server supports is found on the first
-    call and kept. The base URL's credentials are never shown: `where()` is redacted.
+    `logging` without one. The structured-output mode the server supports is found by the first
+    call (by each of the first calls, when they run at once) and kept. The base URL's
+    credentials are never shown: `where()` is redacted.
     """
 
     def __init__(
@@ -476,21 +477,21 @@ class OpenAIBackend:
         openai = self._openai
         call = _Call.start(self.deadline)
         model = self._model or self._resolve_model(call)
-        while self._mode is None:
-            with self._negotiating:
-                if self._mode is None:
-                    return self._negotiate(call, request, model)
+        if self._mode is None:  # concurrent first calls each find it: none waits for another
+            return self._negotiate(call, request, model)
         try:
             return self._chat(call, self._mode, request, model, _TRANSIENT | {500})
         except openai.APIStatusError as exc:
             raise self._status_error(exc, call, model) from exc
 
     def _negotiate(self, call: _Call, request: ChatRequest, model: str) -> str:
-        """The answer in the best mode the server accepts; that mode is kept for later calls.
+        """The answer in the best mode the server accepts; that mode is kept for later calls
+        (the best of those that worked, when several first calls ran at once).
 
         Until a mode has worked, a 400, 422 or 500 moves on to the next mode at once.
         """
         openai = self._openai
+        rank = STRUCTURED_OUTPUT_MODES.index
         rejected: list[tuple[str, Any]] = []
         for mode in STRUCTURED_OUTPUT_MODES:
             try:
@@ -500,8 +501,12 @@ class OpenAIBackend:
                     raise self._status_error(exc, call, model) from exc
                 rejected.append((mode, exc))
                 continue
-            self._mode = mode
-            self._say(f"structured output: {mode} ({self.where()})")
+            with self._negotiating:
+                known = self._mode
+                if known is None or rank(mode) < rank(known):
+                    self._mode = mode
+            if known is None:
+                self._say(f"structured output: {mode} ({self.where()})")
             return text
         answers = "; ".join(f"{mode}: {_server_error(exc)}" for mode, exc in rejected)
         raise LLMError(

@@ -205,7 +205,7 @@ class RayExecutor:
             RenderOnWorker,
             fn_constructor_kwargs={"settings": self.settings, "factory": self.factory},
             batch_size=1,
-            concurrency=min(self.concurrency, len(items)),
+            compute=ray.data.ActorPoolStrategy(size=min(self.concurrency, len(items))),
             num_gpus=1 if self.gpus else 0,
             num_cpus=per_worker_cpus,
         )

@@ -965,6 +965,7 @@ class Renderer:
         self._pipe: DiffusionPipeline | None = None
         self._inpaint_pipe: DiffusionPipeline | None = None
         self._tokenizer: CLIPTokenizer | None = None
+        self._tokenizer_lock = threading.Lock()  # loaded once, whichever thread asks first
         self._base_scheduler_config = model.scheduler_base_config()
         self._inpaint_scheduler_config = (
             inpaint_model.scheduler_base_config() if inpaint_model else None
@@ -1108,8 +1109,9 @@ class Renderer:
         """The tokenizer prompts are fitted with (SDXL: the first; both have 77 tokens)."""
         if self._pipe is not None:
             return self._pipe.tokenizer
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model)
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                self._tokenizer = load_tokenizer(self.model)
         return self._tokenizer
 
     def _dedicated(self, mode: str) -> bool:

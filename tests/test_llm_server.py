@@ -4,8 +4,10 @@ Every server is on 127.0.0.1 (a bare socket or tests.fakes.FakeOpenAIServer); ti
 backoffs are fractions of a second, so each test takes well under a few seconds.
 """
 
+import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -148,6 +150,22 @@ def test_json_schema_rejected_with_500_falls_back_to_json_object_once():
     assert [line for line in lines if "structured output" in line] == [
         f"structured output: json_object ({server.url})"
     ]
+
+
+def test_first_calls_at_once_each_find_the_mode_without_waiting_for_another():
+    lines: list[str] = []
+    server = FakeOpenAIServer(EchoBackend(), reject_json_schema_status=500, latency=0.2)
+    with server, ThreadPoolExecutor(max_workers=4) as pool:
+        backend = quick(server.url, lines, model="fake-llm", timeout=5)
+        answers = list(pool.map(lambda _: backend.complete(REQUEST), range(4)))
+        later = backend.complete(REQUEST)
+    assert answers == [later] * 4 and json.loads(later) == {"name": "ok"}
+    assert server.max_in_flight == 4  # the first calls ran together
+    assert sorted(server.modes()) == ["json_object"] * 5 + ["json_schema"] * 4
+    assert server.modes()[-1] == "json_object" and backend.structured_output == "json_object"
+    assert [line for line in lines if "structured output" in line] == [
+        f"structured output: json_object ({server.url})"
+    ]  # said once
 
 
 def test_a_server_without_response_formats_gets_the_schema_in_a_system_message():
