@@ -57,7 +57,7 @@ SETTINGS_WITH_FLAGS = (
     "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
     "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
     "batch_size", "fast_path", "step_cache", "characters", "ip_adapter", "reference_scale",
-    "llm_concurrency", "executor", "ray_address", "concurrency",
+    "llm_concurrency", "executor", "ray_address", "concurrency", "candidates", "clip_model",
 )  # fmt: skip
 # Settings `dataprep.py library` has a flag for (besides --out).
 LIBRARY_SETTINGS = ("embeddings", "embeddings_model", "library_db")
@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or more episodes (default), all, or none",
     )
     pick.add_argument("--images-per-episode", type=int, metavar="N", help="images per episode (1)")
+    pick.add_argument(
+        "--candidates",
+        type=int,
+        metavar="N",
+        help="render N seeds per episode and make the one with the best CLIP score against its "
+        "prompt the cover; all are kept (needs --clip-model; 1)",
+    )
     pick.add_argument("--dry-run", action="store_true", help="write and print the prompts only")
     pick.add_argument(
         "--force", action="store_true", help="ignore the caches: ask the LLM and render again"
@@ -158,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'demo' or 'auto' (default: SD 1.5 if available, else the demo model)",
     )
     models.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"])
+    models.add_argument(
+        "--clip-model",
+        metavar="PATH",
+        help="CLIP model (hub id or folder): every new image gets a CLIP score against its "
+        "prompt and a failure-mode check; ranks --candidates",
+    )
     models.add_argument(
         "--ip-adapter",
         metavar="PATH",

@@ -90,9 +90,78 @@ def read_dropped_png() -> None:
             ui.send_to_studio(imported.request, imported.notes, imported.random_seed)
 
 
+CLIP_CHOICES = 200  # the newest images offered for CLIP checks
+CLIP_LABELS = "a chihuahua\na muffin"
+
+
+def clip_checks(studio) -> None:
+    st.caption(
+        "CLIP scores each image against its own prompt and checks it for known failure modes "
+        "(malformed hands, extra limbs: a heuristic that picks images to look at). Type labels "
+        "to see which one CLIP thinks fits the image."
+    )
+    if studio.clip_checks is None:
+        st.info(
+            "No CLIP model is set: set `STUDIO_CLIP_MODEL` to a CLIP model (hub id or folder) to "
+            "score images with CLIP.",
+            icon=":material/info:",
+        )
+        return
+    everything = studio.store.images()
+    rows = everything[::-1][:CLIP_CHOICES]
+    if not rows:
+        st.info("The catalog is empty: run `python dataprep.py`, or make images in the Studio.")
+        return
+    by_id = {row["id"]: row for row in rows}
+    picked = st.selectbox(
+        "Image",
+        list(by_id),
+        format_func=lambda i: f"#{i} · {by_id[i].target_of.label(by_id[i]['image_index'])}",
+        key="ga_clip_image",
+    )
+    row = by_id[picked]
+    left, right = st.columns([1, 2])
+    with left:
+        ui.image_card(row, key="ga_clip", actions=False)
+    with right:
+        report = studio.clip_scores(row)
+        st.metric("CLIP score against its prompt", f"{report.score:.1f}", help=ui.CLIP_NOTE_HELP)
+        if report.failure.flagged:
+            st.warning(
+                f"Worth a look: “{report.failure.label}” fits this image better than a neutral "
+                f"description (by {report.failure.margin:.3f} cosine).",
+                icon=":material/warning:",
+            )
+        else:
+            st.success("No known failure mode stands out.", icon=":material/check:")
+        labels = st.text_area("Zero-shot labels, one a line", CLIP_LABELS, key="ga_clip_labels")
+        if st.button("Score the labels", key="ga_clip_score", type="primary"):
+            scores = studio.zero_shot(row, labels.splitlines())
+            frame = pd.DataFrame(
+                {
+                    "label": [s.label for s in scores],
+                    "probability": [s.probability for s in scores],
+                    "CLIP score": [round(s.score, 1) for s in scores],
+                }
+            ).set_index("label")
+            st.bar_chart(frame["probability"], horizontal=True)
+            st.dataframe(frame)
+    unscored = len(everything) - len(studio.clip_checks.stored_reports(everything))
+    if unscored and st.button(
+        f"Score {unscored} older images", key="ga_clip_backfill",
+        help="Images made before the CLIP model was set have no score yet.",
+    ):  # fmt: skip
+        with st.spinner("Scoring with CLIP…"):
+            studio.score_catalog()
+        st.rerun()
+
+
 st.title("Gallery")
-catalog_tab, png_tab = st.tabs(["Catalog", "PNG Info"])
+catalog_tab, png_tab, clip_tab = st.tabs(["Catalog", "PNG Info", "CLIP checks"])
 with catalog_tab, ui.guard("Opening the gallery"):
     browse(ui.store())
+    ui.refused_requests()
 with png_tab, ui.guard("Reading the PNG"):
     read_dropped_png()
+with clip_tab, ui.guard("CLIP checks"):
+    clip_checks(ui.studio())

@@ -53,6 +53,7 @@ def playground(request) -> None:
     row = ui.store().find_image(key) if key else None
     if row is not None:
         ui.image_card(row, f"seed {row['seed']} · {row['sampler']}", key="st", actions=False)
+        ui.denoising_strip_panel(row, key="st")
 
 
 def comparison_grid(request) -> None:
@@ -294,6 +295,7 @@ def show_results(mode: str) -> None:
 
 def result_card(row, caption: str) -> None:
     ui.image_card(row, caption, key="st", actions=False)
+    ui.denoising_strip_panel(row, key="st")
     if st.button("Use as init image", key=f"st_reuse_{row.id}"):
         st.session_state["st_init_pending"] = row.id
         st.rerun()

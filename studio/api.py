@@ -22,12 +22,13 @@ The LLM and the image model load on first use: opening a studio is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from studio.config import Settings, check_settings, load_settings
+from studio.config import Settings, check_settings, load_settings, setting
+from studio.errors import ConfigError
 from studio.image_backends import ImageBackend, StepCallback, open_image_backend
 from studio.images import ImageJob, ImageResult, ImageService
 from studio.inputs import ImageSource, read_image
@@ -40,15 +41,18 @@ from studio.params import (
     Target,
     outpaint_size,
 )
-from studio.store import Store
+from studio.safety import SafetyFilter, open_safety_filter
+from studio.store import Store, StoredImage
 
 if TYPE_CHECKING:
+    from studio.clip_checks import ClipChecks, ClipReport, LabelScore
     from studio.dataset import Series
     from studio.jobs import JobRecord
     from studio.library import Library
     from studio.llm import LLM, ChatBackend
-    from studio.store import CharacterRecord, StoredImage
+    from studio.store import CharacterRecord
     from studio.storyboards import Storyboard
+    from studio.strips import DenoisingStrip, DenoisingStrips, StripSource
 
 DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 1.0, "variation": 0.35}
 
@@ -93,8 +97,21 @@ class Studio:
         return open_image_backend(self.settings)
 
     @cached_property
+    def safety(self) -> SafetyFilter | None:
+        """The safety filter `safety_checker` names (loaded when it first checks), or None."""
+        return open_safety_filter(self.settings)
+
+    @cached_property
+    def clip_checks(self) -> ClipChecks | None:
+        """The CLIP checks with the clip_model setting's model (loaded when it first scores),
+        or None when no CLIP model is set."""
+        from studio.clip_checks import open_clip_checks
+
+        return open_clip_checks(self.store, self.settings.clip_model, self._on_status)
+
+    @cached_property
     def images(self) -> ImageService:
-        return ImageService(self.store, self.backend)
+        return ImageService(self.store, self.backend, self.safety, self.clip_checks)
 
     @cached_property
     def llm(self) -> LLM:
@@ -194,7 +211,83 @@ class Studio:
         ]
         return self.images.make([ImageJob(r) for r in requests])
 
+    # CLIP checks ------------------------------------------------------------------------------
+
+    def _clip_checks(self) -> ClipChecks:
+        if self.clip_checks is None:
+            raise ConfigError(
+                f"CLIP checks need a CLIP model: set {setting('clip_model')} to a CLIP folder or "
+                "hub id (a transformers CLIPModel, safetensors)."
+            )
+        return self.clip_checks
+
+    def clip_scores(self, image: str | StoredImage) -> ClipReport:
+        """CLIP's report on a catalog image (its key or record): the CLIP score against its own
+        prompt and the failure-mode check. Computed once per image and CLIP model, then read
+        from the catalog; a CLIP model that cannot be loaded raises a ConfigError naming
+        clip_model."""
+        record = self._image(image) if isinstance(image, str) else image
+        return self._clip_checks().reports([record])[record.cache_key]
+
+    def score_catalog(self, on_progress: Callable[[int, int], None] | None = None) -> int:
+        """Score every catalog image that has no CLIP score yet (images made before a CLIP
+        model was set), 32 at a time; how many were scored."""
+        checks = self._clip_checks()
+        records = self.store.images()
+        scored = checks.stored_reports(records)
+        missing = [record for record in records if record.cache_key not in scored]
+        for start in range(0, len(missing), 32):
+            checks.reports(missing[start : start + 32])
+            if on_progress:
+                on_progress(min(start + 32, len(missing)), len(missing))
+        return len(missing)
+
+    def zero_shot(
+        self, image: str | StoredImage | ImageSource, labels: Sequence[str]
+    ) -> list[LabelScore]:
+        """CLIP's zero-shot probabilities of `labels` (2 to 20 texts, e.g. "a chihuahua",
+        "a muffin") for a catalog image (its key or record: the scores are kept) or any
+        picture (a path, bytes or PIL image), in the labels' order; they sum to 1."""
+        checks = self._clip_checks()
+        if isinstance(image, str) and self.store.find_image(image) is not None:
+            image = self._image(image)
+        if not isinstance(image, StoredImage):
+            image = read_image(image, "image")
+        return checks.zero_shot(image, labels)
+
+    # Denoising strips -------------------------------------------------------------------------
+
+    @cached_property
+    def strips(self) -> DenoisingStrips:
+        from studio.strips import DenoisingStrips
+
+        return DenoisingStrips(self.images)
+
+    def denoising_strip(
+        self,
+        image: StripSource,
+        every: int = 5,
+        decoder: str = "vae",
+        on_step: StepCallback | None = None,
+    ) -> DenoisingStrip:
+        """The intermediate images of `image` (a catalog key or record, or a request to render
+        now), a frame every `every` steps and the last, decoded by "vae" (the model's) or
+        "preview" (the tiny preview VAE); kept with the image, so a second ask costs nothing.
+        A catalog image is rendered again with its seed, and checked against the stored one."""
+        return self.strips.strip(image, every, decoder, on_step)
+
+    def stored_strip(self, image_key: str, every: int, decoder: str) -> DenoisingStrip | None:
+        """The catalog's strip of an image for `every` and `decoder`, without any model work."""
+        return self.strips.find(image_key, every, decoder)
+
     # Batch jobs -------------------------------------------------------------------------------
+
+    def loras(self) -> list[str]:
+        """The LoRA names in the LoRA folder (lora_dir), for `<lora:name:weight>` tags."""
+        from studio.config import lora_folder
+        from studio.loras import LoraFolder
+
+        return LoraFolder(lora_folder(self.settings)).names()
 
     def batch_jobs(self, limit: int = 20) -> list[JobRecord]:
         """The newest runs of the batch job on this catalog, newest first: stage, counts,

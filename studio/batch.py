@@ -25,7 +25,7 @@ from studio.cast import (
     save_look,
     write_look,
 )
-from studio.config import Settings
+from studio.config import Settings, setting
 from studio.dataset import Episode, Series
 from studio.errors import DatasetError, LLMUnavailableError, StudioError
 from studio.executors import RenderExecutor
@@ -47,7 +47,7 @@ from studio.prompting import (
     season_prompts,
     templates_hash,
 )
-from studio.store import CharacterRecord, PromptRecord, Store
+from studio.store import CharacterRecord, PromptRecord, Store, StoredImage
 
 # progress(iterable or None, total=..., desc=..., unit=...) -> a bar to iterate or `update`;
 # tqdm fits, as does `no_progress`.
@@ -439,7 +439,7 @@ def _episode_jobs(
 ) -> list[ImageJob]:
     save_episode_prompt(store, episode, result, llm.model)
     jobs = []
-    for index in range(settings.images_per_episode):
+    for index in range(max(settings.images_per_episode, settings.candidates)):
         seed = derive_seed(settings.seed, episode.id, index)
         jobs.append(
             ImageJob(
@@ -520,11 +520,12 @@ def render_jobs(
     settings: Settings | None = None,
     executor: RenderExecutor | None = None,
     on_count: Callable[[int], None] | None = None,
-) -> None:
+) -> list[ImageResult]:
     """Make every job's image through the image service; a failed batch is reported, not fatal.
 
     Portraits come first: with an IP-Adapter (and `settings`), they condition the images of the
-    characters they show. `executor` renders (default: here); this process writes.
+    characters they show. `executor` renders (default: here); this process writes. Returns the
+    results, portraits first.
     """
     bar = progress(None, total=len(jobs), desc="images", unit="image")
 
@@ -540,12 +541,46 @@ def render_jobs(
     portraits = [job for job in jobs if job.target.kind == "character"]
     others = [job for job in jobs if job.target.kind != "character"]
     try:
-        images.make(portraits, force=force, on_result=done, keep_going=True, executor=executor)
+        results = images.make(
+            portraits, force=force, on_result=done, keep_going=True, executor=executor
+        )
         if settings is not None:
             others = [with_reference(job, images, settings) for job in others]
-        images.make(others, force=force, on_result=done, keep_going=True, executor=executor)
+        results += images.make(
+            others, force=force, on_result=done, keep_going=True, executor=executor
+        )
     finally:
         bar.close()
+    return results
+
+
+def choose_covers(results: list[ImageResult], images: ImageService, summary: Summary) -> None:
+    """Make each episode's candidate with the best CLIP score against its prompt the episode's
+    cover (all candidates stay in the catalog). A CLIP model that cannot be loaded is a failure
+    of the job (the images are kept, the covers stay as they were)."""
+    candidates: dict[tuple[int, int], list[StoredImage]] = {}
+    for result in results:
+        target = result.job.target
+        if result.record is not None and target.kind == "episode":
+            candidates.setdefault((target.season, target.episode), []).append(result.record)
+    if not candidates:
+        return
+    if images.clip_checks is None:
+        summary.failed.append(
+            f"covers not ranked: no CLIP model; set {setting('clip_model')} to rank candidates"
+        )
+        return
+    try:
+        for (season, episode), records in candidates.items():
+            best = images.clip_checks.best(records)
+            images.store.set_cover(season, episode, best.cache_key)
+    except StudioError as exc:
+        summary.failed.append(f"covers not ranked: {exc}")
+        return
+    summary.notes.append(
+        f"Covers: the best of each episode's {max(map(len, candidates.values()))} candidates "
+        f"by CLIP score ({len(candidates)} episodes)."
+    )
 
 
 def run_job(
@@ -568,6 +603,7 @@ def run_job(
     summary = Summary(placeholder=images.backend.placeholder, dry_run=dry_run)
     calls_before = llm.calls
     render_before, write_before = images.seconds["render"], images.seconds["write"]
+    clip_before = images.seconds["clip"]
     log = JobLog(images.store, executor.name if executor else "local", selection.describe())
     status = "failed"
     try:
@@ -597,7 +633,7 @@ def run_job(
             def counted(done: int) -> None:
                 log.progress(images_done=done, failures=summary.failed)
 
-            render_jobs(
+            results = render_jobs(
                 jobs,
                 images,
                 summary,
@@ -607,8 +643,12 @@ def run_job(
                 executor=executor,
                 on_count=counted,
             )
+            if settings.candidates > 1:
+                choose_covers(results, images, summary)
             summary.stages["render"] = images.seconds["render"] - render_before
             summary.stages["write"] = images.seconds["write"] - write_before
+            if images.seconds["clip"] > clip_before:
+                summary.stages["clip"] = images.seconds["clip"] - clip_before
         status = "finished"
     except KeyboardInterrupt:
         status = "stopped"

@@ -47,6 +47,8 @@ class ClipModel:
     def __init__(self, name: str, model: Any, tokenizer: Any, image_processor: Any) -> None:
         self.name = name  # the clip_model setting as given: the vector space's name
         self.dim: int = model.config.projection_dim
+        # CLIP's learned temperature: softmax(logit_scale * cosines) is its zero-shot probability
+        self.logit_scale = float(model.logit_scale.detach().exp())
         self._model = model
         self._tokenizer = tokenizer
         self._image_processor = image_processor

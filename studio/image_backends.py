@@ -46,6 +46,11 @@ class Capabilities:
     strength: bool = True  # False: edits take no strength (OpenAI's API has none)
     max_batch: int = 1  # requests per call at most
     ip_adapter: bool = False  # True: takes a reference image (an IP-Adapter is loaded)
+    # True: `render` reports every step's latents and `decode_latents` decodes them, so an image
+    # can have a denoising strip (studio.strips); a hosted API returns only finished images
+    intermediates: bool = False
+    # True: prompt weights, BREAK, long prompts, blends and LoRA tags (a diffusers pipeline)
+    prompt_syntax: bool = True
 
     def check(self, request: RenderRequest, backend: str) -> None:
         """Refuse a request this backend cannot honour, saying what it can do instead."""
@@ -57,6 +62,13 @@ class Capabilities:
             sizes = ", ".join(f"{w}x{h}" for w, h in self.sizes)
             raise ParameterError(
                 f"{backend} makes only these sizes: {sizes}; not {request.width}x{request.height}."
+            )
+        if not self.prompt_syntax and (
+            request.loras or request.long_prompt or request.blend_prompt
+        ):
+            raise ParameterError(
+                f"{backend} reads the prompt as plain text: it takes no LoRA tags, long-prompt "
+                "chunks or prompt blends; use a diffusers image model for them."
             )
         if request.reference_image is not None and not self.ip_adapter:
             raise ParameterError(
@@ -120,6 +132,8 @@ BACKEND_SETTINGS = (
     "preview_vae",
     "step_cache",
     "ip_adapter",
+    "lora_dir",
+    "data_dir",  # the LoRA folder's default is inside it
     "images_base_url",
     "images_timeout",
     "llm_base_url",
@@ -139,7 +153,9 @@ def open_image_backend(settings: Settings) -> ImageBackend:
         from studio.openai_images import OpenAIImagesBackend
 
         return OpenAIImagesBackend.from_settings(settings)
+    from studio.config import lora_folder
     from studio.fast_path import fast_path_for
+    from studio.loras import LoraFolder
     from studio.render import (
         Renderer,
         pick_device,
@@ -162,4 +178,5 @@ def open_image_backend(settings: Settings) -> ImageBackend:
         compile_cache=settings.cache_dir / "inductor",
         preview_vae=resolve_preview_vae(preview, settings.cache_dir) if preview else None,
         step_cache=settings.step_cache,
+        loras=LoraFolder(lora_folder(settings)),
     )

@@ -19,18 +19,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from studio import __version__
-from studio.errors import RenderError
+from studio.errors import ContentRefusedError, RenderError
 from studio.executors import LocalExecutor, RenderExecutor
 from studio.image_backends import ImageBackend, StepCallback
 from studio.inputs import ImageSource, fit_image, fit_mask, png_bytes, read_image, to_mask, to_rgb
 from studio.metadata import encode_png, format_parameters
 from studio.params import STUDIO_TARGET, RenderRequest, Target
+from studio.safety import REFUSED, SafetyFilter, SafetyVerdict
 from studio.store import ImageRecord, Store, StoredImage
+
+if TYPE_CHECKING:
+    from studio.clip_checks import ClipChecks
 
 # Called after each image is stored (or found): for progress bars.
 ResultCallback = Callable[["ImageResult"], None]
@@ -70,8 +74,14 @@ class ImageResult:
             return image.copy()
 
 
-def request_parameters(request: RenderRequest, model_label: str, version: str | None = None) -> str:
-    """A request's A1111 infotext, as written into the PNG and shown in the dashboard."""
+def request_parameters(
+    request: RenderRequest,
+    model_label: str,
+    version: str | None = None,
+    loras: Sequence[dict[str, Any]] = (),
+) -> str:
+    """A request's A1111 infotext, as written into the PNG and shown in the dashboard; `loras`:
+    the provenance's LoRA files (name, sha256), for A1111's `Lora hashes` field."""
     fields: dict[str, Any] = {
         "Steps": request.steps,
         "Sampler": request.sampler,
@@ -91,6 +101,15 @@ def request_parameters(request: RenderRequest, model_label: str, version: str | 
     if request.reference_image is not None:  # A1111 names images by the first 10 hex of a hash
         fields["IP-Adapter image hash"] = request.reference_image[:10]
         fields["IP-Adapter scale"] = request.reference_scale
+    if request.long_prompt:
+        fields["Long prompt"] = "chunks"
+    if request.blend_prompt is not None:
+        fields["Blend prompt"] = request.blend_prompt
+        fields["Blend"] = request.blend
+    if loras:  # A1111 names a LoRA file by the first 12 hex of its sha256
+        fields["Lora hashes"] = ", ".join(
+            f"{lora['name']}: {lora['sha256'][:12]}" for lora in loras
+        )
     fields["Version"] = version
     return format_parameters(request.prompt, request.negative_prompt, fields)
 
@@ -98,12 +117,23 @@ def request_parameters(request: RenderRequest, model_label: str, version: str | 
 class ImageService:
     """Makes, caches and stores images for one catalog with one backend."""
 
-    def __init__(self, store: Store, backend: ImageBackend):
+    def __init__(
+        self,
+        store: Store,
+        backend: ImageBackend,
+        safety: SafetyFilter | None = None,
+        clip_checks: ClipChecks | None = None,
+    ):
+        """`safety`: the safety filter that checks each image made before it is stored;
+        `clip_checks`: CLIP scores each image once it is stored (a CLIP model that cannot be
+        loaded leaves the image unscored)."""
         self.store = store
         self.backend = backend
+        self.safety = safety
+        self.clip_checks = clip_checks
         self._original_sizes: dict[str, tuple[int, int]] = {}  # init image sha -> size as given
         # Where the time went: waiting for renders, and writing PNGs and catalog rows.
-        self.seconds = {"render": 0.0, "write": 0.0}
+        self.seconds = {"render": 0.0, "write": 0.0, "clip": 0.0}
 
     # Inputs ---------------------------------------------------------------------------------
 
@@ -179,6 +209,8 @@ class ImageService:
             self.seconds["render"] += time.perf_counter() - waited
             batch = batches[number]
             if isinstance(outcome, RenderError):
+                if isinstance(outcome, ContentRefusedError):
+                    self._record_refusal([(jobs[i], key) for i, key in batch], outcome)
                 if not keep_going:
                     raise outcome
                 for index, _ in batch:
@@ -188,6 +220,10 @@ class ImageService:
                     started = time.perf_counter()
                     stored = self._store(jobs[index], key, image)
                     self.seconds["write"] += time.perf_counter() - started
+                    if self.clip_checks is not None:
+                        started = time.perf_counter()
+                        self.clip_checks.score_new(stored, image)
+                        self.seconds["clip"] += time.perf_counter() - started
                     done(index, self._result(jobs[index], stored))
             waited = time.perf_counter()
         return [result for result in results if result is not None]
@@ -218,11 +254,24 @@ class ImageService:
         }
         if image.info.get("revised_prompt"):  # DALL-E 3 rewrites prompts; keep what it drew
             provenance["revised_prompt"] = image.info["revised_prompt"]
-        parameters = request_parameters(request, backend.label, f"series-studio {__version__}")
+        parameters = request_parameters(
+            request, backend.label, f"series-studio {__version__}", provenance.get("loras", ())
+        )
+        verdict = self.safety.check(image) if self.safety is not None else None
+        if verdict is not None:  # in the PNG too, so a rebuilt catalog keeps it
+            provenance["safety"] = verdict.as_dict()
         png = encode_png(image, parameters, provenance)
         return self.store.add_image(
             ImageRecord.of(
                 request, target, image_index, backend.label, backend.placeholder, provenance, key
             ),  # fmt: skip
             png,
+            safety=verdict,
         )
+
+    def _record_refusal(self, refused: Sequence[tuple[ImageJob, str]], error: RenderError) -> None:
+        """The image server refused these jobs (with their cache keys): say so in the catalog,
+        with no image."""
+        verdict = SafetyVerdict(REFUSED, str(error), self.backend.label)
+        for job, key in refused:
+            self.store.add_refusal(key, job.request.prompt, verdict)

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from studio.errors import ConfigError, ImageInputError, RenderError
+from studio.errors import ConfigError, ContentRefusedError, ImageInputError, RenderError
 from studio.image_backends import OPENAI_PREFIX, Capabilities, InputResolver, StepCallback
 from studio.inputs import check_mask_size, png_bytes, to_mask, to_rgb
 from studio.metadata import open_image_bytes
@@ -82,8 +82,9 @@ class ImagesUnavailableError(OpenAIImagesError):
     """No usable Images API: no key, a refused key, no server answering, no such model."""
 
 
-class PromptRefusedError(OpenAIImagesError):
-    """The server's safety system refused the prompt (or the input image)."""
+class PromptRefusedError(OpenAIImagesError, ContentRefusedError):
+    """The server's safety system refused the prompt (or the input image); the image service
+    records the refusal in the catalog (`studio.safety`), with no image."""
 
 
 class RateLimitedError(OpenAIImagesError):
@@ -187,6 +188,7 @@ class OpenAIImagesBackend:
             steps_and_cfg=False,
             strength=False,
             max_batch=1,
+            prompt_syntax=False,
         )
 
     @classmethod

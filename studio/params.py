@@ -10,6 +10,7 @@ trusted: `Seed: -1` means random, `Steps: 200` becomes our maximum and says so.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -135,6 +136,33 @@ class RenderRequest:
     # strongly (0 ignores it, 1 follows it closely). Needs a backend with `ip_adapter`.
     reference_image: str | None = None  # sha256 of the reference in the catalog's inputs/
     reference_scale: float | None = None
+    # Prompts past 77 tokens encoded in 77-token chunks (AUTOMATIC1111's way; BREAK needs it);
+    # off: cut at 77 tokens, as plain encoding does.
+    long_prompt: bool = False
+    # Prompt interpolation: the text embeddings moved `blend` of the way (0..1) towards
+    # `blend_prompt`'s, with everything else the same.
+    blend_prompt: str | None = None
+    blend: float | None = None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the prompts go through weighted encoding (compel) rather than the pipeline's
+        own: AUTOMATIC1111 syntax in the prompt or negative prompt, long prompts, or a blend."""
+        from studio.prompt_syntax import uses_syntax
+
+        return (
+            self.long_prompt
+            or self.blend_prompt is not None
+            or uses_syntax(self.prompt)
+            or uses_syntax(self.negative_prompt)
+        )
+
+    @property
+    def loras(self) -> tuple[tuple[str, float], ...]:
+        """The prompt's `<lora:name:weight>` tags, in order."""
+        from studio.prompt_syntax import parse_prompt
+
+        return parse_prompt(self.prompt).loras if "<lora:" in self.prompt else ()
 
     def batch_group(self) -> tuple:
         """Requests with equal groups can share one pipeline call: the same mode, sampler,
@@ -150,6 +178,9 @@ class RenderRequest:
             self.strength if self.strength is not None else -1.0,
             self.reference_image or "",
             self.reference_scale if self.reference_scale is not None else -1.0,
+            self.weighted,  # weighted and plain encoding never share a call
+            self.long_prompt,
+            self.loras,  # the LoRAs are set on the pipeline per call
         )
 
     def check(self) -> None:
@@ -166,6 +197,37 @@ class RenderRequest:
             raise ParameterError("The prompt is empty; write what the image should show.")
         check_sampler(self.sampler)
         self._check_reference()
+        self._check_prompt_syntax()
+
+    def _check_prompt_syntax(self) -> None:
+        from studio.prompt_syntax import BREAK, parse_prompt
+
+        for name, text in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt),
+                           ("blend_prompt", self.blend_prompt or "")):  # fmt: skip
+            parsed = parse_prompt(text)
+            if len(parsed.sections) > 1 and not self.long_prompt:
+                raise ParameterError(
+                    f"The {name.replace('_', ' ')} has {BREAK}, which starts a new 77-token chunk: "
+                    "turn on long prompts (long_prompt), or take BREAK out."
+                )
+            if name != "prompt" and parsed.loras:
+                raise ParameterError(
+                    f"LoRA tags go in the prompt, not the {name.replace('_', ' ')}."
+                )
+        if self.blend_prompt is None and self.blend is None:
+            return
+        if self.blend_prompt is None or not self.blend_prompt.strip():
+            raise ParameterError("`blend` needs a prompt to blend towards (`blend_prompt`).")
+        blend = self.blend
+        if (
+            not isinstance(blend, int | float)
+            or isinstance(blend, bool)
+            or not (math.isfinite(blend) and 0 <= blend <= 1)
+        ):
+            raise ParameterError(
+                f"`blend` has to be a number from 0 (the prompt) to 1 (the blend prompt) but is "
+                f"{blend!r}."
+            )
 
     def _check_reference(self) -> None:
         if self.reference_image is None:
@@ -236,6 +298,11 @@ class RenderRequest:
         if self.reference_image is None:  # keys from before IP-Adapter references stay the same
             values.pop("reference_image")
             values.pop("reference_scale")
+        if not self.long_prompt:  # and keys from before long prompts and blends
+            values.pop("long_prompt")
+        if self.blend_prompt is None:
+            values.pop("blend_prompt")
+            values.pop("blend")
         return values
 
 
@@ -397,6 +464,9 @@ def request_from_infotext(values: dict[str, str], fallback: RenderRequest) -> Im
             prompt=values.get("Prompt", ""),
             negative_prompt=values.get("Negative prompt", ""),
             sampler=sampler,
+            # AUTOMATIC1111 always chunks, so its BREAKs need long prompts here
+            long_prompt=values.get("Long prompt") == "chunks"
+            or re.search(r"\bBREAK\b", values.get("Prompt", "")) is not None,
             **merged,
         ),
         fallback,

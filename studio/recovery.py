@@ -22,7 +22,7 @@ from studio.store import CATALOG_NAME, ImageRecord, PromptRecord, Store
 # them; not its sync watermarks, which count the old file's image ids.
 SALVAGED_TABLES = (
     "prompts", "llm_cache", "covers", "campaigns", "characters", "library_texts", "library_items",
-    "library_vectors", "image_hashes",
+    "library_vectors", "image_hashes", "image_scores",
 )  # fmt: skip
 
 

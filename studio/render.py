@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -58,6 +60,7 @@ from studio.errors import ImageInputError, RenderError, StudioError
 from studio.fast_path import FastPath, apply_fast_path
 from studio.image_backends import Capabilities, InputResolver
 from studio.inputs import check_mask_size, to_mask, to_rgb
+from studio.loras import LoraError, LoraFile, LoraFolder
 from studio.metadata import json_safe
 from studio.params import (
     CLIP_WINDOW,
@@ -486,6 +489,36 @@ def build_demo_ip_adapter(folder: Path) -> Path:
     return folder
 
 
+def build_demo_lora(model: ImageModel, path: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A small random LoRA (unet attention and text encoder) for `model`'s pipeline, saved as
+    diffusers/PEFT safetensors at `path`: the tests' and the demo's LoRA file."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = load_pipeline(model, "cpu", torch.float32)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])  # fmt: skip
+    pipe.unet.add_adapter(config)
+    text_config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                             target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])  # fmt: skip
+    pipe.text_encoder.add_adapter(text_config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(
+        str(path.parent),
+        unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder),
+        weight_name=path.name,
+        safe_serialization=True,
+    )
+    return path
+
+
+def _adapter_name(lora: LoraFile) -> str:
+    """A PEFT adapter name for a LoRA file: its name and hash, so an edited file loads anew."""
+    return re.sub(r"\W", "_", f"{lora.name}_{lora.sha256[:10]}")
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
 
@@ -846,6 +879,9 @@ MODE_PIPELINES = {
     "inpaint": AutoPipelineForInpainting,
     "outpaint": AutoPipelineForInpainting,
 }
+# What encodes weighted and long prompts; part of their cache keys (another version may weigh
+# fragments otherwise).
+PROMPT_ENCODING = f"compel {importlib.metadata.version('compel')}, AUTOMATIC1111 syntax"
 OUTPAINT_SEAM = 16  # pixels of the original that outpainting repaints along each extended edge
 OUTPAINT_BLUR = 4  # Gaussian blur radius of the outpaint mask: the seam's softness
 
@@ -944,8 +980,11 @@ class Renderer:
         preview_vae: ImageModel | None = None,
         dtype: torch.dtype | None = None,
         step_cache: int = 0,
+        loras: LoraFolder | None = None,
     ):
         self.model = model
+        self.loras = loras  # where <lora:name:w> tags find their files
+        self._loaded_loras: dict[int, set[str]] = {}  # id(unet) -> adapters loaded into it
         self.fast_path = fast_path  # None: eager, as loaded (studio.fast_path)
         self.fast_info: dict[str, Any] = {}  # what the fast path did, once the model is loaded
         self.compile_cache = compile_cache or Path(".") / "inductor"
@@ -995,6 +1034,33 @@ class Renderer:
         rgb = (decoded[0].float() / 2 + 0.5).clamp(0, 1).mul(255).byte().permute(1, 2, 0)
         return Image.fromarray(rgb.cpu().numpy())
 
+    def decode_latents(self, latents: torch.Tensor, mode: str = "txt2img") -> Image.Image:
+        """The first latent of a batch decoded by the full VAE of `mode`'s pipeline, as that
+        pipeline decodes its final latents (the denoising strip's frames, studio.strips)."""
+        with self._lock, torch.no_grad():
+            pipe = self.inpaint_pipe if mode in INPAINT_MODES else self.pipe
+            vae, config = pipe.vae, pipe.vae.config
+            # SDXL's VAE overflows in fp16; its pipeline decodes in fp32 and casts back, as here
+            upcast = vae.dtype == torch.float16 and bool(getattr(config, "force_upcast", False))
+            if upcast:
+                vae.to(torch.float32)
+            try:
+                latent = latents[:1].to(vae.device, vae.dtype)
+                mean = getattr(config, "latents_mean", None)
+                std = getattr(config, "latents_std", None)
+                if mean is not None and std is not None:
+                    shape = (1, latent.shape[1], 1, 1)
+                    mean = torch.tensor(mean).view(shape).to(latent.device, latent.dtype)
+                    std = torch.tensor(std).view(shape).to(latent.device, latent.dtype)
+                    latent = latent * std / config.scaling_factor + mean
+                else:
+                    latent = latent / config.scaling_factor
+                decoded = vae.decode(latent, return_dict=False)[0]
+            finally:
+                if upcast:
+                    vae.to(torch.float16)
+            return pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+
     def close(self) -> None:
         """Drop the loaded pipelines and return their memory (the GPU's too); a later render
         loads the model again."""
@@ -1014,6 +1080,7 @@ class Renderer:
             samplers=SAMPLER_NAMES,
             max_batch=self.batch_size,
             ip_adapter=self.ip_adapter is not None,
+            intermediates=True,
         )
 
     @property
@@ -1143,6 +1210,10 @@ class Renderer:
             payload["ip_adapter"] = self.ip_adapter.identity()
         if self.step_cache:  # reused features change the pixels: never the uncached image's key
             payload["step_cache"] = self.step_cache
+        if request.weighted:  # a prompt that reads "(red:1.3)" was once encoded as that text
+            payload["prompt_encoding"] = PROMPT_ENCODING
+        if request.loras:  # by content: an edited file with the same name is another LoRA
+            payload["loras"] = self.lora_identities(request)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def provenance(self, request: RenderRequest) -> dict[str, Any]:
@@ -1165,7 +1236,53 @@ class Renderer:
             provenance["fast_path"] = json_safe(self.fast_info)
         if self.step_cache:
             provenance["step_cache"] = {"interval": self.step_cache, "kind": "DeepCache-style"}
+        if request.loras:
+            provenance["loras"] = self.lora_identities(request)
         return provenance
+
+    def lora_files(self, request: RenderRequest) -> list[tuple[LoraFile, float]]:
+        """The request's LoRA files with their weights; `LoraError` for a name not in the folder
+        or a file that is not a LoRA."""
+        if not request.loras:
+            return []
+        if self.loras is None:
+            raise LoraError(
+                f"The prompt names LoRAs ({', '.join(n for n, _ in request.loras)}) but no LoRA "
+                f"folder is set; set {setting('lora_dir')}."
+            )
+        return [(self.loras.get(name), weight) for name, weight in request.loras]
+
+    def lora_identities(self, request: RenderRequest) -> list[dict[str, object]]:
+        return [lora.identity(weight) for lora, weight in self.lora_files(request)]
+
+    def _apply_loras(self, pipe: DiffusionPipeline, request: RenderRequest) -> None:
+        """Load the request's LoRAs into the pipeline's unet and text encoder (once each) and
+        make exactly them active at their weights; without LoRAs, turn every loaded one off."""
+        loaded = self._loaded_loras.setdefault(id(pipe.unet), set())
+        files = self.lora_files(request)
+        if not files:
+            if loaded:
+                pipe.disable_lora()
+            return
+        width = pipe.unet.config.cross_attention_dim
+        names = []
+        for lora, _ in files:
+            name = _adapter_name(lora)
+            if name not in loaded:
+                self.loras.check_fits(lora, width, self.model.name, self.family)
+                try:
+                    pipe.load_lora_weights(
+                        str(lora.path.parent), weight_name=lora.path.name, adapter_name=name
+                    )
+                except Exception as exc:
+                    raise LoraError(
+                        f"Could not load LoRA {lora.name!r} ({lora.path}) into image model "
+                        f"{self.model.name!r} ({self.family}): {exc}"
+                    ) from exc
+                loaded.add(name)
+            names.append(name)
+        pipe.enable_lora()
+        pipe.set_adapters(names, adapter_weights=[weight for _, weight in files])
 
     def render(
         self,
@@ -1269,6 +1386,29 @@ class Renderer:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def _prompt_arguments(
+        self, pipe: DiffusionPipeline, mode: str, batch: list[RenderRequest]
+    ) -> dict[str, Any]:
+        """The prompts as the pipeline takes them: plain text, which it encodes itself, or (for
+        AUTOMATIC1111 syntax, long prompts and blends; `render` groups them apart) embeddings
+        made by compel."""
+        first = batch[0]
+        if not first.weighted:
+            return {
+                "prompt": [r.prompt for r in batch],
+                "negative_prompt": [r.negative_prompt for r in batch],
+            }
+        from studio.prompt_embeds import PromptEncoder
+
+        family = self.inpaint_model.family if self._dedicated(mode) else self.family
+        blends = [None if r.blend_prompt is None else (r.blend_prompt, r.blend) for r in batch]
+        return PromptEncoder(pipe, family).arguments(
+            [r.prompt for r in batch],
+            [r.negative_prompt for r in batch],
+            long=first.long_prompt,
+            blend=blends,
+        )
+
     def _render_batch(
         self, batch: list[RenderRequest], prepared: list[_Inputs], on_step: StepCallback | None
     ) -> list[Image.Image]:
@@ -1290,8 +1430,7 @@ class Renderer:
             return tensors
 
         arguments: dict[str, Any] = {
-            "prompt": [r.prompt for r in batch],
-            "negative_prompt": [r.negative_prompt for r in batch],
+            **self._prompt_arguments(pipe, first.mode, batch),
             "num_inference_steps": first.steps,
             "guidance_scale": first.cfg,
             "generator": [torch.Generator("cpu").manual_seed(r.seed) for r in batch],
@@ -1311,6 +1450,7 @@ class Renderer:
             pipe.set_ip_adapter_scale(first.reference_scale or 0.0)
             reference = prepared[0].reference
             arguments["ip_adapter_image"] = BLANK_REFERENCE if reference is None else reference
+        self._apply_loras(pipe, first)
         for state in self._step_caches:
             state.start()
         try:

@@ -31,6 +31,7 @@ from studio.config import setting
 from studio.errors import CatalogError
 from studio.metadata import json_safe, parse_parameters
 from studio.params import REQUEST_FIELDS, PromptSpec, RenderRequest, Target
+from studio.safety import REFUSED, STATUSES, SafetyVerdict
 
 TMP_PREFIX = ".tmp-"
 CATALOG_NAME = "catalog.sqlite"
@@ -256,6 +257,84 @@ def _add_jobs(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_prompt_controls(db: sqlite3.Connection) -> None:
+    # long_prompt: 1 when a prompt past 77 tokens was encoded in chunks; blend_prompt and blend:
+    # prompt interpolation's other prompt and how far towards it (0..1).
+    _run_script(
+        db,
+        """
+        ALTER TABLE images ADD COLUMN long_prompt INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE images ADD COLUMN blend_prompt TEXT;
+        ALTER TABLE images ADD COLUMN blend REAL
+        """,
+    )
+
+
+def _add_clip_scores(db: sqlite3.Connection) -> None:
+    # CLIP's cosine between an image and a text, once per image, CLIP model, kind and text
+    # (studio.clip_checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
+    # descriptions and the neutral one) or "label" (zero-shot labels a person typed).
+    _run_script(
+        db,
+        """
+        CREATE TABLE image_scores (
+            cache_key TEXT NOT NULL,
+            clip_model TEXT NOT NULL,         -- the clip_model setting: the vector space's name
+            kind TEXT NOT NULL,               -- prompt, failure or label
+            label TEXT NOT NULL,              -- the text scored against the image
+            score REAL NOT NULL,              -- cosine similarity, -1..1
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (cache_key, clip_model, kind, label)
+        )
+        """,
+    )
+
+
+def _add_safety(db: sqlite3.Connection) -> None:
+    # One row per checked image (by its cache key), or per request an image server refused (a
+    # key with no image row); no row: made with no safety filter. See studio.safety.
+    _run_script(
+        db,
+        """
+        CREATE TABLE image_flags (
+            cache_key TEXT PRIMARY KEY,
+            status TEXT NOT NULL CHECK (status IN ('clear', 'flagged', 'unchecked', 'refused')),
+            reason TEXT NOT NULL,             -- in words, shown in the dashboard
+            checker TEXT NOT NULL,            -- the safety_checker setting, or the backend
+            score REAL,                       -- the checker's own measure
+            prompt TEXT,                      -- a refused request's prompt
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX image_flags_by_status ON image_flags (status, created_at)
+        """,
+    )
+
+
+def _add_strips(db: sqlite3.Connection) -> None:
+    # Denoising strips (studio.strips): an image's intermediate steps as one PNG under strips/,
+    # one per (image, every k steps, decoder); not part of the pixels, so not in the cache key.
+    _run_script(
+        db,
+        """
+        CREATE TABLE strips (
+            cache_key TEXT NOT NULL,          -- the image's
+            every INTEGER NOT NULL,           -- a frame every `every` steps, and the last step
+            decoder TEXT NOT NULL,            -- vae | preview
+            path TEXT NOT NULL,               -- relative to the data folder
+            sha256 TEXT NOT NULL,
+            steps TEXT NOT NULL,              -- JSON: each frame's step, 1-based
+            total INTEGER NOT NULL,           -- the denoising steps the render ran
+            frame_width INTEGER NOT NULL,
+            frame_height INTEGER NOT NULL,
+            columns INTEGER NOT NULL,         -- frames per row
+            max_difference INTEGER,           -- a re-render against the stored PNG, NULL: none
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (cache_key, every, decoder)
+        )
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
@@ -265,6 +344,10 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("005_characters", _add_characters),
     ("006_library", _add_library),
     ("007_jobs", _add_jobs),
+    ("008_prompt_controls", _add_prompt_controls),
+    ("009_clip_scores", _add_clip_scores),
+    ("010_safety", _add_safety),
+    ("011_strips", _add_strips),
 ]
 
 
@@ -296,6 +379,9 @@ class ImageRecord:
     outpaint: tuple[int, int, int, int] | None = None
     reference_image: str | None = None  # sha256 of the IP-Adapter reference in inputs/
     reference_scale: float | None = None
+    long_prompt: bool = False
+    blend_prompt: str | None = None
+    blend: float | None = None
 
     @classmethod
     def of(
@@ -355,6 +441,7 @@ class StoredImage(ImageRecord):
             **{
                 **values,
                 "placeholder": bool(values["placeholder"]),
+                "long_prompt": bool(values.get("long_prompt")),
                 "provenance": json.loads(values["provenance"]),
                 "outpaint": tuple(json.loads(outpaint)) if outpaint else None,
             }
@@ -452,6 +539,9 @@ def record_from_png(path: Path) -> ImageRecord | None:
             outpaint=tuple(request["outpaint"]) if request.get("outpaint") else None,
             reference_image=request.get("reference_image"),
             reference_scale=request.get("reference_scale"),
+            long_prompt=bool(request.get("long_prompt")),
+            blend_prompt=request.get("blend_prompt"),
+            blend=request.get("blend"),
         )
     except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
         return None
@@ -633,11 +723,14 @@ class Store:
             return None
         return StoredImage.from_row(row)
 
-    def add_image(self, record: ImageRecord, png: bytes) -> StoredImage:
+    def add_image(
+        self, record: ImageRecord, png: bytes, safety: SafetyVerdict | None = None
+    ) -> StoredImage:
         """Store the PNG under its content hash and record it; re-adding replaces the row.
 
         The row and the file are one unit: the file is renamed into place inside the row's
-        transaction, so a failed write leaves neither.
+        transaction, so a failed write leaves neither. `safety`: the safety filter's verdict,
+        recorded in the same transaction (None: made with no filter; an older verdict goes).
         """
         sha = hashlib.sha256(png).hexdigest()
         relative = Path("images") / sha[:2] / f"{sha}.png"
@@ -646,6 +739,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._insert_image(record, sha, relative, "INSERT OR REPLACE", _now())
+                self._set_verdict(record.cache_key, safety)
                 if not (path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha):
                     atomic_write(path, png)
                 self._db.execute("COMMIT")
@@ -664,6 +758,7 @@ class Store:
         values = {
             **{f.name: getattr(record, f.name) for f in fields(ImageRecord)},
             "placeholder": int(record.placeholder),
+            "long_prompt": int(record.long_prompt),
             "outpaint": None if record.outpaint is None else json.dumps(list(record.outpaint)),
             "provenance": json.dumps(json_safe(record.provenance), sort_keys=True, allow_nan=False),
             "sha256": sha,
@@ -677,7 +772,8 @@ class Store:
     def adopt_png(self, path: Path) -> bool:
         """Record a PNG already in the images folder from its own metadata; False if it can't be.
 
-        A row already there for its cache key wins (the file is then a superseded copy).
+        A row already there for its cache key wins (the file is then a superseded copy). The
+        safety verdict in its provenance, if any, is recorded again too.
         """
         record = record_from_png(path)
         if record is None:
@@ -688,7 +784,60 @@ class Store:
             self._insert_image(
                 record, path.stem, path.relative_to(self.data_dir), "INSERT OR IGNORE", created
             )
-            return self._db.total_changes > before
+            adopted = self._db.total_changes > before
+            verdict = record.provenance.get("safety")
+            if adopted and isinstance(verdict, dict) and verdict.get("status") in STATUSES:
+                self._set_verdict(record.cache_key, SafetyVerdict(**verdict), created)
+            return adopted
+
+    # Safety verdicts (studio.safety) ------------------------------------------------------------
+
+    def _set_verdict(
+        self,
+        cache_key: str,
+        verdict: SafetyVerdict | None,
+        created_at: str | None = None,
+        prompt: str | None = None,
+    ) -> None:
+        if verdict is None:
+            self._db.execute("DELETE FROM image_flags WHERE cache_key = ?", (cache_key,))
+            return
+        self._db.execute(
+            "INSERT OR REPLACE INTO image_flags VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                cache_key,
+                verdict.status,
+                verdict.reason,
+                verdict.checker,
+                verdict.score,
+                prompt,
+                created_at or _now(),
+            ),
+        )
+
+    def add_refusal(self, cache_key: str, prompt: str, verdict: SafetyVerdict) -> None:
+        """Record that an image server refused the request `cache_key` (no image is stored)."""
+        with self._lock:
+            self._set_verdict(cache_key, verdict, prompt=prompt)
+
+    def safety(self, cache_key: str) -> SafetyVerdict | None:
+        """The safety verdict on an image (or a refused request); None: never checked."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status, reason, checker, score FROM image_flags WHERE cache_key = ?",
+                (cache_key,),
+            ).fetchone()
+        return None if row is None else SafetyVerdict(*row)
+
+    def refusals(self, limit: int = 20) -> list[tuple[str, str, SafetyVerdict, str]]:
+        """The latest requests an image server refused: (cache key, prompt, verdict, when)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT cache_key, prompt, status, reason, checker, score, created_at "
+                "FROM image_flags WHERE status = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (REFUSED, limit),
+            ).fetchall()
+        return [(r[0], r[1] or "", SafetyVerdict(*r[2:6]), r[6]) for r in rows]
 
     def insert_rows(self, table: str, rows: list[tuple[Any, ...]]) -> int:
         """Add whole rows to `table` unless their key is there already; how many were added."""
@@ -789,6 +938,39 @@ class Store:
                 (season,),
             ).fetchall()
         return {row[0]: row[1] for row in rows}
+
+    # CLIP scores ----------------------------------------------------------------------------
+
+    def add_scores(self, clip_model: str, rows: list[tuple[str, str, str, float]]) -> None:
+        """Record CLIP scores, rows of (cache_key, kind, label, cosine); a score already there
+        for the same image, model, kind and label is kept (it is the same number)."""
+        now = _now()
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO image_scores VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, clip_model, kind, label, float(score), now) for key, kind, label, score
+                 in rows],
+            )  # fmt: skip
+
+    def scores(
+        self, cache_keys: list[str], clip_model: str, kind: str | None = None
+    ) -> dict[str, dict[tuple[str, str], float]]:
+        """cache key -> {(kind, label): cosine} of the model's scores of those images (of one
+        `kind`, or all); an image without scores is missing."""
+        found: dict[str, dict[tuple[str, str], float]] = {}
+        for start in range(0, len(cache_keys), 500):  # SQLite's limit on bound values
+            chunk = cache_keys[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            query = (
+                f"SELECT cache_key, kind, label, score FROM image_scores WHERE clip_model = ? "
+                f"AND cache_key IN ({marks})" + (" AND kind = ?" if kind else "")
+            )
+            values = (clip_model, *chunk, *((kind,) if kind else ()))
+            with self._lock:
+                rows = self._db.execute(query, values).fetchall()
+            for row in rows:
+                found.setdefault(row[0], {})[(row[1], row[2])] = row[3]
+        return found
 
     # Prompts --------------------------------------------------------------------------------
 
@@ -943,6 +1125,48 @@ class Store:
             values["seconds"] = json.loads(values["seconds"])
             found.append(values)
         return found
+
+    # Denoising strips (studio.strips) -----------------------------------------------------------
+
+    def add_strip(self, values: dict[str, Any], png: bytes) -> dict[str, Any]:
+        """Store a strip's PNG under strips/ by content and record it (the `strips` table's
+        columns but path, sha256 and created_at); re-adding replaces the row. The row as stored."""
+        sha = hashlib.sha256(png).hexdigest()
+        relative = Path("strips") / sha[:2] / f"{sha}.png"
+        row = {
+            **values,
+            "steps": json.dumps(list(values["steps"])),
+            "path": relative.as_posix(),
+            "sha256": sha,
+            "created_at": _now(),
+        }
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                columns, marks = ", ".join(row), ", ".join("?" for _ in row)
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO strips ({columns}) VALUES ({marks})",
+                    tuple(row.values()),
+                )
+                if not (self.data_dir / relative).is_file():
+                    atomic_write(self.data_dir / relative, png)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self.find_strip(values["cache_key"], values["every"], values["decoder"])  # type: ignore[return-value]
+
+    def find_strip(self, cache_key: str, every: int, decoder: str) -> dict[str, Any] | None:
+        """The strip row of an image for `every` and `decoder` (steps as a list), if its file
+        is there too."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM strips WHERE cache_key = ? AND every = ? AND decoder = ?",
+                (cache_key, every, decoder),
+            ).fetchone()
+        if row is None or not (self.data_dir / row["path"]).is_file():
+            return None
+        return {**dict(row), "steps": json.loads(row["steps"])}
 
     # Campaigns --------------------------------------------------------------------------------
 

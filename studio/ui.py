@@ -25,7 +25,7 @@ from studio import llm as llm_module
 from studio.api import Studio
 from studio.config import Settings, load_settings
 from studio.dataset import Series, load_series
-from studio.errors import StudioError
+from studio.errors import ContentRefusedError, StudioError
 from studio.generation import generate_image, latent_preview
 from studio.image_backends import (
     Capabilities,
@@ -35,6 +35,7 @@ from studio.image_backends import (
     open_image_backend,
 )
 from studio.images import ImageJob, ImageResult, request_parameters
+from studio.inputs import png_bytes
 from studio.params import (
     LIMITS,
     REFERENCE_SCALE,
@@ -46,6 +47,7 @@ from studio.params import (
 from studio.prompting import PromptSpec, load_styles
 from studio.render_worker import RenderWorker, shared_worker
 from studio.revisions import MAX_REQUEST, REVISION_STEPS
+from studio.safety import UNCHECKED, blurred_file, refusal_picture
 from studio.store import PromptRecord, Store, StoredImage
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,8 @@ def guard(action: str) -> Iterator[None]:
     """Show a failure of `action` as an error box with the fix, never as a traceback."""
     try:
         yield
+    except ContentRefusedError as exc:  # shown as a flagged image is, with nothing to reveal
+        refusal_card(str(exc))
     except StudioError as exc:
         st.error(f"{action} failed: {exc}", icon=":material/error:")
     except MemoryError:
@@ -442,7 +446,7 @@ def generate_many(
 
 
 def parameters_text(row: StoredImage) -> str:
-    return request_parameters(row.request, row.model)
+    return request_parameters(row.request, row.model, loras=row.provenance.get("loras", ()))
 
 
 def image_card(
@@ -461,9 +465,10 @@ def image_card(
     (the seasons page's style picker)."""
     path = store().image_path(row)
     if path.is_file():
-        st.image(str(path), caption=caption or None, width="stretch")
+        _show_image(row, path, caption, key)
     else:
         st.info(f"Image file missing: {row['path']}")
+    clip_note(row)
     _lineage_notes(row, key, controls, select)
     with st.expander("Prompt and parameters"):
         st.code(parameters_text(row), language=None, wrap_lines=True)
@@ -482,6 +487,133 @@ def image_card(
             send_init_image(row["id"])
         return send
     return False
+
+
+def _set_state(name: str, value: Any) -> None:
+    st.session_state[name] = value
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _blurred_png(path: str) -> bytes:
+    return png_bytes(blurred_file(Path(path)))  # files are named by content: a path is a version
+
+
+def _show_image(row: Any, path: Path, caption: str, key: str) -> None:
+    """The image; one the safety filter flagged is blurred, with the reason and a Reveal button
+    (per image and session), and one it could not check says so."""
+    verdict = store().safety(row["cache_key"])
+    revealed = f"reveal_{key}_{row['id']}"
+    if verdict is not None and verdict.hidden and not st.session_state.get(revealed):
+        st.image(_blurred_png(str(path)), caption=caption or None, width="stretch")
+        st.warning(
+            f"Hidden by the safety filter: {verdict.reason}", icon=":material/visibility_off:"
+        )
+        st.button(
+            "Reveal",
+            key=f"{revealed}_show",
+            on_click=_set_state,
+            args=(revealed, True),
+            help="Show the image as it was made; the catalog keeps its flag.",
+        )
+        return
+    st.image(str(path), caption=caption or None, width="stretch")
+    if verdict is not None and verdict.hidden:
+        st.button("Hide again", key=f"{revealed}_hide", on_click=_set_state, args=(revealed, False))
+    elif verdict is not None and verdict.status == UNCHECKED:
+        st.caption(f":material/warning: Not checked by the safety filter: {verdict.reason}")
+
+
+def refusal_card(reason: str, caption: str = "", width: int = 512, height: int = 512) -> None:
+    """A request the image server refused, shown as a flagged image is, but with nothing to
+    reveal (no image was made): a blurred stand-in and the server's reason."""
+    st.image(
+        refusal_picture(width, height),
+        caption=caption or "Refused: no image was made",
+        width="stretch",
+    )
+    st.warning(f"Refused by the image server: {reason}", icon=":material/block:")
+
+
+def refused_requests(limit: int = 8, columns: int = 4) -> None:
+    """The latest requests the image server refused, as cards; nothing when there are none."""
+    refused = store().refusals(limit)
+    if not refused:
+        return
+    with st.expander(f"Refused by the image server ({len(refused)} latest)"):
+        for start in range(0, len(refused), columns):
+            for column, (_, prompt, verdict, when) in zip(
+                st.columns(columns), refused[start : start + columns], strict=False
+            ):
+                with column:
+                    refusal_card(verdict.reason, f"{when} · {prompt[:80]}")
+
+
+def clip_note(row: Any) -> None:
+    """The image's CLIP score against its prompt and, when the failure-mode check flags it, what
+    to look at; read from the catalog (no model work), nothing when it has no score."""
+    checks = studio().clip_checks
+    if checks is None or not isinstance(row, StoredImage):
+        return
+    report = checks.stored_reports([row]).get(row.cache_key)
+    if report is None:
+        return
+    line = f"CLIP score {report.score:.1f}"
+    if report.failure.flagged:
+        line += f" · :material/warning: look at it: CLIP sees “{report.failure.label}”"
+    st.caption(line, help=CLIP_NOTE_HELP)
+
+
+CLIP_NOTE_HELP = (
+    "CLIP score: 100 × the cosine between CLIP's vectors of the image and of its prompt (higher "
+    "fits better). The warning is a heuristic: a description of a known failure (malformed "
+    "hands, extra limbs, a distorted face) fits the image better than a neutral one."
+)
+
+
+def denoising_strip_panel(row: StoredImage, key: str) -> None:
+    """A "Denoising strip" expander under a catalog image: a frame every k steps, decoded by
+    the model's VAE or the preview VAE, made on a click (the image renders again with its seed)
+    and kept with the image, so it shows again without work; downloadable. Hidden while the
+    safety filter's verdict hides the image."""
+    from studio.strips import DECODERS, unavailable_reason
+
+    with st.expander("Denoising strip"), guard("Making the denoising strip"):
+        reason = unavailable_reason(backend())
+        if reason:
+            st.info(reason)
+            return
+        verdict = store().safety(row.cache_key)
+        if verdict is not None and verdict.hidden and not st.session_state.get(
+            f"reveal_{key}_{row.id}"
+        ):
+            st.info("The strip is hidden as the image is: reveal the image to see it.")
+            return
+        left, right = st.columns(2)
+        every = left.number_input(
+            "A frame every k steps", 1, row.steps, min(5, row.steps),
+            key=f"{key}_strip_every_{row.id}",
+        )  # fmt: skip
+        decoder = right.radio(
+            "Decoded by", list(DECODERS), format_func=DECODERS.get, horizontal=True,
+            key=f"{key}_strip_decoder_{row.id}",
+        )  # fmt: skip
+        strip = studio().stored_strip(row.cache_key, int(every), decoder)
+        if strip is None:
+            if not st.button("Make the strip", key=f"{key}_strip_make_{row.id}"):
+                st.caption("Renders the image again with its seed, keeping every k-th step.")
+                return
+            with step_progress() as on_step:
+                strip = studio().denoising_strip(row, int(every), decoder, on_step)
+        st.image(str(strip.path), width="stretch")
+        st.caption(strip.note)
+        st.download_button(
+            "Download the strip",
+            strip.png,  # read when clicked
+            file_name=strip.file_name,
+            mime="image/png",
+            key=f"{key}_strip_dl_{row.id}",
+            on_click="ignore",
+        )
 
 
 def _lineage_notes(row: Any, key: str, controls: str, select: Mapping[str, Any] | None) -> None:

@@ -313,6 +313,59 @@ def capture_library(url: str, out: Path, query: str = LIBRARY_QUERY) -> Path:
     return shot
 
 
+# The README's CLIP checks: zero-shot labels typed on the Gallery's CLIP tab.
+CLIP_LABELS = "a detective in the fog\na chihuahua\na muffin"
+
+
+def capture_clip_checks(url: str, out: Path, labels: str = CLIP_LABELS) -> Path:
+    """The Gallery's CLIP checks tab with zero-shot `labels` typed and scored, as a person would
+    (needs STUDIO_CLIP_MODEL); `clip-checks.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1100) as page:
+        page.goto(f"{url}/gallery")
+        wait_idle(page)
+        page.get_by_role("tab", name="CLIP checks").click()
+        page.get_by_label("Zero-shot labels, one a line").fill(labels)
+        page.get_by_role("button", name="Score the labels").click()
+        page.locator('[data-testid="stVegaLiteChart"]').wait_for(timeout=120_000)
+        wait_idle(page)
+        _check(page, "clip checks")
+        page.wait_for_timeout(1500)  # the chart and the table draw after the run ends
+        shot = out / "clip-checks.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
+def capture_denoising_strip(url: str, out: Path, every: int = 2) -> Path:
+    """The Studio's result with its denoising strip made (a frame every `every` steps), as a
+    person would: Generate, open "Denoising strip", set k, Make the strip;
+    `denoising-strip.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1300) as page:
+        page.goto(url)
+        wait_idle(page)
+        page.goto(f"{url}/studio")
+        wait_idle(page)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_selector("summary:has-text('Denoising strip')", timeout=300_000)
+        wait_idle(page)
+        page.locator("summary:has-text('Denoising strip')").click()
+        every_box = page.get_by_label("A frame every k steps")
+        every_box.fill(str(every))
+        every_box.press("Enter")
+        wait_idle(page)
+        made = page.get_by_role("button", name="Make the strip")
+        if made.count():  # a second run finds the strip in the catalog
+            made.click()
+        page.wait_for_selector("text=Download the strip", timeout=300_000)
+        wait_idle(page)
+        _check(page, "denoising strip")
+        scroll_to_top(page.locator("summary:has-text('Denoising strip')"))
+        shot = out / "denoising-strip.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshots of every dashboard page.")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
@@ -336,10 +389,14 @@ def main() -> None:
         if not args.only or "studio-inpaint" in args.only:
             init = scene_png(Path(folder) / "scene.png")
             shots["studio-inpaint"] = capture_inpaint(url, args.out, init)
+        if not args.only or "denoising-strip" in args.only:
+            shots["denoising-strip"] = capture_denoising_strip(url, args.out)
         if not args.only or "storyboard" in args.only:
             shots["storyboard"] = capture_storyboard(url, args.out)
         if not args.only or "change-request" in args.only:
             shots["change-request"] = capture_change_request(url, args.out)
+        if os.environ.get("STUDIO_CLIP_MODEL") and (not args.only or "clip-checks" in args.only):
+            shots["clip-checks"] = capture_clip_checks(url, args.out)
     for name, path in shots.items():
         print(f"{name}: {path}")
 
