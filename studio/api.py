@@ -23,7 +23,7 @@ The LLM and the image model load on first use: opening a studio is cheap.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -210,6 +210,28 @@ class Studio:
             for i in range(n)
         ]
         return self.images.make([ImageJob(r) for r in requests])
+
+    def interpolate(
+        self,
+        start_prompt: str,
+        end_prompt: str,
+        frames: int = 6,
+        *,
+        on_result: Callable[[ImageResult], None] | None = None,
+        on_step: StepCallback | None = None,
+        **values: Any,
+    ) -> Interpolation:
+        """A strip of `frames` txt2img images from `start_prompt` to `end_prompt`: the same
+        seed and settings, the text embeddings moved evenly between the two prompts. The ends
+        are the images each prompt makes alone; every frame is cached and stored as any image."""
+        from studio.interpolation import interpolation_requests
+
+        base = self.request(start_prompt, **values)
+        requests = interpolation_requests(base, end_prompt, frames)
+        results = self.images.make(
+            [ImageJob(r) for r in requests], on_step=on_step, on_result=on_result
+        )
+        return Interpolation(start_prompt, end_prompt, results)
 
     # CLIP checks ------------------------------------------------------------------------------
 
@@ -535,6 +557,36 @@ def _prompt_inside(image: ImageSource) -> str:
     picture = read_image(image, "image")
     parameters, _ = read_png_metadata(picture)
     return parse_parameters(parameters)["Prompt"] if parameters else ""
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """The images of a prompt interpolation, in order, and the strip and animation of them."""
+
+    start_prompt: str
+    end_prompt: str
+    results: list[ImageResult]
+
+    @property
+    def blends(self) -> list[float]:
+        from studio.interpolation import blend_of
+
+        return [blend_of(r.job.request, self.start_prompt) for r in self.results]
+
+    def images(self) -> list[Any]:
+        return [result.image() for result in self.results]
+
+    def strip_png(self) -> bytes:
+        """The frames side by side with their t, as one PNG."""
+        from studio.interpolation import strip_png
+
+        return strip_png(self.images(), self.blends)
+
+    def animation(self, kind: str = "gif") -> bytes:
+        """The frames as a looping GIF or WebP."""
+        from studio.interpolation import animation
+
+        return animation(self.images(), kind)
 
 
 def open_studio(settings: Settings | None = None, **overrides: Any) -> Studio:

@@ -4,13 +4,16 @@ the weighted prompt round-trips through the PNG's `parameters` chunk unchanged."
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from studio import open_studio
 from studio.image_backends import Capabilities
+from studio.interpolation import interpolation_requests
 from studio.metadata import parse_parameters, read_png_metadata
 from studio.params import ParameterError, RenderRequest, request_from_infotext
 from studio.prompt_syntax import Fragment, parse_prompt, uses_syntax
@@ -179,3 +182,34 @@ def test_a_plain_text_backend_refuses_what_it_cannot_read():
     ):
         with pytest.raises(ParameterError, match="reads the prompt as plain text"):
             plain.check(request, "OpenAI")
+
+
+def test_an_interpolation_morphs_between_the_prompts_with_cached_ends(tmp_path, shared_cache):
+    with open_studio(
+        data_dir=tmp_path / "out", cache_dir=shared_cache, image_model="demo", steps=2,
+        width=64, height=64, device="cpu",
+    ) as studio:  # fmt: skip
+        start = studio.generate("a lighthouse at night", seed=5)
+        made = studio.interpolate("a lighthouse at night", "a violin on a table", 4, seed=5)
+        assert made.blends == [0.0, round(1 / 3, 4), round(2 / 3, 4), 1.0]
+        assert made.results[0].cached and made.results[0].key == start.key
+        frames = [pixels(image) for image in made.images()]
+        assert all((a != b).any() for a, b in zip(frames, frames[1:], strict=False))
+        end = studio.generate("a violin on a table", seed=5)
+        assert end.cached and end.key == made.results[-1].key
+        strip = Image.open(io.BytesIO(made.strip_png()))
+        assert strip.size == (4 * 64, 64 + 18)
+        gif = Image.open(io.BytesIO(made.animation("gif")))
+        assert gif.format == "GIF" and gif.n_frames == 6  # forth and back
+        webp = Image.open(io.BytesIO(made.animation("webp")))
+        assert webp.format == "WEBP" and webp.n_frames == 6
+        again = studio.interpolate("a lighthouse at night", "a violin on a table", 4, seed=5)
+        assert all(result.cached for result in again.results)
+
+
+@pytest.mark.parametrize("frames", [0, 1, 500, 2.5])
+def test_interpolation_frame_counts_out_of_range_are_refused(frames):
+    with pytest.raises(ParameterError, match="An interpolation has 2 to 24 images"):
+        interpolation_requests(REQUEST, "a violin", frames)
+    with pytest.raises(ParameterError, match="the same"):
+        interpolation_requests(REQUEST, REQUEST.prompt, 3)
