@@ -11,6 +11,7 @@ from studio import ui
 from studio.api import DEFAULT_STRENGTH
 from studio.grid import AXES, compose_grid, grid_requests, parse_axis
 from studio.inputs import canvas_mask, content_hash, fitted_size, mode_size, read_image, to_rgb
+from studio.interpolation import FRAMES as INTERPOLATION_FRAMES
 from studio.params import OUTPAINT_SIDES, USES_STRENGTH
 
 ui.route_through_dashboard(__file__)
@@ -86,6 +87,44 @@ def comparison_grid(request) -> None:
             file_name="comparison-grid.png",
             mime="image/png",
             key="st_grid_download",
+            on_click="ignore",
+        )
+
+
+def interpolation(request) -> None:
+    st.caption(
+        "From the prompt above to another, with the same seed and settings: the text "
+        "embeddings move a step at a time (DALL-E 2's text diffs)."
+    )
+    end = st.text_area(
+        "Towards this prompt",
+        "Sherlock Holmes playing the violin by the window, Baker Street at dawn, oil painting",
+        key="st_morph_end",
+        height=80,
+    )
+    frames = st.slider("Images", INTERPOLATION_FRAMES[0], 12, 5, key="st_morph_frames")
+    if st.button("Render the interpolation", key="st_morph_render"):
+        with ui.guard("Rendering the interpolation"):
+            made = ui.interpolate(ui.with_seed_choice(PREFIX, request), end, frames)
+            st.session_state["st_morph"] = {
+                "png": made.strip_png(),
+                "gif": made.animation("gif"),
+                "webp": made.animation("webp"),
+                "frames": len(made.results),
+            }
+    morph = st.session_state.get("st_morph")
+    if not morph:
+        return
+    st.image(morph["png"], caption=f"{morph['frames']} images, t = 0 to 1", width="stretch")
+    left, middle, right = st.columns(3)
+    for column, kind, mime in ((left, "png", "image/png"), (middle, "gif", "image/gif"),
+                               (right, "webp", "image/webp")):  # fmt: skip
+        column.download_button(
+            f"Download {kind.upper()}",
+            morph[kind],
+            file_name=f"interpolation.{kind}",
+            mime=mime,
+            key=f"st_morph_download_{kind}",
             on_click="ignore",
         )
 
@@ -324,15 +363,20 @@ with ui.guard("Opening the Studio"):
             ),
             size=mode == "txt2img",
         )
+        request = ui.prompt_extras(PREFIX, request)
     with results:
         if mode != "txt2img":
             mode_panel(mode, request, source, options)
         elif can.steps_and_cfg:
-            single, grid = st.tabs(["Single image", "Comparison grid"])
+            single, grid, morph = st.tabs(
+                ["Single image", "Comparison grid", "Prompt interpolation"]
+            )
             with single:
                 playground(request)
             with grid:
                 comparison_grid(request)
+            with morph:
+                interpolation(request)
         else:  # a backend without steps, CFG or samplers has nothing for the grid to vary
             playground(request)
 st.session_state["st_remembered"] = {

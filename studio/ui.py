@@ -23,7 +23,7 @@ import streamlit as st
 
 from studio import llm as llm_module
 from studio.api import Studio
-from studio.config import Settings, load_settings
+from studio.config import Settings, load_settings, lora_folder, setting
 from studio.dataset import Series, load_series
 from studio.errors import ContentRefusedError, StudioError
 from studio.generation import generate_image, latent_preview
@@ -37,6 +37,7 @@ from studio.image_backends import (
 from studio.images import ImageJob, ImageResult, request_parameters
 from studio.inputs import png_bytes
 from studio.params import (
+    CLIP_WINDOW,
     LIMITS,
     REFERENCE_SCALE,
     STUDIO_TARGET,
@@ -445,6 +446,88 @@ def generate_many(
         return studio().images.make(jobs, on_step=on_step, on_result=on_result)
 
 
+def interpolate(request: RenderRequest, end_prompt: str, frames: int) -> Any:
+    """The Studio's prompt interpolation from `request`'s prompt to `end_prompt`, with a bar
+    for the frames and one for the steps; a `studio.api.Interpolation`."""
+    values = {
+        name: getattr(request, name)
+        for name in ("negative_prompt", "sampler", "steps", "cfg", "width", "height", "seed",
+                     "long_prompt")
+    }  # fmt: skip
+    with (
+        result_progress(frames, f"{frames} images", "Frame") as on_result,
+        step_progress() as on_step,
+    ):
+        return studio().interpolate(
+            request.prompt, end_prompt, frames, on_result=on_result, on_step=on_step, **values
+        )
+
+
+def prompt_extras(prefix: str, request: RenderRequest) -> RenderRequest:
+    """The Studio's prompt extras, for a backend that reads prompt syntax: what the syntax is,
+    long prompts, LoRAs from the LoRA folder (added to the prompt as `<lora:name:w>` tags, as
+    AUTOMATIC1111's extra networks do), and the prompt's length in tokens."""
+    if not capabilities().prompt_syntax:
+        return request
+    with st.expander("Prompt weights, LoRA and long prompts"):
+        st.caption(
+            "AUTOMATIC1111 syntax: `(word:1.3)` weighs a word more, `(word)` x1.1, `[word]` "
+            "/1.1, `BREAK` starts a new 77-token chunk, `<lora:name:0.8>` applies a LoRA; "
+            "`\\(` is a literal bracket."
+        )
+        st.checkbox(
+            "Long prompts: past 77 tokens in 77-token chunks",
+            key=f"{prefix}_long_prompt",
+            help="Off, a prompt is cut at 77 tokens (CLIP's window), as plain encoding does.",
+        )
+        names = studio().loras()
+        chosen = st.multiselect(
+            "LoRA",
+            names,
+            key=f"{prefix}_loras",
+            help="LoRA files (name.safetensors) in the LoRA folder; each is added to the prompt "
+            "as <lora:name:weight>.",
+            placeholder="Choose LoRA files" if names else "No LoRA files",
+        )
+        if not names:
+            st.caption(
+                f"No LoRA files in {lora_folder(settings())}: put name.safetensors files there "
+                f"({setting('lora_dir')})."
+            )
+        tags = []
+        for name in chosen:
+            weight = st.slider(
+                f"Weight of {name}", -2.0, 2.0, 0.8, 0.05, key=f"{prefix}_lora_{name}"
+            )
+            if f"<lora:{name}:" not in request.prompt and f"<lora:{name}>" not in request.prompt:
+                tags.append(f"<lora:{name}:{weight:g}>")
+        if tags:
+            request = replace(request, prompt=f"{request.prompt.rstrip()} {' '.join(tags)}")
+        _token_note(request)
+    return request
+
+
+def _token_note(request: RenderRequest) -> None:
+    from studio.prompt_syntax import parse_prompt
+
+    try:
+        parsed = parse_prompt(request.prompt)
+        tokens = backend().count_tokens(parsed.plain)
+    except StudioError as exc:
+        st.error(str(exc))
+        return
+    if tokens <= CLIP_WINDOW:
+        st.caption(f"{tokens} of {CLIP_WINDOW} tokens.")
+    elif request.long_prompt:
+        chunks = -(-(tokens - 2) // (CLIP_WINDOW - 2))
+        st.caption(f"{tokens} tokens, in {chunks} chunks of {CLIP_WINDOW}.")
+    else:
+        st.warning(
+            f"{tokens} tokens: past {CLIP_WINDOW} the prompt is cut; turn on long prompts to "
+            "keep the rest."
+        )
+
+
 def parameters_text(row: StoredImage) -> str:
     return request_parameters(row.request, row.model, loras=row.provenance.get("loras", ()))
 
@@ -583,8 +666,10 @@ def denoising_strip_panel(row: StoredImage, key: str) -> None:
             st.info(reason)
             return
         verdict = store().safety(row.cache_key)
-        if verdict is not None and verdict.hidden and not st.session_state.get(
-            f"reveal_{key}_{row.id}"
+        if (
+            verdict is not None
+            and verdict.hidden
+            and not st.session_state.get(f"reveal_{key}_{row.id}")
         ):
             st.info("The strip is hidden as the image is: reveal the image to see it.")
             return
