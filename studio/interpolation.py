@@ -67,12 +67,13 @@ def blend_of(request: RenderRequest, start_prompt: str) -> float:
 def strip_image(images: Sequence[Image.Image], blends: Sequence[float]) -> Image.Image:
     """The frames side by side, each with its t under it."""
     width, height = images[0].size
-    font = ImageFont.load_default(size=12)
-    sheet = Image.new("RGB", (width * len(images), height + LABEL_HEIGHT), "white")
+    font = ImageFont.load_default(size=max(12, width // 20))
+    label = max(LABEL_HEIGHT, font.size + 10)
+    sheet = Image.new("RGB", (width * len(images), height + label), "white")
     draw = ImageDraw.Draw(sheet)
     for index, (image, blend) in enumerate(zip(images, blends, strict=True)):
         sheet.paste(image.convert("RGB").resize((width, height)), (index * width, 0))
-        draw.text((index * width + width / 2, height + LABEL_HEIGHT / 2), f"t = {blend:.2f}",
+        draw.text((index * width + width / 2, height + label / 2), f"t = {blend:.2f}",
                   fill="black", font=font, anchor="mm")  # fmt: skip
     return sheet
 

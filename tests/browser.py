@@ -366,6 +366,65 @@ def capture_denoising_strip(url: str, out: Path, every: int = 2) -> Path:
     return shot
 
 
+def capture_prompt_controls(url: str, out: Path, lora: str = "gaslight") -> Path:
+    """The Studio with a weighted prompt, the LoRA `lora` chosen in "Prompt weights, LoRA and
+    long prompts", and the image it makes; `prompt-controls.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1300) as page:
+        page.goto(f"{url}/studio")
+        wait_idle(page)
+        prompt = page.get_by_label("Prompt", exact=True)
+        prompt.fill(
+            "Sherlock Holmes reading a letter by the fire, (Baker Street sitting room:1.3), "
+            "[fog], Victorian London, warm firelight, oil painting"
+        )
+        prompt.press("Control+Enter")
+        wait_idle(page)
+        page.locator("summary:has-text('Prompt weights, LoRA and long prompts')").click()
+        page.locator('[data-testid="stMultiSelect"]').first.click()
+        page.keyboard.type(lora)
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        wait_idle(page)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_selector("summary:has-text('Prompt and parameters')", timeout=300_000)
+        wait_idle(page)
+        _check(page, "prompt controls")
+        page.wait_for_timeout(1000)
+        shot = out / "prompt-controls.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
+def capture_interpolation(url: str, out: Path, frames: int = 5) -> Path:
+    """The Studio's Prompt interpolation tab with a strip of `frames` images rendered;
+    `interpolation.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1100) as page:
+        page.goto(f"{url}/studio")
+        wait_idle(page)
+        page.get_by_role("tab", name="Prompt interpolation").click()
+        wait_idle(page)
+        page.get_by_role("button", name="Render the interpolation").click()
+        page.wait_for_selector("text=Download GIF", timeout=600_000)
+        wait_idle(page)
+        _check(page, "interpolation")
+        page.wait_for_timeout(1000)
+        shot = out / "interpolation.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
+def demo_lora_folder(folder: Path, name: str = "gaslight") -> Path:
+    """A folder with one random LoRA for the demo model, for the prompt-controls screenshot."""
+    from studio.config import load_settings
+    from studio.render import build_demo_lora, resolve_image_model
+
+    model = resolve_image_model("demo", load_settings().cache_dir)
+    build_demo_lora(model, folder / f"{name}.safetensors")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshots of every dashboard page.")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
@@ -382,7 +441,9 @@ def main() -> None:
     if args.only:
         pages = {name: path for name, path in pages.items() if name in args.only}
     log = Path(tempfile.gettempdir()) / "series-studio-screenshots.log"
-    with dashboard_server({}, log) as url, tempfile.TemporaryDirectory() as folder:
+    loras = demo_lora_folder(Path(tempfile.mkdtemp()) / "loras")
+    env = {"STUDIO_LORA_DIR": str(loras)}
+    with dashboard_server(env, log) as url, tempfile.TemporaryDirectory() as folder:
         shots = capture_pages(url, args.out, pages, only=True) if pages else {}
         if not args.only or "library" in args.only:
             shots["library"] = capture_library(url, args.out)
@@ -391,6 +452,10 @@ def main() -> None:
             shots["studio-inpaint"] = capture_inpaint(url, args.out, init)
         if not args.only or "denoising-strip" in args.only:
             shots["denoising-strip"] = capture_denoising_strip(url, args.out)
+        if not args.only or "prompt-controls" in args.only:
+            shots["prompt-controls"] = capture_prompt_controls(url, args.out)
+        if not args.only or "interpolation" in args.only:
+            shots["interpolation"] = capture_interpolation(url, args.out)
         if not args.only or "storyboard" in args.only:
             shots["storyboard"] = capture_storyboard(url, args.out)
         if not args.only or "change-request" in args.only:

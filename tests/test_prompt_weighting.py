@@ -198,7 +198,7 @@ def test_an_interpolation_morphs_between_the_prompts_with_cached_ends(tmp_path, 
         end = studio.generate("a violin on a table", seed=5)
         assert end.cached and end.key == made.results[-1].key
         strip = Image.open(io.BytesIO(made.strip_png()))
-        assert strip.size == (4 * 64, 64 + 18)
+        assert strip.size[0] == 4 * 64 and strip.size[1] > 64  # t under each frame
         gif = Image.open(io.BytesIO(made.animation("gif")))
         assert gif.format == "GIF" and gif.n_frames == 6  # forth and back
         webp = Image.open(io.BytesIO(made.animation("webp")))
