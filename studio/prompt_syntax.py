@@ -206,3 +206,14 @@ def uses_syntax(prompt: str) -> bool:
         return False
     parsed = parse_prompt(prompt)
     return parsed.weighted or bool(parsed.loras) or parsed.plain != prompt.strip()
+
+
+_SYNTAX_MARKS = re.compile(r"[()\[\]\\]|<(?=lora:)")
+
+
+def as_plain_text(text: str) -> str:
+    """`text` with nothing AUTOMATIC1111's syntax would read: brackets and backslashes gone,
+    LoRA tags and BREAK defused. For text that an LLM or a summary wrote, which means no weights:
+    "Baker Street (London)" is the words, not a weight of 1.1."""
+    text = _SYNTAX_MARKS.sub("", text)
+    return " ".join(_BREAK.sub(" break ", text).split())

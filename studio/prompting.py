@@ -22,6 +22,7 @@ from typing import Any
 from studio.dataset import Episode, Series
 from studio.llm import LLM, JSONAnswer
 from studio.params import CLIP_WINDOW, PromptSpec
+from studio.prompt_syntax import as_plain_text
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 TokenCounter = Callable[[str], int]
@@ -149,7 +150,9 @@ def templates_hash(*names: str) -> str:
 
 
 def _phrases(text: str) -> list[str]:
-    return [p.strip(" .;") for p in text.replace("\n", " ").split(",") if p.strip(" .;")]
+    # Written text, not AUTOMATIC1111 syntax: brackets in an LLM's phrase are no weights.
+    text = as_plain_text(text.replace("\n", " "))
+    return [p.strip(" .;") for p in text.split(",") if p.strip(" .;")]
 
 
 def merge_phrases(*texts: str) -> str:

@@ -213,3 +213,13 @@ def test_interpolation_frame_counts_out_of_range_are_refused(frames):
         interpolation_requests(REQUEST, "a violin", frames)
     with pytest.raises(ParameterError, match="the same"):
         interpolation_requests(REQUEST, REQUEST.prompt, 3)
+
+
+def test_written_text_is_never_read_as_syntax():
+    from studio.prompting import fit_text, merge_phrases
+
+    text = "Baker Street (London), [fog] BREAK dawn, <lora:x:1>, (1891: the Final Problem)"
+    merged = merge_phrases(text)
+    assert merged == "Baker Street London, fog break dawn, lora:x:1>, 1891: the Final Problem"
+    assert not uses_syntax(merged) and not uses_syntax(fit_text(text, len, 500))
+    RenderRequest(merged).check()
