@@ -1,18 +1,22 @@
 """Studio: a txt2img playground with every parameter, a comparison grid over one or two, and the
 modes that start from an image: img2img, inpaint (a mask painted on the image or uploaded),
-outpaint and variations. Only the modes and controls the image backend has are shown."""
+outpaint and variations; txt2img guided by a ControlNet (a sketch drawn or uploaded, Canny edges,
+a depth map). Only the modes and controls the image backend has are shown."""
 
 import io
 
 import streamlit as st
+from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 from studio import ui
 from studio.api import DEFAULT_STRENGTH
+from studio.control import CANNY_THRESHOLDS, SKETCH_TYPES
+from studio.errors import ImageInputError
 from studio.grid import AXES, compose_grid, grid_requests, parse_axis
 from studio.inputs import canvas_mask, content_hash, fitted_size, mode_size, read_image, to_rgb
 from studio.interpolation import FRAMES as INTERPOLATION_FRAMES
-from studio.params import OUTPAINT_SIDES, USES_STRENGTH
+from studio.params import CONTROL_SCALE, OUTPAINT_SIDES, USES_STRENGTH
 
 ui.route_through_dashboard(__file__)
 
@@ -35,6 +39,14 @@ MASK_FROM = ("Draw", "Upload")
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 OUTPAINT_AMOUNTS = list(range(64, 513, 64))
 CANVAS_SIDE = 512  # the mask canvas's longer side on screen
+CONTROL_CANVAS_SIDE = 320  # the sketch canvas's longer side on screen
+CONTROL_FROM = ("Draw", "Upload")
+CONTROL_LABELS = {
+    "scribble": "Scribble (a sketch)",
+    "lineart": "Line art",
+    "canny": "Canny edges of a picture",
+    "depth": "Depth map",
+}
 # The mode picker's key; not `st_mode`, which the render controls keep (with every other
 # RenderRequest field) under `st_<field>`.
 MODE_KEY = "st_mode_choice"
@@ -43,10 +55,18 @@ MODE_KEY = "st_mode_choice"
 REMEMBERED = (MODE_KEY, "st_init_from", "st_init_catalog", "st_mask_from")
 
 
-def playground(request) -> None:
+def playground(request, guide: dict | None = None) -> None:
     if st.button("Generate", type="primary", key="st_generate"):
         with ui.guard("Generating the image"):
-            made = ui.generate(ui.with_seed_choice(PREFIX, request))
+            request = ui.with_seed_choice(PREFIX, request)
+            if guide is not None:  # the control image is made and stored on Generate only
+                if guide["control_image"] is None:
+                    raise ImageInputError(
+                        "Guidance is on but there is no control image: draw or upload one, or "
+                        "turn guidance off."
+                    )
+                request = ui.studio().guide(request, **guide)
+            made = ui.generate(request)
             st.session_state["st_last"] = made.key
             if made.cached:
                 st.toast("That image was already in the catalog.")
@@ -54,7 +74,106 @@ def playground(request) -> None:
     row = ui.store().find_image(key) if key else None
     if row is not None:
         ui.image_card(row, f"seed {row['seed']} · {row['sampler']}", key="st", actions=False)
+        if row.control_image is not None:
+            st.image(
+                ui.store().input_image(row.control_image),
+                caption=f"Control image ({row.control_type}, scale {row.control_scale:g}, "
+                f"steps {row.control_start:g}–{row.control_end:g})",
+                width=192,
+            )
         ui.denoising_strip_panel(row, key="st")
+
+
+def guided_controls(request, controlnets: tuple[str, ...]) -> dict | None:
+    """Guided generation (ControlNet), where the backend has ControlNets: the control type, the
+    control image (a sketch drawn or uploaded, a picture for Canny edges, a depth map), scale and
+    the steps it steers. The arguments of `Studio.guide` (the image None until there is one),
+    or None when not guiding."""
+    if not controlnets:
+        return None
+    on = bool(st.session_state.get("st_cn_on"))
+    with st.expander("Guided generation (ControlNet)", expanded=on):
+        if not st.checkbox("Guide the composition with a control image", key="st_cn_on"):
+            return None
+        kind = st.selectbox(
+            "Control type",
+            controlnets,
+            format_func=lambda k: CONTROL_LABELS.get(k, k),
+            key="st_cn_type",
+            help="Which ControlNet reads the control image; the ones configured "
+            "(STUDIO_CONTROLNETS) are listed.",
+        )
+        guide: dict = {"control_type": kind}
+        sketch = kind in SKETCH_TYPES
+        source = st.radio(
+            "Control image from",
+            CONTROL_FROM if sketch else CONTROL_FROM[1:],
+            key="st_cn_from" if sketch else f"st_cn_from_{kind}",
+            horizontal=True,
+        )
+        if source == CONTROL_FROM[0]:
+            st.caption(
+                f"Draw the outlines ({request.width}x{request.height}); dark on white is "
+                "inverted to the white-on-black lines the model reads."
+            )
+            scale = CONTROL_CANVAS_SIDE / max(request.width, request.height)
+            drawing = st_canvas(
+                fill_color="rgba(0, 0, 0, 0)",
+                stroke_width=st.slider("Pen width", 1, 24, 4, key="st_cn_pen"),
+                stroke_color="#000000",
+                background_color="#FFFFFF",
+                width=round(request.width * scale),
+                height=round(request.height * scale),
+                drawing_mode="freedraw",
+                return_image_data=True,
+                key=f"st_cn_canvas_{request.width}x{request.height}",
+            )
+            picture = None if drawing is None else drawing.image_data
+            guide["control_image"] = None if picture is None else Image.fromarray(picture)
+        else:
+            what = {"canny": "Picture to take the edges of", "depth": "Depth map (near = light)"}
+            upload = st.file_uploader(
+                what.get(kind, "Sketch (lines on a plain ground)"),
+                type=IMAGE_TYPES,
+                key=f"st_cn_upload_{kind}",
+            )
+            guide["control_image"] = None if upload is None else upload.getvalue()
+        if kind == "canny":
+            guide["preprocess"] = not st.checkbox(
+                "It is an edge map already", False, key="st_cn_edges"
+            )
+            if guide["preprocess"]:
+                guide["canny_thresholds"] = st.slider(
+                    "Canny thresholds (low, high)", 0, 500, CANNY_THRESHOLDS, key="st_cn_canny"
+                )
+        if kind == "depth":
+            guide["preprocess"] = st.checkbox(
+                "Estimate the depth from a picture",
+                False,
+                key="st_cn_estimate",
+                disabled=not ui.settings().depth_model,
+                help="With a depth model (STUDIO_DEPTH_MODEL); without one, upload a depth map.",
+            )
+        guide["scale"] = st.slider(
+            "Control scale",
+            *CONTROL_SCALE,
+            1.0,
+            step=0.05,
+            key="st_cn_scale",
+            help="How strongly the control image steers: 0 ignores it, 1 is as trained.",
+        )
+        guide["start"], guide["end"] = st.slider(
+            "Steers from … to … of the steps",
+            0.0,
+            1.0,
+            (0.0, 1.0),
+            step=0.05,
+            key="st_cn_range",
+            help="Ending early keeps the composition and frees the details.",
+        )
+    if guide["control_image"] is None:
+        st.info("Draw or upload the control image, or turn guidance off.")
+    return guide
 
 
 def comparison_grid(request) -> None:
@@ -364,6 +483,7 @@ with ui.guard("Opening the Studio"):
             size=mode == "txt2img",
         )
         request = ui.prompt_extras(PREFIX, request)
+        guide = guided_controls(request, can.controlnet) if mode == "txt2img" else None
     with results:
         if mode != "txt2img":
             mode_panel(mode, request, source, options)
@@ -372,13 +492,13 @@ with ui.guard("Opening the Studio"):
                 ["Single image", "Comparison grid", "Prompt interpolation"]
             )
             with single:
-                playground(request)
+                playground(request, guide)
             with grid:
                 comparison_grid(request)
             with morph:
                 interpolation(request)
         else:  # a backend without steps, CFG or samplers has nothing for the grid to vary
-            playground(request)
+            playground(request, guide)
 st.session_state["st_remembered"] = {
     key: st.session_state[key] for key in REMEMBERED if key in st.session_state
 }

@@ -82,6 +82,13 @@ class Settings:
     reference_scale: float = 0.6  # how strongly a portrait conditions an image (0..1.5)
     # The folder of LoRA files (name.safetensors, used as <lora:name:0.8>); empty: data_dir/loras.
     lora_dir: str = ""
+    # ControlNets for guided generation, one per control type: "scribble=<hub id or folder>,
+    # canny=...,lineart=...,depth=..." (diffusers ControlNetModel, safetensors; `demo`: a tiny
+    # untrained one for the demo model); a type not listed is not offered.
+    controlnets: str = ""
+    # A transformers depth-estimation model (hub id or folder) that estimates a depth map from a
+    # picture for the depth ControlNet; empty: depth maps are uploaded.
+    depth_model: str = ""
     # Where the batch job renders: "local" (this process) or "ray" (Ray workers, each loading
     # the image model once; this process still writes every file and catalog row).
     executor: str = "local"
@@ -140,6 +147,8 @@ ENV_VARS = {
     "ip_adapter": "STUDIO_IP_ADAPTER",
     "reference_scale": "STUDIO_REFERENCE_SCALE",
     "lora_dir": "STUDIO_LORA_DIR",
+    "controlnets": "STUDIO_CONTROLNETS",
+    "depth_model": "STUDIO_DEPTH_MODEL",
     "executor": "STUDIO_EXECUTOR",
     "ray_address": "STUDIO_RAY_ADDRESS",
     "concurrency": "STUDIO_CONCURRENCY",
@@ -343,3 +352,6 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
             "llm_temperature",
             f"`llm_temperature` has to be between 0 and 2 but is {settings.llm_temperature}.",
         )
+    from studio.control import parse_controlnets  # it reads this module's `setting`
+
+    parse_controlnets(settings.controlnets)  # its errors name STUDIO_CONTROLNETS

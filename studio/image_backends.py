@@ -51,6 +51,8 @@ class Capabilities:
     intermediates: bool = False
     # True: prompt weights, BREAK, long prompts, blends and LoRA tags (a diffusers pipeline)
     prompt_syntax: bool = True
+    # The control types guided generation takes (a ControlNet configured for each)
+    controlnet: tuple[str, ...] = ()
 
     def check(self, request: RenderRequest, backend: str) -> None:
         """Refuse a request this backend cannot honour, saying what it can do instead."""
@@ -69,6 +71,14 @@ class Capabilities:
             raise ParameterError(
                 f"{backend} reads the prompt as plain text: it takes no LoRA tags, long-prompt "
                 "chunks or prompt blends; use a diffusers image model for them."
+            )
+        if request.control_image is not None and request.control_type not in self.controlnet:
+            offered = ", ".join(self.controlnet) or "none"
+            raise ParameterError(
+                f"{backend} has no ControlNet for {request.control_type!r} (configured: "
+                f"{offered}); set {setting('controlnets')} to e.g. "
+                f"{request.control_type}=<hub id or folder> (diffusers image models only), or "
+                "leave the control image out."
             )
         if request.reference_image is not None and not self.ip_adapter:
             raise ParameterError(
@@ -133,6 +143,7 @@ BACKEND_SETTINGS = (
     "step_cache",
     "ip_adapter",
     "lora_dir",
+    "controlnets",
     "data_dir",  # the LoRA folder's default is inside it
     "images_base_url",
     "images_timeout",
@@ -154,6 +165,7 @@ def open_image_backend(settings: Settings) -> ImageBackend:
 
         return OpenAIImagesBackend.from_settings(settings)
     from studio.config import lora_folder
+    from studio.control import parse_controlnets
     from studio.fast_path import fast_path_for
     from studio.loras import LoraFolder
     from studio.render import (
@@ -179,4 +191,5 @@ def open_image_backend(settings: Settings) -> ImageBackend:
         preview_vae=resolve_preview_vae(preview, settings.cache_dir) if preview else None,
         step_cache=settings.step_cache,
         loras=LoraFolder(lora_folder(settings)),
+        controlnets=parse_controlnets(settings.controlnets),
     )

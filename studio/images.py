@@ -79,9 +79,11 @@ def request_parameters(
     model_label: str,
     version: str | None = None,
     loras: Sequence[dict[str, Any]] = (),
+    controlnet: dict[str, Any] | None = None,
 ) -> str:
     """A request's A1111 infotext, as written into the PNG and shown in the dashboard; `loras`:
-    the provenance's LoRA files (name, sha256), for A1111's `Lora hashes` field."""
+    the provenance's LoRA files (name, sha256), for A1111's `Lora hashes` field; `controlnet`:
+    the provenance's ControlNet (its `controlnet` name goes in the `ControlNet 0` field)."""
     fields: dict[str, Any] = {
         "Steps": request.steps,
         "Sampler": request.sampler,
@@ -106,6 +108,13 @@ def request_parameters(
     if request.blend_prompt is not None:
         fields["Blend prompt"] = request.blend_prompt
         fields["Blend"] = request.blend
+    if request.control_image is not None:  # as A1111's ControlNet extension writes it
+        model = (controlnet or {}).get("controlnet", request.control_type)
+        fields["ControlNet 0"] = (
+            f"Module: {request.control_type}, Model: {model}, Weight: {request.control_scale:g}, "
+            f"Guidance Start: {request.control_start:g}, Guidance End: {request.control_end:g}, "
+            f"Image hash: {request.control_image[:10]}"
+        )
     if loras:  # A1111 names a LoRA file by the first 12 hex of its sha256
         fields["Lora hashes"] = ", ".join(
             f"{lora['name']}: {lora['sha256'][:12]}" for lora in loras
@@ -255,7 +264,11 @@ class ImageService:
         if image.info.get("revised_prompt"):  # DALL-E 3 rewrites prompts; keep what it drew
             provenance["revised_prompt"] = image.info["revised_prompt"]
         parameters = request_parameters(
-            request, backend.label, f"series-studio {__version__}", provenance.get("loras", ())
+            request,
+            backend.label,
+            f"series-studio {__version__}",
+            provenance.get("loras", ()),
+            provenance.get("controlnet"),
         )
         verdict = self.safety.check(image) if self.safety is not None else None
         if verdict is not None:  # in the PNG too, so a rebuilt catalog keeps it

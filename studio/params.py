@@ -48,6 +48,12 @@ USES_STRENGTH = frozenset({"img2img", "inpaint", "variation"})
 OUTPAINT_SIDES = ("left", "right", "up", "down")
 MAX_OUTPAINT = 1024  # pixels added on one side at most
 REFERENCE_SCALE = (0.0, 1.5)  # IP-Adapter scale: the accepted range
+# Guided generation (ControlNet): what the control image is, each with a ControlNet of its own
+# (the `controlnets` setting); scribble and lineart are white lines on black, canny an edge map,
+# depth a grayscale depth map (near = light).
+CONTROL_TYPES = ("scribble", "lineart", "canny", "depth")
+CONTROL_SCALE = (0.0, 2.0)  # how strongly the control image steers: the accepted range
+CONTROL_FIELDS = ("control_image", "control_type", "control_scale", "control_start", "control_end")
 
 
 class ParameterError(RenderError):
@@ -143,6 +149,14 @@ class RenderRequest:
     # `blend_prompt`'s, with everything else the same.
     blend_prompt: str | None = None
     blend: float | None = None
+    # Guided generation (txt2img with a ControlNet): the control image (a sketch, an edge map or
+    # a depth map at the request's size) steers the composition at `control_scale` (0..2), from
+    # `control_start` to `control_end` of the denoising (fractions, start < end).
+    control_image: str | None = None  # sha256 of the control map in the catalog's inputs/
+    control_type: str | None = None  # one of CONTROL_TYPES: which ControlNet reads it
+    control_scale: float | None = None
+    control_start: float | None = None
+    control_end: float | None = None
 
     @property
     def weighted(self) -> bool:
@@ -181,6 +195,11 @@ class RenderRequest:
             self.weighted,  # weighted and plain encoding never share a call
             self.long_prompt,
             self.loras,  # the LoRAs are set on the pipeline per call
+            # one ControlNet and one set of its controls per call (the images may differ)
+            self.control_type or "",
+            self.control_scale if self.control_scale is not None else -1.0,
+            self.control_start if self.control_start is not None else -1.0,
+            self.control_end if self.control_end is not None else -1.0,
         )
 
     def check(self) -> None:
@@ -198,6 +217,49 @@ class RenderRequest:
         check_sampler(self.sampler)
         self._check_reference()
         self._check_prompt_syntax()
+        self._check_control()
+
+    def _check_control(self) -> None:
+        if self.control_image is None:
+            given = [name for name in CONTROL_FIELDS[1:] if getattr(self, name) is not None]
+            if given:
+                raise ParameterError(
+                    f"{', '.join(f'`{name}`' for name in given)} need a control image "
+                    "(`control_image`); give one, or leave them out."
+                )
+            return
+        if self.mode != "txt2img":
+            raise ParameterError(
+                f"Guided generation (a control image) works with txt2img, not {self.mode}; "
+                "use txt2img, or leave the control image out."
+            )
+        if self.control_type not in CONTROL_TYPES:
+            raise ParameterError(
+                f"Unknown control type {self.control_type!r}; choose one of: "
+                f"{', '.join(CONTROL_TYPES)}."
+            )
+        low, high = CONTROL_SCALE
+        values = {
+            "control_scale": (self.control_scale, low, high),
+            "control_start": (self.control_start, 0.0, 1.0),
+            "control_end": (self.control_end, 0.0, 1.0),
+        }
+        for name, (value, least, most) in values.items():
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not (math.isfinite(value) and least <= value <= most)
+            ):
+                raise ParameterError(
+                    f"`{name}` has to be a number between {least:g} and {most:g} but is "
+                    f"{value!r}."
+                )
+        if self.control_start >= self.control_end:
+            raise ParameterError(
+                f"`control_start` has to be below `control_end` but they are "
+                f"{self.control_start:g} and {self.control_end:g}; the control image steers the "
+                "steps between them (0 = the first, 1 = the last)."
+            )
 
     def _check_prompt_syntax(self) -> None:
         from studio.prompt_syntax import BREAK, parse_prompt
@@ -303,6 +365,9 @@ class RenderRequest:
         if self.blend_prompt is None:
             values.pop("blend_prompt")
             values.pop("blend")
+        if self.control_image is None:  # and keys from before guided generation
+            for name in CONTROL_FIELDS:
+                values.pop(name)
         return values
 
 

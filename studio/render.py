@@ -56,6 +56,7 @@ import transformers
 from PIL import Image, ImageFilter
 
 from studio.config import setting
+from studio.control import DEMO_CONTROLNET
 from studio.errors import ImageInputError, RenderError, StudioError
 from studio.fast_path import FastPath, apply_fast_path
 from studio.image_backends import Capabilities, InputResolver
@@ -519,6 +520,127 @@ def _adapter_name(lora: LoraFile) -> str:
     return re.sub(r"\W", "_", f"{lora.name}_{lora.sha256[:10]}")
 
 
+# ControlNet ---------------------------------------------------------------------------------------
+
+DEMO_CONTROLNET_VERSION = "controlnet-demo-v1"
+# The ControlNet tensors that `from_unet` starts at zero (so that a new ControlNet changes
+# nothing); the demo's are random instead, so that its control image moves the pixels.
+_ZERO_STARTED = (
+    "controlnet_down_blocks",
+    "controlnet_mid_block",
+    "controlnet_cond_embedding.conv_out",
+)
+CONTROLNET_EXAMPLES = {
+    SD: "lllyasviel/sd-controlnet-<type> for SD 1.5",
+    SDXL: "diffusers/controlnet-canny-sdxl-1.0 or xinsir/controlnet-scribble-sdxl-1.0 for SDXL",
+}
+
+
+def build_demo_controlnet(folder: Path) -> Path:
+    """A tiny untrained ControlNet for the demo model (`ControlNetModel.from_unet` of its unet,
+    the zero-started convolutions random), saved into `folder` (safetensors), the same every
+    time. Like the demo model it shows the wiring: a control image moves the pixels, it does not
+    draw the sketch."""
+    if (folder / "config.json").is_file():
+        return folder
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    controlnet = ControlNetModel.from_unet(_demo_unet())
+    generator = torch.Generator("cpu").manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in controlnet.named_parameters():
+            if name.startswith("controlnet_cond_embedding"):
+                # He-scaled, no biases: the control image's lines, not the layers' defaults
+                # (which shrink it to nothing over eight convolutions), reach the unet
+                fan_in = tensor[0].numel()
+                scale = (2 / fan_in) ** 0.5 if name.endswith("weight") else 0.0
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * scale)
+            elif name.startswith(_ZERO_STARTED):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    controlnet.save_pretrained(tmp, safe_serialization=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first: its ControlNet is the same
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+@dataclass(frozen=True)
+class ControlNetSource:
+    """A ControlNet the `controlnets` setting names for one control type, found on disk."""
+
+    control_type: str
+    name: str  # as in the setting
+    source: str  # the local folder (a hub id's snapshot) with config.json and the weights
+    revision: str  # hub commit, or a hash of the local files' names, sizes and times
+
+    def identity(self) -> dict[str, str]:
+        return {"type": self.control_type, "controlnet": self.name, "revision": self.revision}
+
+    def config(self) -> dict[str, Any]:
+        return json.loads((Path(self.source) / "config.json").read_text())
+
+
+def _controlnet_error(control_type: str, name: str, message: str) -> RenderError:
+    return RenderError(f"ControlNet {control_type}={name} ({setting('controlnets')}): {message}")
+
+
+def resolve_controlnet(control_type: str, name: str, model: ImageModel) -> ControlNetSource:
+    """Find the ControlNet `name` (a hub id, a folder with a diffusers ControlNetModel, or `demo`
+    for the demo model) for `control_type`; a clear `RenderError` naming the setting if not."""
+    if name == DEMO_CONTROLNET:
+        if model.name != DEMO_MODEL:
+            raise _controlnet_error(
+                control_type, name, f"the demo ControlNet fits only the demo image model, not "
+                f"{model.name!r}; use {CONTROLNET_EXAMPLES[model.family]}."
+            )  # fmt: skip
+        folder = build_demo_controlnet(Path(model.source).parent / DEMO_CONTROLNET_VERSION)
+        return ControlNetSource(control_type, name, str(folder), _local_revision(folder))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() or not list(path.glob("*.safetensors")):
+            raise _controlnet_error(
+                control_type, name, f"{path} holds no diffusers ControlNetModel (config.json and "
+                "a .safetensors file, as save_pretrained writes)."
+            )  # fmt: skip
+        return ControlNetSource(control_type, name, str(path.resolve()), _local_revision(path))
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise _controlnet_error(
+            control_type, name, "no such folder, and not a hub id (owner/name)."
+        )
+    patterns = ["config.json", "*.safetensors"]
+    try:
+        try:
+            snapshot = _hub_snapshot(name, patterns, local_only=True)
+        except Exception:
+            snapshot = _hub_snapshot(name, patterns, local_only=False)
+    except Exception as exc:
+        raise _controlnet_error(
+            control_type, name, f"not in the Hugging Face cache and it could not be downloaded "
+            f"({type(exc).__name__}); check the name and the network, or give a local folder."
+        ) from None  # fmt: skip
+    return ControlNetSource(control_type, name, str(snapshot), snapshot.name)
+
+
+def check_controlnet_fits(
+    controlnet: ControlNetSource, unet_config: Any, model: ImageModel
+) -> None:
+    """A ControlNet adds residuals to the unet's blocks: its text width and block widths must be
+    the unet's, else (a ControlNet of another family) a `RenderError` that says which fits."""
+    config = controlnet.config()
+    theirs = (config.get("cross_attention_dim"), list(config.get("block_out_channels") or []))
+    ours = (unet_config.cross_attention_dim, list(unet_config.block_out_channels))
+    if theirs != ours:
+        raise _controlnet_error(
+            controlnet.control_type, controlnet.name, f"it was made for a unet of text width "
+            f"{theirs[0]} and blocks {theirs[1]}, but image model {model.name!r} ({model.family}) "
+            f"has {ours[0]} and {ours[1]}; use a ControlNet of its family, e.g. "
+            f"{CONTROLNET_EXAMPLES[model.family]}."
+        )  # fmt: skip
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
 
@@ -920,6 +1042,7 @@ class _Inputs:
     mask: Image.Image | None = None  # white = repaint, as the pipeline gets it
     blend: Image.Image | None = None  # where the result replaces `image` (soft for outpaint)
     reference: Image.Image | None = None  # the IP-Adapter's reference image (RGB)
+    control: Image.Image | None = None  # the ControlNet's control image (RGB)
 
 
 def _resolve(inputs: InputResolver | None, sha: str, what: str) -> Image.Image:
@@ -981,8 +1104,13 @@ class Renderer:
         dtype: torch.dtype | None = None,
         step_cache: int = 0,
         loras: LoraFolder | None = None,
+        controlnets: dict[str, str] | None = None,
     ):
         self.model = model
+        # control type -> the `controlnets` setting's source; found and loaded on first use
+        self.controlnets = dict(controlnets or {})
+        self._controlnet_sources: dict[str, ControlNetSource] = {}
+        self._controlnet_models: dict[str, Any] = {}
         self.loras = loras  # where <lora:name:w> tags find their files
         self._loaded_loras: dict[int, set[str]] = {}  # id(unet) -> adapters loaded into it
         self.fast_path = fast_path  # None: eager, as loaded (studio.fast_path)
@@ -1066,6 +1194,7 @@ class Renderer:
         loads the model again."""
         with self._lock:
             self._pipe = self._inpaint_pipe = self._preview_decoder = None
+            self._controlnet_models = {}
             self._step_caches = []
             gc.collect()
             if self.device == "cuda":
@@ -1081,6 +1210,7 @@ class Renderer:
             max_batch=self.batch_size,
             ip_adapter=self.ip_adapter is not None,
             intermediates=True,
+            controlnet=tuple(self.controlnets),
         )
 
     @property
@@ -1208,6 +1338,8 @@ class Renderer:
             payload["seam"] = {"pixels": OUTPAINT_SEAM, "blur": OUTPAINT_BLUR}
         if request.reference_image is not None and self.ip_adapter is not None:
             payload["ip_adapter"] = self.ip_adapter.identity()
+        if request.control_type is not None and request.control_image is not None:
+            payload["controlnet"] = self.controlnet_source(request.control_type).identity()
         if self.step_cache:  # reused features change the pixels: never the uncached image's key
             payload["step_cache"] = self.step_cache
         if request.weighted:  # a prompt that reads "(red:1.3)" was once encoded as that text
@@ -1232,6 +1364,8 @@ class Renderer:
             provenance["inpaint_model"] = self.inpaint_model.identity()
         if request.reference_image is not None and self.ip_adapter is not None:
             provenance["ip_adapter"] = self.ip_adapter.identity()
+        if request.control_type is not None and request.control_image is not None:
+            provenance["controlnet"] = self.controlnet_source(request.control_type).identity()
         if self.fast_path is not None:
             provenance["fast_path"] = json_safe(self.fast_info)
         if self.step_cache:
@@ -1239,6 +1373,38 @@ class Renderer:
         if request.loras:
             provenance["loras"] = self.lora_identities(request)
         return provenance
+
+    def controlnet_source(self, control_type: str) -> ControlNetSource:
+        """The ControlNet configured for `control_type`, found on first use."""
+        if control_type not in self._controlnet_sources:
+            if control_type not in self.controlnets:
+                offered = ", ".join(self.controlnets) or "none"
+                raise RenderError(
+                    f"No ControlNet is configured for {control_type!r} (configured: {offered}); "
+                    f"set {setting('controlnets')} to e.g. {control_type}=<hub id or folder>."
+                )
+            self._controlnet_sources[control_type] = resolve_controlnet(
+                control_type, self.controlnets[control_type], self.model
+            )
+        return self._controlnet_sources[control_type]
+
+    def controlnet(self, control_type: str) -> Any:
+        """`control_type`'s ControlNetModel on the device, loaded (safetensors only) on first use
+        after checking that it fits the image model's unet."""
+        if control_type not in self._controlnet_models:
+            from diffusers import ControlNetModel
+
+            source = self.controlnet_source(control_type)
+            check_controlnet_fits(source, self.pipe.unet.config, self.model)
+            try:
+                model = ControlNetModel.from_pretrained(
+                    source.source, use_safetensors=True, local_files_only=True
+                )
+            except Exception as exc:
+                message = f"could not load it: {exc}"
+                raise _controlnet_error(control_type, source.name, message) from exc
+            self._controlnet_models[control_type] = model.to(self.device, self.dtype)
+        return self._controlnet_models[control_type]
 
     def lora_files(self, request: RenderRequest) -> list[tuple[LoraFile, float]]:
         """The request's LoRA files with their weights; `LoraError` for a name not in the folder
@@ -1343,6 +1509,15 @@ class Renderer:
     def _prepare(self, request: RenderRequest, inputs: InputResolver | None) -> _Inputs:
         """The request's input images, checked against it and made ready for its pipeline."""
         prepared = self._prepare_init(request, inputs)
+        if request.control_image is not None:
+            control = _resolve(inputs, request.control_image, "control image")
+            if control.size != (request.width, request.height):
+                raise ParameterError(
+                    f"The control image is {control.width}x{control.height} but the request is "
+                    f"{request.width}x{request.height}; give a control image of the request's "
+                    "size (Studio.request resizes one of the same shape)."
+                )
+            prepared = replace(prepared, control=control)
         if request.reference_image is None:
             return prepared
         return replace(
@@ -1375,11 +1550,16 @@ class Renderer:
         check_mask_size(mask, init)
         return _Inputs(init, mask, mask)
 
-    def mode_pipeline(self, mode: str, sampler: str) -> DiffusionPipeline:
-        """`mode`'s pipeline on the loaded components (no weights copied), with `sampler`."""
+    def mode_pipeline(
+        self, mode: str, sampler: str, control_type: str | None = None
+    ) -> DiffusionPipeline:
+        """`mode`'s pipeline on the loaded components (no weights copied), with `sampler`; with
+        `control_type`, its ControlNet's variant (StableDiffusion[XL]ControlNetPipeline)."""
         base = self.inpaint_pipe if mode in INPAINT_MODES else self.pipe
         family = self.inpaint_model.family if self._dedicated(mode) else self.family
-        options = {"add_watermarker": False} if family == SDXL else {}
+        options: dict[str, Any] = {"add_watermarker": False} if family == SDXL else {}
+        if control_type is not None:
+            options["controlnet"] = self.controlnet(control_type)
         pipe = MODE_PIPELINES[mode].from_pipe(
             base, scheduler=make_scheduler(sampler, self._scheduler_config(mode)), **options
         )
@@ -1413,7 +1593,8 @@ class Renderer:
         self, batch: list[RenderRequest], prepared: list[_Inputs], on_step: StepCallback | None
     ) -> list[Image.Image]:
         first, count = batch[0], len(batch)
-        pipe = self.mode_pipeline(first.mode, first.sampler)
+        guided = first.control_image is not None
+        pipe = self.mode_pipeline(first.mode, first.sampler, first.control_type if guided else None)
         fast = self.fast_path
         if fast is not None:  # pad to a bucket: compiled graphs see a fixed set of batch sizes
             extra = fast.padded(count) - count
@@ -1443,6 +1624,13 @@ class Renderer:
             arguments["mask_image"] = [p.mask for p in prepared]
         if first.mode in {"txt2img", *INPAINT_MODES}:
             arguments.update(width=first.width, height=first.height)
+        if guided:  # one ControlNet and its controls per call (`render` groups by them)
+            arguments.update(
+                image=[p.control for p in prepared],
+                controlnet_conditioning_scale=float(first.control_scale),
+                control_guidance_start=float(first.control_start),
+                control_guidance_end=float(first.control_end),
+            )
         if self.ip_adapter is not None:
             # A loaded adapter takes part in every call, with one reference for all its prompts
             # (`render` groups by it). Without a reference the scale is 0, which diffusers skips:

@@ -270,6 +270,22 @@ def _add_prompt_controls(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_controlnet(db: sqlite3.Connection) -> None:
+    # Guided generation (ControlNet): the control map's sha256 in inputs/, its type (scribble,
+    # lineart, canny, depth), how strongly it steers (0..2) and between which fractions of the
+    # denoising (start < end).
+    _run_script(
+        db,
+        """
+        ALTER TABLE images ADD COLUMN control_image TEXT;
+        ALTER TABLE images ADD COLUMN control_type TEXT;
+        ALTER TABLE images ADD COLUMN control_scale REAL;
+        ALTER TABLE images ADD COLUMN control_start REAL;
+        ALTER TABLE images ADD COLUMN control_end REAL
+        """,
+    )
+
+
 def _add_clip_scores(db: sqlite3.Connection) -> None:
     # CLIP's cosine between an image and a text, once per image, CLIP model, kind and text
     # (studio.clip_checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
@@ -348,6 +364,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("009_clip_scores", _add_clip_scores),
     ("010_safety", _add_safety),
     ("011_strips", _add_strips),
+    ("012_controlnet", _add_controlnet),
 ]
 
 
@@ -382,6 +399,11 @@ class ImageRecord:
     long_prompt: bool = False
     blend_prompt: str | None = None
     blend: float | None = None
+    control_image: str | None = None  # sha256 of the ControlNet's control map in inputs/
+    control_type: str | None = None
+    control_scale: float | None = None
+    control_start: float | None = None
+    control_end: float | None = None
 
     @classmethod
     def of(
@@ -542,6 +564,11 @@ def record_from_png(path: Path) -> ImageRecord | None:
             long_prompt=bool(request.get("long_prompt")),
             blend_prompt=request.get("blend_prompt"),
             blend=request.get("blend"),
+            control_image=request.get("control_image"),
+            control_type=request.get("control_type"),
+            control_scale=request.get("control_scale"),
+            control_start=request.get("control_start"),
+            control_end=request.get("control_end"),
         )
     except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
         return None

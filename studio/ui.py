@@ -529,7 +529,12 @@ def _token_note(request: RenderRequest) -> None:
 
 
 def parameters_text(row: StoredImage) -> str:
-    return request_parameters(row.request, row.model, loras=row.provenance.get("loras", ()))
+    return request_parameters(
+        row.request,
+        row.model,
+        loras=row.provenance.get("loras", ()),
+        controlnet=row.provenance.get("controlnet"),
+    )
 
 
 def image_card(

@@ -4,7 +4,8 @@ Used by tests/test_browser.py, and to take the README's screenshots from the cur
 `python -m tests.browser --out assets/screenshots` (needs /usr/bin/chromium and playwright). The
 Prompt Library's (`library.png`) shows a search in Portuguese that finds English prompts. The
 Studio's inpaint screenshot (`studio-inpaint.png`) inpaints a drawn scene with a mask painted by
-the mouse, which adds that image to the catalog (once: a second run finds it there). So do the
+the mouse (and `guided.png` renders from a sketch drawn by the mouse, with the demo
+ControlNet), which adds that image to the catalog (once: a second run finds it there). So do the
 storyboard (`storyboard.png`: made on the episode page when the episode has none) and the change
 request (`change-request.png`), which ask the configured LLM.
 """
@@ -207,6 +208,43 @@ def capture_inpaint(
     return shot
 
 
+def capture_guided(
+    url: str, out: Path, prompt: str = "a lighthouse on a cliff above the sea, oil painting"
+) -> Path:
+    """A sketch-guided render in the Studio: turn on "Guided generation (ControlNet)", draw a
+    lighthouse and a horizon with the mouse on the sketch canvas, Generate; a screenshot of the
+    sketch and the result, `guided.png` under `out`. Needs a scribble ControlNet configured
+    (STUDIO_CONTROLNETS=scribble=demo for the demo model)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with chromium_page(height=1500) as page:
+        page.goto(f"{url}/studio")
+        wait_idle(page)
+        prompt_box = page.get_by_label("Prompt", exact=True)
+        prompt_box.fill(prompt)
+        prompt_box.press("Control+Enter")
+        wait_idle(page)
+        expander = page.locator("summary:has-text('Guided generation (ControlNet)')")
+        expander.click()
+        page.get_by_text("Guide the composition with a control image").click()
+        wait_idle(page)
+        canvas = page.locator("canvas.upper-canvas")  # Fabric.js's drawing layer
+        canvas.wait_for(timeout=60_000)
+        scroll_to_top(page.locator("summary:has-text('Guided generation (ControlNet)')"))
+        canvas.scroll_into_view_if_needed()  # the mouse draws only where the window shows
+        paint_stroke(page, canvas, [(0.05, 0.7), (0.5, 0.68), (0.95, 0.72)])  # the horizon
+        wait_idle(page)
+        paint_stroke(page, canvas, [(0.3, 0.68), (0.35, 0.25), (0.45, 0.25), (0.5, 0.68)])
+        page.wait_for_timeout(500)  # the drawing goes to the app on mouse up, and it reruns
+        wait_idle(page)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_selector("text=Control image (scribble", timeout=120_000)
+        wait_idle(page)
+        _check(page, "guided generation")
+        shot = out / "guided.png"
+        page.screenshot(path=str(shot))
+    return shot
+
+
 # How long a page may wait for the LLM: the embedded model writes a storyboard in 8 minutes on a
 # busy 2-core machine.
 LLM_WAIT_MS = 1_200_000
@@ -353,9 +391,13 @@ def capture_denoising_strip(url: str, out: Path, every: int = 2) -> Path:
         every_box = page.get_by_label("A frame every k steps")
         every_box.fill(str(every))
         every_box.press("Enter")
+        # The new k reruns the page: then either the button, or the strip the catalog has
+        page.wait_for_selector(
+            "button:has-text('Make the strip'), button:has-text('Download the strip')"
+        )
         wait_idle(page)
         made = page.get_by_role("button", name="Make the strip")
-        if made.count():  # a second run finds the strip in the catalog
+        if made.count():
             made.click()
         page.wait_for_selector("text=Download the strip", timeout=300_000)
         wait_idle(page)
@@ -442,7 +484,7 @@ def main() -> None:
         pages = {name: path for name, path in pages.items() if name in args.only}
     log = Path(tempfile.gettempdir()) / "series-studio-screenshots.log"
     loras = demo_lora_folder(Path(tempfile.mkdtemp()) / "loras")
-    env = {"STUDIO_LORA_DIR": str(loras)}
+    env = {"STUDIO_LORA_DIR": str(loras), "STUDIO_CONTROLNETS": "scribble=demo"}
     with dashboard_server(env, log) as url, tempfile.TemporaryDirectory() as folder:
         shots = capture_pages(url, args.out, pages, only=True) if pages else {}
         if not args.only or "library" in args.only:
@@ -450,6 +492,8 @@ def main() -> None:
         if not args.only or "studio-inpaint" in args.only:
             init = scene_png(Path(folder) / "scene.png")
             shots["studio-inpaint"] = capture_inpaint(url, args.out, init)
+        if not args.only or "guided" in args.only:
+            shots["guided"] = capture_guided(url, args.out)
         if not args.only or "denoising-strip" in args.only:
             shots["denoising-strip"] = capture_denoising_strip(url, args.out)
         if not args.only or "prompt-controls" in args.only:

@@ -2,7 +2,8 @@
 
 Opens every page, generates an image in the Studio, reads a catalog PNG dropped on the Gallery
 and sends it to the Studio, searches the Prompt Library in Portuguese and sends a found prompt to
-the Studio, inpaints with a mask painted by the mouse on the Studio's canvas, makes an episode's
+the Studio, inpaints with a mask painted by the mouse on the Studio's canvas, renders from a
+sketch drawn by the mouse (ControlNet), makes an episode's
 storyboard and asks for a change to its image; fails on any Streamlit
 exception element. Screenshots go to
 `test-artifacts/browser/` (or $STUDIO_TEST_ARTIFACTS). CI sets STUDIO_REQUIRE_BROWSER=1 so a
@@ -20,6 +21,7 @@ from tests.browser import (
     CHROMIUM,
     ROOT,
     capture_change_request,
+    capture_guided,
     capture_inpaint,
     capture_pages,
     capture_storyboard,
@@ -72,6 +74,7 @@ def app_env(request, tmp_path_factory, shared_cache):
             "OPENAI_BASE_URL": llm_server.url,
             "OPENAI_API_KEY": "test-key",
             "STUDIO_LLM_MODEL": "fake-llm",
+            "STUDIO_CONTROLNETS": "scribble=demo",  # the sketch-guided render's
         }
         yield env, data
 
@@ -214,6 +217,18 @@ def test_inpaint_with_a_mask_painted_on_the_canvas(server, artifacts, tmp_path):
     assert mask.size == (64, 64)
     left, top, right, bottom = mask.getbbox()  # the stroke, not the whole image
     assert 0 < left < right < 64 and 0 < top < bottom < 64
+
+
+def test_a_sketch_drawn_with_the_mouse_guides_a_render(server, artifacts):
+    url, data = server
+    shot = capture_guided(url, artifacts)
+    assert shot.stat().st_size > 10_000
+    (made,) = [row for row in Store(data).images(target="studio") if row.control_image]
+    assert (made.control_type, made.control_scale) == ("scribble", 1.0)
+    sketch = Store(data).input_image(made.control_image).convert("L")
+    assert sketch.size == (made.width, made.height)
+    left, top, right, bottom = sketch.getbbox()  # white strokes on black, where drawn
+    assert right - left > made.width // 2 and bottom - top > made.height // 4
 
 
 def test_a_storyboard_on_the_episode_page(server, artifacts):
