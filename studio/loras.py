@@ -14,7 +14,6 @@ SD 2.x, 2048 for SDXL). Torch-free: the header is read with safetensors' own par
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors import safe_open
 
 from studio.config import setting
 from studio.errors import RenderError
+from studio.inputs import file_sha256
 
 SUFFIX = ".safetensors"
 _LORA_MARKS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up")
@@ -47,14 +47,6 @@ class LoraFile:
 
     def identity(self, weight: float) -> dict[str, object]:
         return {"name": self.name, "sha256": self.sha256, "weight": weight}
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _cross_attention_width(path: Path) -> int | None:
@@ -113,7 +105,7 @@ class LoraFolder:
                         f"replace it in {self.folder}, the LoRA folder that {setting('lora_dir')} "
                         "sets."
                     ) from exc
-                self._files[stamp] = LoraFile(name, path, _file_sha256(path), width)
+                self._files[stamp] = LoraFile(name, path, file_sha256(path), width)
             return self._files[stamp]
 
     def check_fits(self, lora: LoraFile, width: int, model_name: str, family: str) -> None:

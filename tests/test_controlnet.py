@@ -308,3 +308,32 @@ def test_the_studio_page_guides_an_image_with_an_uploaded_sketch(app_env, monkey
     at.button(key="st_generate").click().run()
     assert not at.exception
     assert any("another shape" in e.value for e in at.error)
+
+
+def test_a_configured_depth_model_estimates_the_depth(tmp_path):
+    """A tiny DPT built from config, saved as a folder: the depth comes back as an L map of the
+    picture's size, the same twice, and differs between pictures."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(0)
+    config = DPTConfig(
+        image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=4,
+        backbone_out_indices=[0, 1, 2, 3], num_attention_heads=4, intermediate_size=37,
+        neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=32,
+        reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1,
+    )  # fmt: skip
+    folder = tmp_path / "tiny-dpt"
+    DPTForDepthEstimation(config).save_pretrained(folder, safe_serialization=True)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(
+        folder
+    )
+    scene = np.zeros((48, 64, 3), np.uint8)
+    scene[:, 32:] = (230, 230, 230)
+    picture = Image.fromarray(scene)
+    depth = control_map(picture, "depth", (64, 48), preprocess=True, depth_model=str(folder))
+    assert depth.mode == "L" and depth.size == (64, 48)
+    again = estimate_depth(picture, str(folder))
+    assert (np.asarray(again) == np.asarray(depth)).all()
+    other = estimate_depth(Image.new("RGB", (64, 48), (20, 120, 40)), str(folder))
+    assert (np.asarray(other) != np.asarray(depth)).any()
