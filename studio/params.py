@@ -251,8 +251,7 @@ class RenderRequest:
                 or not (math.isfinite(value) and least <= value <= most)
             ):
                 raise ParameterError(
-                    f"`{name}` has to be a number between {least:g} and {most:g} but is "
-                    f"{value!r}."
+                    f"`{name}` has to be a number between {least:g} and {most:g} but is {value!r}."
                 )
         if self.control_start >= self.control_end:
             raise ParameterError(

@@ -36,6 +36,7 @@ from studio.image_backends import (
 )
 from studio.images import ImageJob, ImageResult, request_parameters
 from studio.inputs import png_bytes
+from studio.loras import LoraFolder
 from studio.params import (
     CLIP_WINDOW,
     LIMITS,
@@ -480,7 +481,7 @@ def prompt_extras(prefix: str, request: RenderRequest) -> RenderRequest:
             key=f"{prefix}_long_prompt",
             help="Off, a prompt is cut at 77 tokens (CLIP's window), as plain encoding does.",
         )
-        names = studio().loras()
+        names = LoraFolder(lora_folder(settings())).names()  # without opening the model
         chosen = st.multiselect(
             "LoRA",
             names,

@@ -95,8 +95,8 @@ def test_batches_are_padded_to_buckets_and_the_padding_dropped(fast, monkeypatch
     pipe_sizes = []
     real = fast.mode_pipeline
 
-    def spy(mode, sampler):
-        pipe = real(mode, sampler)
+    def spy(mode, sampler, *control):
+        pipe = real(mode, sampler, *control)
         call = pipe.__call__
 
         class Spy:

@@ -96,8 +96,8 @@ def test_lora_hashes_are_in_the_png_and_the_prompt_keeps_its_tags(folder, tmp_pa
 @pytest.mark.parametrize(
     ("tag", "message"),
     [
-        ("<lora:moriarty:1>", "No LoRA named 'moriarty' in .*, the LoRA folder that lora_dir \\(STUDIO_LORA_DIR\\) "
-                              "sets; there are: "
+        ("<lora:moriarty:1>", "No LoRA named 'moriarty' in .*, the LoRA folder that lora_dir "
+                              "\\(STUDIO_LORA_DIR\\) sets; there are: "
                               "broken, fog, holmes, lighthouse_xl, plain"),
         ("<lora:plain:1>", "plain.safetensors is not a LoRA: its tensors have no lora_A"),
         ("<lora:broken:1>", "broken.safetensors is not a readable safetensors LoRA"),
