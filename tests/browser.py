@@ -389,8 +389,11 @@ def capture_denoising_strip(url: str, out: Path) -> Path:
         made = page.get_by_role("button", name="Make the strip")
         if made.count():  # a second run finds the strip in the catalog
             made.click()
-        page.wait_for_selector("text=Download the strip", timeout=300_000)
+        page.wait_for_selector("text=Download the strip", state="attached", timeout=300_000)
         wait_idle(page)
+        if not page.get_by_text("Download the strip").is_visible():  # the rerun closed it
+            page.locator("summary:has-text('Denoising strip')").click()
+            wait_idle(page)
         _check(page, "denoising strip")
         scroll_to_top(page.locator("summary:has-text('Denoising strip')"))
         page.wait_for_timeout(1000)
