@@ -274,12 +274,17 @@ def capture_storyboard(
         page.goto(f"{url}/?episode={episode}")
         wait_idle(page)
         make = page.get_by_role("button", name="Make the storyboard")
+        made = page.get_by_text("Download the strip (PNG)")
+        make.or_(made).first.wait_for(timeout=60_000)  # the page may still be drawing
         if make.count():
             make.click()
         try:
             page.wait_for_selector("text=Download the strip (PNG)", timeout=wait_ms)
         except Exception:
-            page.screenshot(path=str(out / "storyboard-failed.png"), full_page=True)
+            heading = page.get_by_role("heading", name="Storyboard")
+            if heading.count():
+                scroll_to_top(heading)
+            page.screenshot(path=str(out / "storyboard-failed.png"))
             raise
         wait_idle(page)
         _check(page, "storyboard")
