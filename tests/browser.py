@@ -379,6 +379,16 @@ def capture_clip_checks(url: str, out: Path, labels: str = CLIP_LABELS) -> Path:
     return shot
 
 
+def _shoot(page, out: Path, name: str) -> Path:
+    """After the page settles and shows no exception: `name`.png under `out`."""
+    wait_idle(page)
+    _check(page, name.replace("-", " "))
+    page.wait_for_timeout(1000)  # images and charts draw after the run ends
+    shot = out / f"{name}.png"
+    page.screenshot(path=str(shot))
+    return shot
+
+
 def capture_denoising_strip(url: str, out: Path) -> Path:
     """The Studio's result with its denoising strip made at the default k, as a person would:
     Generate, open "Denoising strip", Make the strip; `denoising-strip.png` under `out`."""
@@ -399,11 +409,8 @@ def capture_denoising_strip(url: str, out: Path) -> Path:
         if not page.get_by_text("Download the strip").is_visible():  # the rerun closed it
             page.locator("summary:has-text('Denoising strip')").click()
             wait_idle(page)
-        _check(page, "denoising strip")
         scroll_to_top(page.locator("summary:has-text('Denoising strip')"))
-        page.wait_for_timeout(1000)
-        shot = out / "denoising-strip.png"
-        page.screenshot(path=str(shot))
+        shot = _shoot(page, out, "denoising-strip")
     return shot
 
 
@@ -429,11 +436,7 @@ def capture_prompt_controls(url: str, out: Path, lora: str = "gaslight") -> Path
         wait_idle(page)
         page.get_by_role("button", name="Generate").click()
         page.wait_for_selector("summary:has-text('Prompt and parameters')", timeout=300_000)
-        wait_idle(page)
-        _check(page, "prompt controls")
-        page.wait_for_timeout(1000)
-        shot = out / "prompt-controls.png"
-        page.screenshot(path=str(shot))
+        shot = _shoot(page, out, "prompt-controls")
     return shot
 
 
@@ -448,11 +451,7 @@ def capture_interpolation(url: str, out: Path, frames: int = 5) -> Path:
         wait_idle(page)
         page.get_by_role("button", name="Render the interpolation").click()
         page.wait_for_selector("text=Download GIF", timeout=600_000)
-        wait_idle(page)
-        _check(page, "interpolation")
-        page.wait_for_timeout(1000)
-        shot = out / "interpolation.png"
-        page.screenshot(path=str(shot))
+        shot = _shoot(page, out, "interpolation")
     return shot
 
 
