@@ -1196,6 +1196,7 @@ class Renderer:
             self._pipe = self._inpaint_pipe = self._preview_decoder = None
             self._controlnet_models = {}
             self._step_caches = []
+            self._loaded_loras = {}  # a new unet may get a freed one's id
             gc.collect()
             if self.device == "cuda":
                 torch.cuda.empty_cache()

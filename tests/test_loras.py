@@ -121,3 +121,9 @@ def test_a_lora_without_a_folder_names_the_setting(renderer):
     bare = Renderer(renderer.model, "cpu")
     with pytest.raises(LoraError, match="set lora_dir \\(STUDIO_LORA_DIR\\)"):
         bare.cache_key(dataclasses.replace(REQUEST, prompt="a <lora:holmes:1>"))
+
+
+def test_a_closed_model_loads_its_loras_again(renderer):
+    holmes = render(renderer, "a detective <lora:holmes:0.8>")
+    renderer.close()
+    assert (render(renderer, "a detective <lora:holmes:0.8>") == holmes).all()
