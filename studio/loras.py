@@ -3,7 +3,6 @@
     loras = LoraFolder(Path("data/loras"))
     loras.names()                 # ["holmes", "gaslight"]
     lora = loras.get("holmes")    # LoraFile(name, path, sha256, width), or an error
-    lora.short_hash               # AUTOMATIC1111's `Lora hashes` field: the file's sha256, 12 hex
 
 A LoRA is named by its file name without `.safetensors` (AUTOMATIC1111's convention), chosen in
 the Studio or written in a prompt as `<lora:name:0.8>`. Only safetensors files are read; a file
@@ -40,10 +39,6 @@ class LoraFile:
     path: Path
     sha256: str
     width: int | None  # the cross-attention width its keys are made for (None: not told)
-
-    @property
-    def short_hash(self) -> str:
-        return self.sha256[:12]
 
     def identity(self, weight: float) -> dict[str, object]:
         return {"name": self.name, "sha256": self.sha256, "weight": weight}
