@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from studio.catalog.store import ImageRecord, Store
+from studio.core.metadata import encode_png
 
-from studio.metadata import encode_png  # noqa: E402
-from studio.store import ImageRecord, Store  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DISTINCT_FILES = 100
 

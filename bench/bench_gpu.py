@@ -21,31 +21,28 @@ equal the eager ones within the tests' tolerance.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
-
-from studio.fast_path import FastPath  # noqa: E402
-from studio.images import ImageJob, ImageService  # noqa: E402
-from studio.params import RenderRequest  # noqa: E402
-from studio.render import (  # noqa: E402
+from studio.catalog.store import Store
+from studio.core.params import RenderRequest
+from studio.images.backends.diffusers.fast_path import FastPath
+from studio.images.backends.diffusers.renderer import (
     Renderer,
     build_demo_model,
     resolve_image_model,
     sd_pipeline,
 )
-from studio.render_worker import RenderWorker  # noqa: E402
-from studio.store import Store  # noqa: E402
+from studio.images.service import ImageJob, ImageService
+from studio.images.worker import RenderWorker
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PEAK_TFLOPS = 790.0  # H100/H200 dense bf16/fp16
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

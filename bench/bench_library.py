@@ -22,7 +22,6 @@ import gc
 import os
 import random
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -32,10 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from studio.vector_index import (  # noqa: E402
+from studio.library.vector_index import (
     CONNECTIVITY,
     EXACT_LIMIT,
     EXPANSION_ADD,
@@ -44,6 +40,8 @@ from studio.vector_index import (  # noqa: E402
     exact_search,
     unit,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DIM = 384
 K = 10

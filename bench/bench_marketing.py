@@ -8,16 +8,13 @@ and prints the seconds of each step and what the concept and posts came out as.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from studio import open_studio  # noqa: E402
-from studio.dataset import load_series  # noqa: E402
-from studio.marketing import STEPS, Brief, Chain, post_full_text  # noqa: E402
+from studio import open_studio
+from studio.core.dataset import load_series
+from studio.workflows.marketing import STEPS, Brief, Chain, post_full_text
 
 
 def main() -> None:

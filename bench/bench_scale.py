@@ -31,10 +31,11 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from studio.catalog.store import Store
 
-from studio.store import Store  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+# The fake LLM server and backend come from the tests (not part of the package).
+sys.path.insert(0, str(ROOT))
 
 TIME_LINE = re.compile(
     r"Time: ([0-9.]+) s \(llm ([0-9.]+) s(?:, render ([0-9.]+) s, write ([0-9.]+) s)?\)"
@@ -109,10 +110,10 @@ def ray_part(args: argparse.Namespace) -> None:
     except ImportError:
         sys.exit("The ray part needs Ray: pip install -r requirements-ray.txt")
     from studio.api import Studio
-    from studio.batch import Selection, run_job
-    from studio.config import SAMPLE_SERIES, load_settings
-    from studio.dataset import load_series
-    from studio.ray_executor import STUDIO_PACKAGE, RayExecutor
+    from studio.core.config import SAMPLE_SERIES, load_settings
+    from studio.core.dataset import load_series
+    from studio.images.ray_executor import STUDIO_PACKAGE, RayExecutor
+    from studio.workflows.batch import Selection, run_job
     from tests.fakes import FakeBackend
 
     series = load_series(SAMPLE_SERIES)[0]

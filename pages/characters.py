@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from studio import ui
-from studio.cast import DESCRIPTOR_TOKENS, check_name, note_for
-from studio.errors import StudioError
-from studio.revisions import MAX_REALITY, REALITIES
+from studio.core.errors import StudioError
+from studio.writing.cast import DESCRIPTOR_TOKENS, check_name, note_for
+from studio.writing.revisions import MAX_REALITY, REALITIES
 
 ui.route_through_dashboard(__file__)
 

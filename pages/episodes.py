@@ -6,10 +6,10 @@ from dataclasses import replace
 import streamlit as st
 
 from studio import ui
-from studio.batch import save_episode_prompt
-from studio.params import Target
-from studio.prompting import write_episode_prompt
-from studio.storyboards import moment_count, panels_zip, strip_png
+from studio.core.params import Target
+from studio.workflows.batch import save_episode_prompt
+from studio.writing.prompting import write_episode_prompt
+from studio.writing.storyboards import moment_count, panels_zip, strip_png
 
 ui.route_through_dashboard(__file__)
 

@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from studio import ui
-from studio.metadata import parse_parameters, read_png_metadata
-from studio.params import request_from_infotext
+from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.core.params import request_from_infotext
 
 ui.route_through_dashboard(__file__)
 

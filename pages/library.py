@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from studio import ui
-from studio.library import MAX_K, MAX_QUERY
+from studio.library.service import MAX_K, MAX_QUERY
 
 ui.route_through_dashboard(__file__)
 

@@ -5,7 +5,7 @@ import json
 import streamlit as st
 
 from studio import ui
-from studio.marketing import (
+from studio.workflows.marketing import (
     LANGUAGES,
     PLATFORMS,
     STEPS,

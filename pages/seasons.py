@@ -6,8 +6,8 @@ from dataclasses import replace
 import streamlit as st
 
 from studio import ui
-from studio.params import Target
-from studio.prompting import load_styles
+from studio.core.params import Target
+from studio.writing.prompting import load_styles
 
 ui.route_through_dashboard(__file__)
 

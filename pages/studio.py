@@ -11,12 +11,19 @@ from streamlit_drawable_canvas import st_canvas
 
 from studio import ui
 from studio.api import DEFAULT_STRENGTH
-from studio.control import CANNY_THRESHOLDS, SKETCH_TYPES
-from studio.errors import ImageInputError
-from studio.grid import AXES, compose_grid, grid_requests, parse_axis
-from studio.inputs import canvas_mask, content_hash, fitted_size, mode_size, read_image, to_rgb
-from studio.interpolation import FRAMES as INTERPOLATION_FRAMES
-from studio.params import CONTROL_SCALE, OUTPAINT_SIDES, USES_STRENGTH
+from studio.core.errors import ImageInputError
+from studio.core.inputs import (
+    canvas_mask,
+    content_hash,
+    fitted_size,
+    mode_size,
+    read_image,
+    to_rgb,
+)
+from studio.core.params import CONTROL_SCALE, OUTPAINT_SIDES, USES_STRENGTH
+from studio.images.control import CANNY_THRESHOLDS, SKETCH_TYPES
+from studio.images.grid import AXES, compose_grid, grid_requests, parse_axis
+from studio.images.interpolation import FRAMES as INTERPOLATION_FRAMES
 
 ui.route_through_dashboard(__file__)
 

@@ -1,16 +1,16 @@
 """Series art studio: LLM-written image prompts for a TV series, rendered with Stable Diffusion.
 
 The public API is `open_studio` (see `studio.api`); it is imported on first use, so that
-`import studio.params` and friends stay light.
+`import studio.core.params` and friends stay light.
 """
 
-__version__ = "0.1.0"
+from studio.core.version import __version__
 
-__all__ = ["Studio", "open_studio"]
+__all__ = ["Studio", "__version__", "open_studio"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
+    if name in ("Studio", "open_studio"):
         from studio import api
 
         return getattr(api, name)

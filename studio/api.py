@@ -27,32 +27,26 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from studio.config import Settings, check_settings, load_settings, setting
-from studio.errors import ConfigError
-from studio.image_backends import ImageBackend, StepCallback, open_image_backend
-from studio.images import ImageJob, ImageResult, ImageService
-from studio.inputs import ImageSource, read_image
-from studio.metadata import parse_parameters, read_png_metadata
-from studio.params import (
-    OUTPAINT_SIDES,
-    STUDIO_TARGET,
-    ParameterError,
-    RenderRequest,
-    Target,
-    outpaint_size,
-)
-from studio.safety import SafetyFilter, open_safety_filter
-from studio.store import Store, StoredImage
+from studio.catalog.store import Store, StoredImage
+from studio.core.config import Settings, check_settings, load_settings, setting
+from studio.core.errors import ConfigError, ParameterError
+from studio.core.inputs import ImageSource, read_image
+from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.core.params import OUTPAINT_SIDES, STUDIO_TARGET, RenderRequest, Target, outpaint_size
+from studio.images.backends.base import ImageBackend, StepCallback
+from studio.images.backends.registry import open_image_backend
+from studio.images.safety import SafetyFilter, open_safety_filter
+from studio.images.service import ImageJob, ImageResult, ImageService
 
 if TYPE_CHECKING:
-    from studio.clip_checks import ClipChecks, ClipReport, LabelScore
-    from studio.dataset import Series
-    from studio.jobs import JobRecord
-    from studio.library import Library
-    from studio.llm import LLM, ChatBackend
-    from studio.store import CharacterRecord
-    from studio.storyboards import Storyboard
-    from studio.strips import DenoisingStrip, DenoisingStrips, StripSource
+    from studio.catalog.job_log import JobRecord
+    from studio.catalog.store import CharacterRecord
+    from studio.core.dataset import Series
+    from studio.images.strips import DenoisingStrip, DenoisingStrips, StripSource
+    from studio.library.service import Library
+    from studio.llm.client import LLM, ChatBackend
+    from studio.vision.checks import ClipChecks, ClipReport, LabelScore
+    from studio.writing.storyboards import Storyboard
 
 DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 1.0, "variation": 0.35}
 
@@ -105,7 +99,7 @@ class Studio:
     def clip_checks(self) -> ClipChecks | None:
         """The CLIP checks with the clip_model setting's model (loaded when it first scores),
         or None when no CLIP model is set."""
-        from studio.clip_checks import open_clip_checks
+        from studio.vision.checks import open_clip_checks
 
         return open_clip_checks(self.store, self.settings.clip_model, self._on_status)
 
@@ -115,7 +109,7 @@ class Studio:
 
     @cached_property
     def llm(self) -> LLM:
-        from studio.llm import LLM, default_concurrency, make_llm
+        from studio.llm.client import LLM, default_concurrency, make_llm
 
         if self._chat_backend is not None:
             s = self.settings
@@ -131,14 +125,14 @@ class Studio:
     @cached_property
     def library(self) -> Library:
         """The prompt library: search by meaning or image, improve an idea, import a CSV."""
-        from studio.library import Library
+        from studio.library.service import Library
 
         return Library(self, self._on_status)
 
     @cached_property
     def series(self) -> Series:
         """The series the settings name (rows that cannot be read are skipped)."""
-        from studio.dataset import load_series
+        from studio.core.dataset import load_series
 
         return load_series(self.settings.series)[0]
 
@@ -210,8 +204,8 @@ class Studio:
         black, Canny edges, a depth map given or estimated by the `depth_model`) at the request's
         size, stored in the catalog and named by its sha256. Unset values come from `request`,
         else scribble, scale 1, start 0, end 1."""
-        from studio.control import CANNY_THRESHOLDS, control_map
-        from studio.inputs import png_bytes
+        from studio.core.inputs import png_bytes
+        from studio.images.control import CANNY_THRESHOLDS, control_map
 
         def pick(given: Any, current: Any, default: Any) -> Any:
             return given if given is not None else current if current is not None else default
@@ -280,7 +274,7 @@ class Studio:
         """A strip of `frames` txt2img images from `start_prompt` to `end_prompt`: the same
         seed and settings, the text embeddings moved evenly between the two prompts. The ends
         are the images each prompt makes alone; every frame is cached and stored as any image."""
-        from studio.interpolation import interpolation_requests
+        from studio.images.interpolation import interpolation_requests
 
         base = self.request(start_prompt, **values)
         requests = interpolation_requests(base, end_prompt, frames)
@@ -337,7 +331,7 @@ class Studio:
 
     @cached_property
     def strips(self) -> DenoisingStrips:
-        from studio.strips import DenoisingStrips
+        from studio.images.strips import DenoisingStrips
 
         return DenoisingStrips(self.images)
 
@@ -362,15 +356,15 @@ class Studio:
 
     def loras(self) -> list[str]:
         """The LoRA names in the LoRA folder (lora_dir), for `<lora:name:weight>` tags."""
-        from studio.config import lora_folder
-        from studio.loras import LoraFolder
+        from studio.core.config import lora_folder
+        from studio.images.loras import LoraFolder
 
         return LoraFolder(lora_folder(self.settings)).names()
 
     def batch_jobs(self, limit: int = 20) -> list[JobRecord]:
         """The newest runs of the batch job on this catalog, newest first: stage, counts,
         failures with their reasons, seconds by stage (a killed run reads as stopped)."""
-        from studio.jobs import recent_jobs
+        from studio.catalog.job_log import recent_jobs
 
         return recent_jobs(self.store, limit)
 
@@ -378,14 +372,14 @@ class Studio:
 
     def looks(self) -> dict[str, str]:
         """name -> the descriptor every prompt uses for that character."""
-        from studio.cast import current_looks
+        from studio.writing.cast import current_looks
 
         return current_looks(self.store, self.series, self.backend.count_tokens)
 
     def character_look(self, name: str, refresh: bool = False) -> CharacterRecord:
         """`name`'s current look; the LLM writes one (from the description and the episodes'
         summaries) when the catalog has none, or when `refresh` (a person's edit stays)."""
-        from studio.cast import check_name, keeps_look, save_look, write_look
+        from studio.writing.cast import check_name, keeps_look, save_look, write_look
 
         name = check_name(self.series, name)
         current = self.store.character(name)
@@ -398,7 +392,7 @@ class Studio:
         self, name: str, descriptor: str, portrait: str | None = None
     ) -> CharacterRecord:
         """Save a person's descriptor (and portrait prompt) as `name`'s newest look."""
-        from studio.cast import edit_look
+        from studio.writing.cast import edit_look
 
         return edit_look(
             self.store, self.series, name, descriptor, self.backend.count_tokens, portrait
@@ -408,7 +402,7 @@ class Studio:
         self, name: str, on_step: StepCallback | None = None, force: bool = False
     ) -> ImageResult:
         """The portrait of `name`'s current look (written first when there is none)."""
-        from studio.batch import look_answers, portrait_job
+        from studio.workflows.batch import look_answers, portrait_job
 
         record = self.character_look(name)
         answers = look_answers(self.store, record)
@@ -417,7 +411,7 @@ class Studio:
 
     def portrait_of(self, name: str) -> StoredImage | None:
         """The newest portrait of `name`'s current look, else of any earlier look, else None."""
-        from studio.cast import portrait_of
+        from studio.writing.cast import portrait_of
 
         return portrait_of(self.store, name)
 
@@ -441,9 +435,9 @@ class Studio:
     ) -> ImageResult:
         """Character `name` (from their portrait), or the catalog image `image_key`, in another
         `reality`: the LLM writes what the reality changes; img2img keeps the person."""
-        from studio.batch import derive_seed
-        from studio.cast import check_name
-        from studio.revisions import reality_prompt
+        from studio.workflows.batch import derive_seed
+        from studio.writing.cast import check_name
+        from studio.writing.revisions import reality_prompt
 
         count = self.backend.count_tokens
         if (name is None) == (image_key is None):
@@ -505,8 +499,8 @@ class Studio:
         on_result: Callable[[ImageResult], None] | None = None,
     ) -> Storyboard:
         """An episode's key moments in story order, each rendered (cached like everything)."""
-        from studio.batch import derive_seed, settings_request, with_reference
-        from studio.storyboards import moment_records, stored_storyboard, write_storyboard
+        from studio.workflows.batch import derive_seed, settings_request, with_reference
+        from studio.writing.storyboards import moment_records, stored_storyboard, write_storyboard
 
         chosen = next(
             (e for e in self.series.episodes if (e.season, e.episode) == (season, episode)), None
@@ -548,7 +542,7 @@ class Studio:
 
     def stored_storyboard(self, season: int, episode: int) -> Storyboard | None:
         """The newest storyboard of an episode in the catalog, without any model work."""
-        from studio.storyboards import stored_storyboard
+        from studio.writing.storyboards import stored_storyboard
 
         return stored_storyboard(self.store, season, episode)
 
@@ -557,8 +551,8 @@ class Studio:
     ) -> ImageResult:
         """A new image from catalog image `image_key` changed as `request` says: the LLM reasons
         in visible steps, kept with the new image; the old image and prompt stay."""
-        from studio.revisions import check_request, revise_prompt
-        from studio.store import PromptRecord
+        from studio.catalog.store import PromptRecord
+        from studio.writing.revisions import check_request, revise_prompt
 
         request = check_request(request)
         source = self._image(image_key)
@@ -625,7 +619,7 @@ class Interpolation:
 
     @property
     def blends(self) -> list[float]:
-        from studio.interpolation import blend_of
+        from studio.images.interpolation import blend_of
 
         return [blend_of(r.job.request, self.start_prompt) for r in self.results]
 
@@ -634,13 +628,13 @@ class Interpolation:
 
     def strip_png(self) -> bytes:
         """The frames side by side with their t, as one PNG."""
-        from studio.interpolation import strip_png
+        from studio.images.interpolation import strip_png
 
         return strip_png(self.images(), self.blends)
 
     def animation(self, kind: str = "gif") -> bytes:
         """The frames as a looping GIF or WebP."""
-        from studio.interpolation import animation
+        from studio.images.interpolation import animation
 
         return animation(self.images(), kind)
 

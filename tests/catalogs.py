@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio.api import Studio
-from studio.batch import Selection, run_job
-from studio.cast import cast_for_job
-from studio.config import SAMPLE_SERIES, load_settings
-from studio.dataset import load_series
+from studio.core.config import SAMPLE_SERIES, load_settings
+from studio.core.dataset import load_series
+from studio.workflows.batch import Selection, run_job
+from studio.writing.cast import cast_for_job
 from tests.fakes import FakeBackend
 
 # The dashboard's settings for tests: the demo model at 64x64, 2 steps.

@@ -2,10 +2,10 @@
 
 import sys
 
-import dataprep
-import studio.llm
+from studio.cli import dataprep
+from studio.llm import client as llm_client
 from tests.fakes import FakeBackend
 
 if __name__ == "__main__":
-    studio.llm.make_backend = lambda settings, *_: FakeBackend()
+    llm_client.make_backend = lambda settings, *_: FakeBackend()
     sys.exit(dataprep.main(sys.argv[1:]))

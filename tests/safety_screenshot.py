@@ -18,11 +18,11 @@ import torch
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import CLIPImageProcessor
 
-from studio.images import ImageJob, ImageService
-from studio.openai_images import OpenAIImagesBackend
-from studio.params import RenderRequest
-from studio.safety import SafetyFilter
-from studio.store import Store
+from studio.catalog.store import Store
+from studio.core.params import RenderRequest
+from studio.images.backends.openai_images import OpenAIImagesBackend
+from studio.images.safety import SafetyFilter
+from studio.images.service import ImageJob, ImageService
 from tests.browser import capture_pages, dashboard_server, scene_png
 from tests.fakes import FakeOpenAIServer
 from tests.test_safety import build_checkers

@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 
 from studio import open_studio
-from studio.errors import ImageInputError, RenderError, StudioError
-from studio.metadata import parse_parameters, read_png_metadata
-from studio.params import ParameterError
+from studio.core.errors import ImageInputError, ParameterError, RenderError, StudioError
+from studio.core.metadata import parse_parameters, read_png_metadata
 
 SMALL = {"image_model": "demo", "steps": 2, "width": 64, "height": 64, "device": "cpu"}
 

@@ -4,10 +4,10 @@ import hashlib
 
 import pytest
 
-from studio.batch import Selection, run_job
-from studio.config import SAMPLE_SERIES
-from studio.dataset import load_series
-from studio.metadata import parse_parameters, read_png_metadata
+from studio.core.config import SAMPLE_SERIES
+from studio.core.dataset import load_series
+from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.workflows.batch import Selection, run_job
 from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 

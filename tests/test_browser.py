@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.store import Store
+from studio.catalog.store import Store
 from tests.browser import (
     CHROMIUM,
     ROOT,

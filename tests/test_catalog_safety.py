@@ -12,17 +12,17 @@ import sys
 
 import pytest
 
-import dataprep
-import studio.llm
-import studio.store
-from studio.batch import Selection, run_job
-from studio.config import PROJECT_ROOT, SAMPLE_SERIES
-from studio.dataset import load_series
-from studio.errors import CatalogError
-from studio.generation import generate_image
-from studio.params import RenderRequest
-from studio.recovery import recover_catalog
-from studio.store import CATALOG_NAME, Store
+from studio.catalog import store as store_module
+from studio.catalog.recovery import recover_catalog
+from studio.catalog.store import CATALOG_NAME, Store
+from studio.cli import dataprep
+from studio.core.config import PROJECT_ROOT, SAMPLE_SERIES
+from studio.core.dataset import load_series
+from studio.core.errors import CatalogError
+from studio.core.params import RenderRequest
+from studio.llm import client as llm_client
+from studio.ui.generate import generate_image
+from studio.workflows.batch import Selection, run_job
 from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 
@@ -175,7 +175,7 @@ def test_a_failed_file_write_leaves_no_row(tmp_path, monkeypatch, built):
     def full_disk(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(studio.store, "atomic_write", full_disk)
+    monkeypatch.setattr(store_module, "atomic_write", full_disk)
     with pytest.raises(OSError):
         store.add_image(record, b"png")
     assert store.images() == []
@@ -210,7 +210,7 @@ def test_a_read_only_data_folder_is_one_clear_line(tmp_path):
 @pytest.fixture(autouse=True)
 def no_llm_server(monkeypatch):
     backend = FakeBackend()
-    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *a, **k: backend)
+    monkeypatch.setattr(llm_client, "make_backend", lambda settings, *a, **k: backend)
 
 
 def test_episode_ids_the_series_lacks_are_said(tmp_path, capsys):

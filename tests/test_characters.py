@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from studio.batch import Selection, run_job
-from studio.cast import DESCRIPTOR_TOKENS, described_look
-from studio.config import SAMPLE_SERIES
-from studio.dataset import load_series
-from studio.errors import DatasetError, StudioError
-from studio.params import CLIP_WINDOW
-from studio.prompting import write_episode_prompt
-from studio.storyboards import moment_count, panels_zip, strip_png
+from studio.core.config import SAMPLE_SERIES
+from studio.core.dataset import load_series
+from studio.core.errors import DatasetError, StudioError
+from studio.core.params import CLIP_WINDOW
+from studio.workflows.batch import Selection, run_job
+from studio.writing.cast import DESCRIPTOR_TOKENS, described_look
+from studio.writing.prompting import write_episode_prompt
+from studio.writing.storyboards import moment_count, panels_zip, strip_png
 from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 
@@ -83,7 +83,7 @@ def test_several_characters_still_fit_and_minor_ones_are_dropped_first(studio, s
                 data["cast"] = list(request.schema["properties"]["cast"]["items"]["enum"])[:4]
             return data
 
-    from studio.llm import LLM
+    from studio.llm.client import LLM
 
     episode = next(e for e in series.episodes if (e.season, e.episode) == (1, 2))
     looks = {

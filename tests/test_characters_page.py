@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from studio import ui
-from studio.store import Store
+from studio.catalog.store import Store
 from tests.apptests import errors, run
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture
 
@@ -249,7 +249,7 @@ def test_a_change_request_on_the_seasons_page_keeps_the_self_ask_trace(catalog):
 def test_with_an_ip_adapter_regenerate_can_condition_on_a_portrait(
     catalog, monkeypatch, shared_cache
 ):
-    from studio.render import build_demo_ip_adapter
+    from studio.images.backends.diffusers.renderer import build_demo_ip_adapter
 
     at = open_page(EPISODES, episode="S01E02")
     assert not [c for c in at.checkbox if c.key == "ipa_ep_S01E02"]  # no adapter, no box

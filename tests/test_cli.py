@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-import dataprep
-import studio.llm
-from studio.config import PROJECT_ROOT
-from studio.jobs import recent_jobs
-from studio.metadata import parse_parameters, read_png_metadata
-from studio.store import Store
+from studio.catalog.job_log import recent_jobs
+from studio.catalog.store import Store
+from studio.cli import dataprep, flags
+from studio.cli.library import build_library_parser
+from studio.core.config import PROJECT_ROOT
+from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.llm import client as llm_client
 from tests.fakes import FakeBackend
 
 SMALL = ["--size", "64x64", "--steps", "2"]
@@ -25,7 +26,7 @@ SMALL = ["--size", "64x64", "--steps", "2"]
 @pytest.fixture
 def fake_llm(monkeypatch):
     backend = FakeBackend()
-    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *_: backend)
+    monkeypatch.setattr(llm_client, "make_backend", lambda settings, *_: backend)
     return backend
 
 
@@ -193,24 +194,24 @@ def test_a_server_that_never_answers_is_shown_then_given_up_on(tmp_path, capsys)
 
 
 def test_library_messages_name_this_clis_flags():
-    from studio.config import ENV_VARS
+    from studio.core.config import ENV_VARS
 
-    for name in dataprep.SETTINGS_WITH_FLAGS:
+    for name in flags.SETTINGS_WITH_FLAGS:
         choices = {"device": "cpu", "sampler": "Euler", "characters": "cast", "fast_path": "off",
                    "executor": "ray"}  # fmt: skip
         value = choices.get(name, "1")
-        flag = dataprep.flag_of(name)
+        flag = flags.flag_of(name)
         if flag == "--size":
             continue
         assert getattr(dataprep.build_parser().parse_args([flag, value]), name) is not None
-    for name in dataprep.LIBRARY_SETTINGS:
-        args = dataprep.build_library_parser().parse_args([dataprep.flag_of(name), "x", "status"])
+    for name in flags.LIBRARY_SETTINGS:
+        args = build_library_parser().parse_args([flags.flag_of(name), "x", "status"])
         assert getattr(args, name) == "x"
     assert (
-        dataprep.cli_message(f"Set image_model ({ENV_VARS['image_model']}) to a folder.")
+        flags.cli_message(f"Set image_model ({ENV_VARS['image_model']}) to a folder.")
         == "Set --image-model (STUDIO_IMAGE_MODEL) to a folder."
     )
-    assert dataprep.cli_message("data_dir (STUDIO_DATA_DIR)") == "--out (STUDIO_DATA_DIR)"
-    assert dataprep.cli_message("embeddings (STUDIO_EMBEDDINGS)") == (
+    assert flags.cli_message("data_dir (STUDIO_DATA_DIR)") == "--out (STUDIO_DATA_DIR)"
+    assert flags.cli_message("embeddings (STUDIO_EMBEDDINGS)") == (
         "--embeddings (STUDIO_EMBEDDINGS)"
     )

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio.clip import ClipModel, build_demo_clip, open_clip
-from studio.errors import ConfigError
+from studio.core.errors import ConfigError
+from studio.vision.clip import ClipModel, build_demo_clip, open_clip
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dataprep
-from studio.batch import Selection, derive_seed, run_job
-from studio.clip import build_demo_clip, open_clip
-from studio.clip_checks import (
+from studio.cli import dataprep
+from studio.core.config import SAMPLE_SERIES, load_settings
+from studio.core.dataset import load_series
+from studio.core.errors import ConfigError, ParameterError
+from studio.vision.checks import (
     FAILURE_LABELS,
     FLAG_MARGIN,
     NEUTRAL_LABEL,
@@ -23,10 +24,8 @@ from studio.clip_checks import (
     failure_check,
     softmax,
 )
-from studio.config import SAMPLE_SERIES, load_settings
-from studio.dataset import load_series
-from studio.errors import ConfigError
-from studio.params import ParameterError
+from studio.vision.clip import build_demo_clip, open_clip
+from studio.workflows.batch import Selection, derive_seed, run_job
 from tests.apptests import errors, run
 from tests.catalogs import small_studio
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture

@@ -1,7 +1,7 @@
 import pytest
 
-from studio.config import load_settings
-from studio.errors import ConfigError
+from studio.core.config import load_settings
+from studio.core.errors import ConfigError
 
 
 def test_lookup_order_flag_env_file_default(tmp_path, monkeypatch):

@@ -16,8 +16,8 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-import studio.llm
-from studio.store import Store
+from studio.catalog.store import Store
+from studio.llm import client as llm_client
 from tests.catalogs import SMALL_ENV
 from tests.fakes import FakeBackend
 
@@ -37,7 +37,7 @@ def app_env(monkeypatch, tmp_path):
     for name, value in SMALL_ENV.items():
         monkeypatch.setenv(name, value)
     backend = FakeBackend(by_seed=True)
-    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *_: backend)
+    monkeypatch.setattr(llm_client, "make_backend", lambda settings, *_: backend)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield tmp_path / "data"

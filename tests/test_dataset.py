@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from studio.config import SAMPLE_SERIES
-from studio.dataset import ABSURD_LENGTH, MAX_LENGTH, RowIssue, load_series, parse_mapping
-from studio.errors import DatasetError
+from studio.core.config import SAMPLE_SERIES
+from studio.core.dataset import ABSURD_LENGTH, MAX_LENGTH, RowIssue, load_series, parse_mapping
+from studio.core.errors import DatasetError
 
 
 def write(path, text, encoding="utf-8"):

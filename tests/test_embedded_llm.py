@@ -2,11 +2,12 @@
 
 import pytest
 
-from studio.config import SAMPLE_SERIES
-from studio.dataset import load_series
-from studio.llm import EMBEDDED_SHA256, LLM, EmbeddedBackend, assemble_embedded_model
-from studio.prompting import write_episode_prompt
-from studio.render import CLIP_TOKENIZER_DIR, count_tokens
+from studio.core.config import SAMPLE_SERIES
+from studio.core.dataset import load_series
+from studio.core.hub import CLIP_TOKENIZER_DIR
+from studio.images.backends.diffusers.renderer import count_tokens
+from studio.llm.client import EMBEDDED_SHA256, LLM, EmbeddedBackend, assemble_embedded_model
+from studio.writing.prompting import write_episode_prompt
 
 
 @pytest.fixture(scope="module")

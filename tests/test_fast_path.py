@@ -10,12 +10,16 @@ import pytest
 import torch
 from diffusers import AutoencoderTiny
 
-from studio.config import load_settings
-from studio.errors import ConfigError, RenderError
-from studio.fast_path import FastPath, fast_path_for
-from studio.image_backends import open_image_backend
-from studio.params import RenderRequest
-from studio.render import Renderer, resolve_image_model, resolve_preview_vae
+from studio.core.config import load_settings
+from studio.core.errors import ConfigError, RenderError
+from studio.core.params import RenderRequest
+from studio.images.backends.diffusers.fast_path import FastPath, fast_path_for
+from studio.images.backends.diffusers.renderer import (
+    Renderer,
+    resolve_image_model,
+    resolve_preview_vae,
+)
+from studio.images.backends.registry import open_image_backend
 
 TOLERANCE = 3  # levels of 255: the fast path's kernels round differently, nothing more
 

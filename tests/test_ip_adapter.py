@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio.config import load_settings
-from studio.errors import ImageInputError, RenderError
-from studio.image_backends import Capabilities, backend_settings, open_image_backend
-from studio.images import ImageJob, ImageService, request_parameters
-from studio.metadata import parse_parameters
-from studio.params import ParameterError, RenderRequest
-from studio.render import (
-    SD,
-    SDXL,
+from studio.catalog.store import Store
+from studio.core.config import load_settings
+from studio.core.errors import ImageInputError, ParameterError, RenderError
+from studio.core.hub import SD, SDXL
+from studio.core.metadata import parse_parameters
+from studio.core.params import RenderRequest
+from studio.images.backends.base import Capabilities
+from studio.images.backends.diffusers.renderer import (
     Renderer,
     build_demo_ip_adapter,
     build_demo_sdxl_model,
     resolve_image_model,
     resolve_ip_adapter,
 )
-from studio.store import Store
+from studio.images.backends.registry import backend_settings, open_image_backend
+from studio.images.service import ImageJob, ImageService, request_parameters
 from tests.test_render_modes import IMAGES, add_input, build_inpainting_model, inputs, pixels
 from tests.test_render_modes import make_init as gradient
 
@@ -289,9 +289,9 @@ def test_an_sd_adapter_on_an_sdxl_model_fails_clearly(adapter, shared_cache):
 def test_the_batch_job_conditions_episode_images_on_their_main_characters_portrait(
     tmp_path, shared_cache, adapter_folder
 ):
-    from studio.batch import Selection, run_job
-    from studio.config import SAMPLE_SERIES
-    from studio.dataset import load_series
+    from studio.core.config import SAMPLE_SERIES
+    from studio.core.dataset import load_series
+    from studio.workflows.batch import Selection, run_job
     from tests.catalogs import small_studio
     from tests.fakes import FakeBackend
 

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from studio.store import Store
+from studio.catalog.store import Store
 from tests.test_dashboard import app_env, catalog, open_page  # noqa: F401 - fixtures
 
 PAGE = "pages/jobs.py"

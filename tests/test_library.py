@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from studio import library_import
-from studio.errors import StudioError
-from studio.library import MAX_QUERY, phash
-from studio.params import Target
+from studio.core.errors import StudioError
+from studio.core.params import Target
+from studio.library import importer as library_import
+from studio.library.service import MAX_QUERY, phash
 from tests.catalogs import small_studio
 
 # Prompts whose right answers are known: the query in another language names one of them.
@@ -376,7 +376,7 @@ def test_vectors_are_unit_length_and_deterministic(studio):
 
 @pytest.fixture(scope="module")
 def clip_studio(tmp_path_factory):
-    from studio.clip import build_demo_clip
+    from studio.vision.clip import build_demo_clip
 
     folder = tmp_path_factory.mktemp("clip")
     model = build_demo_clip(folder / "clip")
@@ -429,7 +429,7 @@ def test_a_clip_model_that_fails_to_load_leaves_the_rest_working(tmp_path):
 
 
 def test_the_cli_imports_searches_and_reports(tmp_path, capsys, monkeypatch):
-    import dataprep
+    from studio.cli import dataprep
 
     monkeypatch.setenv("STUDIO_CACHE_DIR", str(tmp_path / "cache"))
     out = ["library", "--out", str(tmp_path / "data")]
@@ -454,7 +454,7 @@ def test_the_cli_imports_searches_and_reports(tmp_path, capsys, monkeypatch):
 
 
 def test_a_recovered_catalog_keeps_the_imported_prompts_and_syncs_new_images(tmp_path):
-    from studio.recovery import recover_catalog
+    from studio.catalog.recovery import recover_catalog
 
     data, cache = tmp_path / "data", tmp_path / "cache"
     path = write_csv(tmp_path / "p.csv", [("1", "a red fox in the snow", "", "", "", "t")])

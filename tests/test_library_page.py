@@ -11,7 +11,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from studio.store import Store
+from studio.catalog.store import Store
 from tests.apptests import errors, run
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture
 

@@ -16,17 +16,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from studio import library_server
-from studio.errors import StudioError
-from studio.library_server import (
-    LibraryServerError,
-    ServerLibrary,
-    connect,
-    index_name,
-    nearest_query,
-)
-from studio.params import Target
-from studio.remote import mask_password
+from studio.core.errors import LibraryServerError, StudioError
+from studio.core.params import Target
+from studio.core.remote import mask_password
+from studio.library.backends import postgres as library_server
+from studio.library.backends.postgres import ServerLibrary, connect, index_name, nearest_query
 from tests.catalogs import small_studio
 
 PROMPTS = {
@@ -214,7 +208,7 @@ def test_a_user_who_cannot_enable_pgvector_is_told_what_to_ask_for(server_url):
 
 def test_the_command_runs_a_server_prints_its_url_and_stops_on_ctrl_c(server_url, tmp_path):
     folder = tmp_path / "lib"
-    command = [sys.executable, "-m", "studio.library_server", str(folder)]
+    command = [sys.executable, "-m", "studio.library.backends.postgres", str(folder)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         lines = []

@@ -1,8 +1,8 @@
 import pytest
 
-from studio.errors import LLMError, LLMUnavailableError
-from studio.llm import LLM, OpenAIBackend, parse_json_answer
-from studio.store import Store
+from studio.catalog.store import Store
+from studio.core.errors import LLMError, LLMUnavailableError
+from studio.llm.client import LLM, OpenAIBackend, parse_json_answer
 from tests.fakes import FakeBackend, FakeOpenAIServer
 
 SCHEMA = {

@@ -12,12 +12,12 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from studio.batch import Selection, plan_prompts, run_job
-from studio.config import SAMPLE_SERIES, load_settings
-from studio.dataset import load_series
-from studio.errors import LLMUnavailableError
-from studio.llm import ChatRequest, OpenAIBackend, default_concurrency
-from studio.prompting import SELF_ASK_SCHEMA
+from studio.core.config import SAMPLE_SERIES, load_settings
+from studio.core.dataset import load_series
+from studio.core.errors import LLMUnavailableError
+from studio.llm.client import ChatRequest, OpenAIBackend, default_concurrency
+from studio.workflows.batch import Selection, plan_prompts, run_job
+from studio.writing.prompting import SELF_ASK_SCHEMA
 from tests.catalogs import small_studio
 from tests.fakes import FakeBackend, FakeOpenAIServer
 

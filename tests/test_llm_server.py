@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from studio.config import Settings
-from studio.errors import LLMError, LLMUnavailableError
-from studio.llm import (
+from studio.core.config import Settings
+from studio.core.errors import LLMError, LLMUnavailableError
+from studio.llm.client import (
     LLM,
     ChatRequest,
     EmbeddedBackend,

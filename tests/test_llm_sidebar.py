@@ -6,7 +6,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import studio.llm
+from studio.llm import client as llm_client
 from tests.catalogs import SMALL_ENV
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard.py")
@@ -20,7 +20,7 @@ def app_env(monkeypatch):
     def no_backend(settings, on_status=None):
         raise AssertionError("the sidebar must not make a backend (or call a server)")
 
-    monkeypatch.setattr(studio.llm, "make_backend", no_backend)
+    monkeypatch.setattr(llm_client, "make_backend", no_backend)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield
@@ -51,4 +51,4 @@ def test_a_server_url_is_shown_without_its_credentials(app_env, monkeypatch):
 
 def test_no_setting_shows_the_embedded_model(app_env, monkeypatch):
     caption = llm_caption({}, monkeypatch)
-    assert caption == f"LLM: embedded ({studio.llm.EMBEDDED_MODEL_NAME}) on this machine"
+    assert caption == f"LLM: embedded ({llm_client.EMBEDDED_MODEL_NAME}) on this machine"

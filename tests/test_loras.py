@@ -11,16 +11,17 @@ import pytest
 from safetensors.numpy import save_file
 
 from studio import open_studio
-from studio.loras import LoraError, LoraFolder
-from studio.metadata import parse_parameters, read_png_metadata
-from studio.render import (
+from studio.catalog.store import record_from_png
+from studio.core.errors import LoraError
+from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.images.backends.diffusers.renderer import (
     Renderer,
     RenderRequest,
     build_demo_lora,
     build_demo_sdxl_model,
     resolve_image_model,
 )
-from studio.store import record_from_png
+from studio.images.loras import LoraFolder
 
 REQUEST = RenderRequest("a detective", "blurry", "Euler", 3, 7.0, 64, 64, 11)
 

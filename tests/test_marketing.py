@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio.config import SAMPLE_SERIES
-from studio.dataset import load_series
-from studio.errors import LLMError, RenderError
-from studio.marketing import (
+from studio.core.config import SAMPLE_SERIES
+from studio.core.dataset import load_series
+from studio.core.errors import CampaignError, LLMError, RenderError
+from studio.workflows.marketing import (
     PLATFORMS,
     STEPS,
     Brief,
-    CampaignError,
     Chain,
     aspect_size,
     check_post,
@@ -350,12 +349,12 @@ def test_the_marketing_page_warns_of_missing_images_by_the_download(
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    import studio.llm
+    from studio.llm import client as llm_client
     from tests.catalogs import SMALL_ENV
 
     for name, value in SMALL_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(studio.llm, "make_backend", lambda settings, *_: FakeBackend())
+    monkeypatch.setattr(llm_client, "make_backend", lambda settings, *_: FakeBackend())
     chain, store, campaign = reviewed_campaign(tmp_path / "data", shared_cache, series)
     gone = store.find_image(campaign.steps["images"][2]["cache_key"])
     store.image_path(gone).unlink()

@@ -2,7 +2,7 @@ import io
 
 from PIL import Image
 
-from studio.metadata import encode_png, format_parameters, parse_parameters, read_png_metadata
+from studio.core.metadata import encode_png, format_parameters, parse_parameters, read_png_metadata
 
 
 def test_parameters_round_trip_the_way_a1111_reads_them():
@@ -46,8 +46,8 @@ def test_png_carries_both_chunks_and_is_deterministic():
 def test_the_studio_chunk_is_strict_json_even_with_infinite_scheduler_values(tmp_path):
     import json
 
-    from studio.params import RenderRequest
-    from studio.render import Renderer, resolve_image_model
+    from studio.core.params import RenderRequest
+    from studio.images.backends.diffusers.renderer import Renderer, resolve_image_model
 
     renderer = Renderer(resolve_image_model("demo", tmp_path), "cpu")
     provenance = renderer.provenance(RenderRequest("x", sampler="DPM++ 2M Karras"))
@@ -64,7 +64,7 @@ def test_the_studio_chunk_is_strict_json_even_with_infinite_scheduler_values(tmp
 def test_unreadable_images_are_one_plain_message():
     import pytest
 
-    from studio.errors import ImageInputError
+    from studio.core.errors import ImageInputError
 
     with pytest.raises(ImageInputError, match="not an image the studio can read"):
         read_png_metadata(b"hello")

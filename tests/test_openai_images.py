@@ -15,19 +15,21 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from studio.config import Settings, load_settings
-from studio.errors import ConfigError, ImageInputError, RenderError
-from studio.image_backends import open_image_backend
-from studio.inputs import content_hash, png_bytes
-from studio.openai_images import (
+from studio.core.config import Settings, load_settings
+from studio.core.errors import (
+    ConfigError,
+    ImageInputError,
     ImagesUnavailableError,
-    OpenAIImagesBackend,
     OpenAIImagesError,
+    ParameterError,
     PromptRefusedError,
     RateLimitedError,
-    openai_mask,
+    RenderError,
 )
-from studio.params import ParameterError, RenderRequest
+from studio.core.inputs import content_hash, png_bytes
+from studio.core.params import RenderRequest
+from studio.images.backends.openai_images import OpenAIImagesBackend, openai_mask
+from studio.images.backends.registry import open_image_backend
 from tests.fakes import (
     CONTENT_POLICY,
     MODERATION_BLOCKED,
@@ -424,7 +426,7 @@ def test_the_settings_that_decide_the_backend_make_the_same_backend(monkeypatch)
     """The dashboard shares one backend per `backend_settings`: they must carry all it reads."""
     from dataclasses import replace
 
-    from studio.image_backends import backend_settings
+    from studio.images.backends.registry import backend_settings
 
     monkeypatch.setenv("STUDIO_IMAGE_MODEL", "openai:dall-e-2")
     monkeypatch.setenv("STUDIO_IMAGES_BASE_URL", "https://images.local/v1")

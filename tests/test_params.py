@@ -4,11 +4,11 @@ import math
 
 import pytest
 
-from studio.config import load_settings
-from studio.errors import ConfigError, RenderError
-from studio.grid import parse_axis
-from studio.metadata import parse_parameters
-from studio.params import LIMITS, RenderRequest, clamp_request, request_from_infotext
+from studio.core.config import load_settings
+from studio.core.errors import ConfigError, RenderError
+from studio.core.metadata import parse_parameters
+from studio.core.params import LIMITS, RenderRequest, clamp_request, request_from_infotext
+from studio.images.grid import parse_axis
 
 BASE = RenderRequest("a lighthouse at night")
 

@@ -12,12 +12,18 @@ import pytest
 from PIL import Image
 
 from studio import open_studio
-from studio.image_backends import Capabilities
-from studio.interpolation import interpolation_requests
-from studio.metadata import parse_parameters, read_png_metadata
-from studio.params import ParameterError, RenderRequest, request_from_infotext
-from studio.prompt_syntax import Fragment, parse_prompt, uses_syntax
-from studio.render import PROMPT_ENCODING, Renderer, build_demo_sdxl_model, resolve_image_model
+from studio.core.errors import ParameterError
+from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.core.params import RenderRequest, request_from_infotext
+from studio.core.prompt_syntax import Fragment, parse_prompt, uses_syntax
+from studio.images.backends.base import Capabilities
+from studio.images.backends.diffusers.renderer import (
+    PROMPT_ENCODING,
+    Renderer,
+    build_demo_sdxl_model,
+    resolve_image_model,
+)
+from studio.images.interpolation import interpolation_requests
 
 REQUEST = RenderRequest("a detective on a foggy street", "blurry", "Euler", 3, 7.0, 64, 64, 11)
 LONG_TAIL = ", ".join(f"detail {n}" for n in range(40))  # well past 77 tokens
@@ -216,7 +222,7 @@ def test_interpolation_frame_counts_out_of_range_are_refused(frames):
 
 
 def test_written_text_is_never_read_as_syntax():
-    from studio.prompting import fit_text, merge_phrases
+    from studio.writing.prompting import fit_text, merge_phrases
 
     text = "Baker Street (London), [fog] BREAK dawn, <lora:x:1>, (1891: the Final Problem)"
     merged = merge_phrases(text)

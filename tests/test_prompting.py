@@ -2,17 +2,18 @@ import json
 
 import pytest
 
-from studio.config import SAMPLE_SERIES
-from studio.dataset import Episode, Season, Series, load_series
-from studio.llm import LLM
-from studio.prompting import (
+from studio.core.config import SAMPLE_SERIES
+from studio.core.dataset import Episode, Season, Series, load_series
+from studio.core.hub import CLIP_TOKENIZER_DIR
+from studio.images.backends.diffusers.renderer import count_tokens
+from studio.llm.client import LLM
+from studio.writing.prompting import (
     fit_parts,
     load_styles,
     load_template,
     write_episode_prompt,
     write_season_prompts,
 )
-from studio.render import CLIP_TOKENIZER_DIR, count_tokens
 from tests.fakes import FakeBackend
 
 

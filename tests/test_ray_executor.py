@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio.batch import Selection, run_job
-from studio.config import SAMPLE_SERIES
-from studio.dataset import load_series
-from studio.errors import ConfigError
-from studio.image_backends import open_image_backend
-from studio.store import Store
+from studio.catalog.store import Store
+from studio.core.config import SAMPLE_SERIES
+from studio.core.dataset import load_series
+from studio.core.errors import ConfigError
+from studio.images.backends.registry import open_image_backend
+from studio.workflows.batch import Selection, run_job
 from tests.catalogs import small_studio
 
 TESTS = Path(__file__).resolve().parent
@@ -33,7 +33,7 @@ def ray_or_skip():
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = ray_or_skip()
-    from studio.ray_executor import STUDIO_PACKAGE
+    from studio.images.ray_executor import STUDIO_PACKAGE
 
     ray.init(
         num_cpus=2,
@@ -77,7 +77,7 @@ def run(folder, cache, series, selection=FIRST_EPISODES, executor=None, **overri
 
 
 def test_the_ray_catalog_equals_the_local_one(tmp_path, shared_cache, series, ray_cluster):
-    from studio.ray_executor import RayExecutor
+    from studio.images.ray_executor import RayExecutor
 
     local = run(tmp_path / "local", shared_cache, series)
     with small_studio(tmp_path / "ray", shared_cache, executor="ray") as studio:
@@ -118,7 +118,7 @@ def dies_once(settings, flag):
 def test_a_killed_worker_is_replaced_and_its_batch_rendered_once(
     tmp_path, shared_cache, series, ray_cluster
 ):
-    from studio.ray_executor import RayExecutor
+    from studio.images.ray_executor import RayExecutor
 
     flag = tmp_path / "killed"
     with small_studio(tmp_path / "ray", shared_cache, executor="ray") as studio:
@@ -137,7 +137,7 @@ def test_a_ray_address_that_does_not_answer_is_an_error_before_anything_is_writt
     tmp_path, shared_cache, capsys
 ):
     ray_or_skip()
-    import dataprep
+    from studio.cli import dataprep
 
     out = tmp_path / "out"
     code = dataprep.main(
@@ -164,11 +164,11 @@ def test_a_ray_address_that_does_not_answer_is_an_error_before_anything_is_writt
 
 
 def test_a_bad_address_and_a_missing_ray_are_explained(monkeypatch):
-    from studio.ray_executor import RayExecutor, check_address
+    from studio.images.ray_executor import RayExecutor, check_address
 
     with pytest.raises(ConfigError, match="not host:port"):
         check_address("ray://:x")
-    from studio.config import load_settings
+    from studio.core.config import load_settings
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ConfigError, match="requirements-ray.txt"):

@@ -3,8 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from studio.errors import RenderError
-from studio.render import (
+from studio.core.errors import RenderError
+from studio.images.backends.diffusers.renderer import (
     SCHEDULERS,
     Renderer,
     RenderRequest,

@@ -10,11 +10,11 @@ import torch
 from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
 from PIL import Image
 
-from studio.errors import ImageInputError, RenderError
-from studio.image_backends import Capabilities
-from studio.inputs import content_hash, png_bytes
-from studio.params import MODES, SAMPLER_NAMES, ParameterError, RenderRequest
-from studio.render import (
+from studio.core.errors import ImageInputError, ParameterError, RenderError
+from studio.core.inputs import content_hash, png_bytes
+from studio.core.params import MODES, SAMPLER_NAMES, RenderRequest
+from studio.images.backends.base import Capabilities
+from studio.images.backends.diffusers.renderer import (
     OUTPAINT_BLUR,
     OUTPAINT_SEAM,
     Renderer,

@@ -8,11 +8,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from studio.inputs import content_hash, png_bytes
-from studio.params import CLIP_WINDOW, RenderRequest
-from studio.render import (
-    SD,
-    SDXL,
+from studio.core.hub import SD, SDXL
+from studio.core.inputs import content_hash, png_bytes
+from studio.core.params import CLIP_WINDOW, RenderRequest
+from studio.images.backends.diffusers.renderer import (
     Renderer,
     build_demo_sdxl_model,
     count_tokens,

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio import render_worker
-from studio.errors import ImageInputError, RenderCancelledError, RenderError
-from studio.images import ImageJob, ImageService
-from studio.params import RenderRequest
-from studio.render import Renderer, resolve_image_model
-from studio.render_worker import RenderWorker, shared_worker
-from studio.store import Store
+from studio.catalog.store import Store
+from studio.core.errors import ImageInputError, RenderCancelledError, RenderError
+from studio.core.params import RenderRequest
+from studio.images import worker as render_worker
+from studio.images.backends.diffusers.renderer import Renderer, resolve_image_model
+from studio.images.service import ImageJob, ImageService
+from studio.images.worker import RenderWorker, shared_worker
 from tests.apptests import run
 from tests.test_dashboard import APP, app_env  # noqa: F401 - app_env is a fixture
 
@@ -221,8 +221,8 @@ def test_two_dashboard_sessions_at_once_are_batched_and_see_their_own_images(
     """Two AppTest sessions press Generate in the Studio while the worker is busy: their
     requests go to the model in one call and each session shows its own prompt's image."""
     from studio import ui
-    from studio.config import load_settings
-    from studio.image_backends import backend_settings
+    from studio.core.config import load_settings
+    from studio.images.backends.registry import backend_settings
 
     render_worker.close_shared_worker()
     key = backend_settings(load_settings())

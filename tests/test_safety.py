@@ -25,20 +25,13 @@ from transformers import (
 )
 
 from studio.api import open_studio
-from studio.errors import ConfigError
-from studio.images import ImageJob, ImageService
-from studio.openai_images import OpenAIImagesBackend, PromptRefusedError
-from studio.params import RenderRequest
-from studio.safety import (
-    CLEAR,
-    FLAGGED,
-    REFUSED,
-    UNCHECKED,
-    SafetyFilter,
-    blurred,
-    refusal_picture,
-)
-from studio.store import Store
+from studio.catalog.records import CLEAR, FLAGGED, REFUSED, UNCHECKED
+from studio.catalog.store import Store
+from studio.core.errors import ConfigError, PromptRefusedError
+from studio.core.params import RenderRequest
+from studio.images.backends.openai_images import OpenAIImagesBackend
+from studio.images.safety import SafetyFilter, blurred, refusal_picture
+from studio.images.service import ImageJob, ImageService
 from tests.apptests import run
 from tests.fakes import CONTENT_POLICY, FakeImagesAPI, FakeOpenAIServer, fake_image_colour
 
@@ -274,7 +267,7 @@ def test_gallery_notes_unchecked_images_and_lists_refusals(dashboard_env, monkey
 
 def _refused_page() -> None:
     from studio import ui
-    from studio.openai_images import PromptRefusedError
+    from studio.core.errors import PromptRefusedError
 
     with ui.guard("Generating the image"):
         raise PromptRefusedError("dall-e-2 (OpenAI) refused the prompt (HTTP 400). Rephrase it.")

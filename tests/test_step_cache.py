@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from studio.config import load_settings
-from studio.errors import ConfigError
-from studio.params import RenderRequest
-from studio.render import Renderer, resolve_image_model
+from studio.core.config import load_settings
+from studio.core.errors import ConfigError
+from studio.core.params import RenderRequest
+from studio.images.backends.diffusers.renderer import Renderer, resolve_image_model
 
 
 def request(seed: int = 1) -> RenderRequest:

@@ -1,7 +1,7 @@
 import hashlib
 
-from studio.params import PromptSpec, Target
-from studio.store import MIGRATIONS, TMP_PREFIX, ImageRecord, PromptRecord, Store
+from studio.catalog.store import MIGRATIONS, TMP_PREFIX, ImageRecord, PromptRecord, Store
+from studio.core.params import PromptSpec, Target
 
 
 def record(key="k1", **changes):

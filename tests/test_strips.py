@@ -13,11 +13,16 @@ import pytest
 from PIL import Image
 
 from studio.api import Studio
-from studio.config import load_settings
-from studio.openai_images import OpenAIImagesBackend
-from studio.params import ParameterError, RenderRequest
-from studio.render import Renderer, resolve_image_model, resolve_preview_vae
-from studio.store import Store
+from studio.catalog.store import Store
+from studio.core.config import load_settings
+from studio.core.errors import ParameterError
+from studio.core.params import RenderRequest
+from studio.images.backends.diffusers.renderer import (
+    Renderer,
+    resolve_image_model,
+    resolve_preview_vae,
+)
+from studio.images.backends.openai_images import OpenAIImagesBackend
 from tests.apptests import errors, run
 from tests.fakes import FakeBackend
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture

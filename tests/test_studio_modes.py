@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from studio.errors import ImageInputError
-from studio.inputs import canvas_mask, mode_size
-from studio.store import Store
+from studio.catalog.store import Store
+from studio.core.errors import ImageInputError
+from studio.core.inputs import canvas_mask, mode_size
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture
 
 STUDIO = "pages/studio.py"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from studio import vector_index
-from studio.vector_index import VectorIndex, exact_search, unit
+from studio.library import vector_index
+from studio.library.vector_index import VectorIndex, exact_search, unit
 
 
 def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""Batch jobs as the catalog records them: which stage a run of the batch job is in, how much is
+done, what failed and why, and where the time went. The job writes its row as it goes
+(`JobLog`); the dashboard reads `recent_jobs`. A job whose process is gone without finishing (a
+killed driver) reads as stopped; its next run resumes from what the catalog holds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from studio.catalog.store import Store
+
+STALE_AFTER = 15 * 60  # seconds without an update before a job on another host reads as stopped
+MIN_INTERVAL = 0.5  # seconds between progress writes (stage changes are written at once)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    started_at: str
+    updated_at: str
+    finished_at: str | None
+    status: str  # running, finished, failed, stopped (as written)
+    stage: str  # prompts, images, done
+    executor: str
+    selection: str
+    prompts_done: int
+    prompts_total: int
+    images_done: int
+    images_total: int
+    failures: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    host: str = ""
+    pid: int = 0
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobRecord:
+        return cls(**row)
+
+    @property
+    def state(self) -> str:
+        """The status, except that a "running" job whose process is gone is "stopped"."""
+        if self.status != "running":
+            return self.status
+        if self.host == socket.gethostname():
+            return "running" if _alive(self.pid) else "stopped"
+        updated = datetime.fromisoformat(self.updated_at)
+        age = (datetime.now(UTC) - updated).total_seconds()
+        return "running" if age < STALE_AFTER else "stopped"
+
+    @property
+    def started(self) -> str:
+        """When the job started, for people: "2026-12-03 06:16 UTC"."""
+        return datetime.fromisoformat(self.started_at).strftime("%Y-%m-%d %H:%M UTC")
+
+    @property
+    def total_seconds(self) -> float:
+        end = datetime.fromisoformat(self.finished_at or self.updated_at)
+        return (end - datetime.fromisoformat(self.started_at)).total_seconds()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recent_jobs(store: Store, limit: int = 20) -> list[JobRecord]:
+    """The newest batch jobs, newest first."""
+    return [JobRecord.from_row(row) for row in store.jobs(limit)]
+
+
+class JobLog:
+    """One batch job's row in the catalog, written as the job goes."""
+
+    def __init__(self, store: Store, executor: str, selection: str):
+        self.store = store
+        self.id = store.start_job(executor, selection, socket.gethostname(), os.getpid())
+        self._written = 0.0
+
+    def progress(self, force: bool = False, **values: Any) -> None:
+        """Counts and stage; written at most every MIN_INTERVAL unless `force`."""
+        now = time.monotonic()
+        if not force and now - self._written < MIN_INTERVAL:
+            return
+        self._written = now
+        self.store.update_job(self.id, **values)
+
+    def finish(self, status: str, **values: Any) -> None:
+        finished = datetime.now(UTC).isoformat(timespec="seconds")
+        self.store.update_job(self.id, status=status, finished_at=finished, **values)

@@ -1,0 +1,534 @@
+"""The one gate for render parameters: their limits, the request type, and values from elsewhere.
+
+Torch-free, so the CLI's `--help`, the grid and the gallery do not load torch. Every value that
+reaches rendering (widgets, the comparison grid, PNG imports, the CLI, the config file, the API)
+is checked here, with the same limits; the dashboard's widgets take their ranges from `LIMITS`.
+Values written by other tools (AUTOMATIC1111's infotext) are mapped and clamped with a note, never
+trusted: `Seed: -1` means random, `Steps: 200` becomes our maximum and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from studio.core.errors import ParameterError
+
+CLIP_WINDOW = 77  # tokens, BOS and EOS included
+
+# Sampler names as AUTOMATIC1111 shows them; studio.render maps each to a diffusers scheduler.
+SAMPLER_NAMES = (
+    "Euler",
+    "Euler a",
+    "Heun",
+    "LMS",
+    "LMS Karras",
+    "DPM2",
+    "DPM2 a",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DPM++ 2M SDE",
+    "DPM++ 2M SDE Karras",
+    "DPM++ SDE",
+    "DDIM",
+    "PNDM",
+    "UniPC",
+    "DEIS",
+)
+DEFAULT_SAMPLER = "DPM++ 2M Karras"
+
+# Ways of making an image. img2img, inpaint, outpaint and variation start from an init image
+# (inpaint also from a mask: white = repaint, black = keep).
+MODES = ("txt2img", "img2img", "inpaint", "outpaint", "variation")
+NEEDS_INIT = frozenset({"img2img", "inpaint", "outpaint", "variation"})
+USES_STRENGTH = frozenset({"img2img", "inpaint", "variation"})
+OUTPAINT_SIDES = ("left", "right", "up", "down")
+MAX_OUTPAINT = 1024  # pixels added on one side at most
+REFERENCE_SCALE = (0.0, 1.5)  # IP-Adapter scale: the accepted range
+# Guided generation (ControlNet): what the control image is, each with a ControlNet of its own
+# (the `controlnets` setting); scribble and lineart are white lines on black, canny an edge map,
+# depth a grayscale depth map (near = light).
+CONTROL_TYPES = ("scribble", "lineart", "canny", "depth")
+CONTROL_SCALE = (0.0, 2.0)  # how strongly the control image steers: the accepted range
+CONTROL_FIELDS = ("control_image", "control_type", "control_scale", "control_start", "control_end")
+
+
+@dataclass(frozen=True)
+class Limit:
+    low: float
+    high: float
+    multiple: int = 1  # integer values must be a multiple of this (sizes: 8, the VAE's factor)
+
+
+# The accepted range of every numeric parameter, everywhere.
+LIMITS: dict[str, Limit] = {
+    "steps": Limit(1, 150),
+    "cfg": Limit(0.0, 30.0),
+    "width": Limit(64, 2048, 8),
+    "height": Limit(64, 2048, 8),
+    "seed": Limit(0, 2**32 - 1),
+}
+_INTEGER = {"steps", "width", "height", "seed"}
+
+
+def check_sampler(name: str) -> None:
+    if name not in SAMPLER_NAMES:
+        raise ParameterError(
+            f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLER_NAMES)}."
+        )
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise `ParameterError` unless `value` is a finite number of the right kind within limits."""
+    limit = LIMITS[name]
+    integer = name in _INTEGER
+    kind = "a whole number" if integer else "a number"
+    number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number_ok or (integer and not isinstance(value, int)) or not math.isfinite(value):
+        raise ParameterError(
+            f"`{name}` has to be {kind} between {limit.low:g} and {limit.high:g} but is {value!r}."
+        )
+    if not limit.low <= value <= limit.high:
+        raise ParameterError(
+            f"`{name}` has to be between {limit.low:g} and {limit.high:g} but is {value:g}."
+        )
+    if integer and value % limit.multiple:
+        raise ParameterError(
+            f"`{name}` has to be divisible by {limit.multiple} but is {value}; "
+            f"try {round_to_multiple(value, limit.multiple)}."
+        )
+
+
+def outpaint_size(size: tuple[int, int], amounts: Sequence[int]) -> tuple[int, int]:
+    """The outpainted image's (width, height): `size` plus (left, right, up, down) pixels."""
+    left, right, up, down = amounts
+    return size[0] + left + right, size[1] + up + down
+
+
+def round_to_multiple(value: int, multiple: int) -> int:
+    """The nearest multiple at or below `value` (at least `multiple`)."""
+    return max(multiple, value // multiple * multiple)
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """Everything that decides an image's pixels besides the model.
+
+    Input images are named by the sha256 of their normalised PNG (see `studio.inputs`), so a
+    request is a plain value: hashable, comparable, and a complete cache key.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = 25
+    cfg: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    mode: str = "txt2img"
+    strength: float | None = None  # img2img, inpaint, variation: how much to change, 0..1
+    init_image: str | None = None  # sha256 of the init image (every mode but txt2img)
+    mask_image: str | None = None  # sha256 of the mask (inpaint)
+    outpaint: tuple[int, int, int, int] | None = None  # pixels added left, right, up, down
+    # IP-Adapter: a reference image (a character's portrait) that conditions the picture, and how
+    # strongly (0 ignores it, 1 follows it closely). Needs a backend with `ip_adapter`.
+    reference_image: str | None = None  # sha256 of the reference in the catalog's inputs/
+    reference_scale: float | None = None
+    # Prompts past 77 tokens encoded in 77-token chunks (AUTOMATIC1111's way; BREAK needs it);
+    # off: cut at 77 tokens, as plain encoding does.
+    long_prompt: bool = False
+    # Prompt interpolation: the text embeddings moved `blend` of the way (0..1) towards
+    # `blend_prompt`'s, with everything else the same.
+    blend_prompt: str | None = None
+    blend: float | None = None
+    # Guided generation (txt2img with a ControlNet): the control image (a sketch, an edge map or
+    # a depth map at the request's size) steers the composition at `control_scale` (0..2), from
+    # `control_start` to `control_end` of the denoising (fractions, start < end).
+    control_image: str | None = None  # sha256 of the control map in the catalog's inputs/
+    control_type: str | None = None  # one of CONTROL_TYPES: which ControlNet reads it
+    control_scale: float | None = None
+    control_start: float | None = None
+    control_end: float | None = None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the prompts go through weighted encoding (compel) rather than the pipeline's
+        own: AUTOMATIC1111 syntax in the prompt or negative prompt, long prompts, or a blend."""
+        from studio.core.prompt_syntax import uses_syntax
+
+        return (
+            self.long_prompt
+            or self.blend_prompt is not None
+            or uses_syntax(self.prompt)
+            or uses_syntax(self.negative_prompt)
+        )
+
+    @property
+    def loras(self) -> tuple[tuple[str, float], ...]:
+        """The prompt's `<lora:name:weight>` tags, in order."""
+        from studio.core.prompt_syntax import parse_prompt
+
+        return parse_prompt(self.prompt).loras if "<lora:" in self.prompt else ()
+
+    def batch_group(self) -> tuple:
+        """Requests with equal groups can share one pipeline call: the same mode, sampler,
+        steps, CFG, size and strength, and (diffusers takes one per call) the same IP-Adapter
+        reference image and scale. Sortable: no reference sorts first."""
+        return (
+            self.mode,
+            self.sampler,
+            self.steps,
+            self.cfg,
+            self.width,
+            self.height,
+            self.strength if self.strength is not None else -1.0,
+            self.reference_image or "",
+            self.reference_scale if self.reference_scale is not None else -1.0,
+            self.weighted,  # weighted and plain encoding never share a call
+            self.long_prompt,
+            self.loras,  # the LoRAs are set on the pipeline per call
+            # one ControlNet and one set of its controls per call (the images may differ)
+            self.control_type or "",
+            self.control_scale if self.control_scale is not None else -1.0,
+            self.control_start if self.control_start is not None else -1.0,
+            self.control_end if self.control_end is not None else -1.0,
+        )
+
+    def check(self) -> None:
+        """Reject bad inputs with the value and the fix, before any model work."""
+        self._check_mode()  # first: a bad outpaint amount explains the size it makes
+        if self.width % 8 or self.height % 8:
+            raise ParameterError(
+                f"`height` and `width` have to be divisible by 8 but are {self.height} and "
+                f"{self.width}."
+            )
+        for name in LIMITS:
+            check_value(name, getattr(self, name))
+        if not self.prompt.strip() and self.mode != "variation":
+            raise ParameterError("The prompt is empty; write what the image should show.")
+        check_sampler(self.sampler)
+        self._check_reference()
+        self._check_prompt_syntax()
+        self._check_control()
+
+    def _check_control(self) -> None:
+        if self.control_image is None:
+            given = [name for name in CONTROL_FIELDS[1:] if getattr(self, name) is not None]
+            if given:
+                raise ParameterError(
+                    f"{', '.join(f'`{name}`' for name in given)} need a control image "
+                    "(`control_image`); give one, or leave them out."
+                )
+            return
+        if self.mode != "txt2img":
+            raise ParameterError(
+                f"Guided generation (a control image) works with txt2img, not {self.mode}; "
+                "use txt2img, or leave the control image out."
+            )
+        if self.control_type not in CONTROL_TYPES:
+            raise ParameterError(
+                f"Unknown control type {self.control_type!r}; choose one of: "
+                f"{', '.join(CONTROL_TYPES)}."
+            )
+        low, high = CONTROL_SCALE
+        values = {
+            "control_scale": (self.control_scale, low, high),
+            "control_start": (self.control_start, 0.0, 1.0),
+            "control_end": (self.control_end, 0.0, 1.0),
+        }
+        for name, (value, least, most) in values.items():
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not (math.isfinite(value) and least <= value <= most)
+            ):
+                raise ParameterError(
+                    f"`{name}` has to be a number between {least:g} and {most:g} but is {value!r}."
+                )
+        if self.control_start >= self.control_end:
+            raise ParameterError(
+                f"`control_start` has to be below `control_end` but they are "
+                f"{self.control_start:g} and {self.control_end:g}; the control image steers the "
+                "steps between them (0 = the first, 1 = the last)."
+            )
+
+    def _check_prompt_syntax(self) -> None:
+        from studio.core.prompt_syntax import BREAK, parse_prompt
+
+        for name, text in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt),
+                           ("blend_prompt", self.blend_prompt or "")):  # fmt: skip
+            parsed = parse_prompt(text)
+            if len(parsed.sections) > 1 and not self.long_prompt:
+                raise ParameterError(
+                    f"The {name.replace('_', ' ')} has {BREAK}, which starts a new 77-token chunk: "
+                    "turn on long prompts (long_prompt), or take BREAK out."
+                )
+            if name != "prompt" and parsed.loras:
+                raise ParameterError(
+                    f"LoRA tags go in the prompt, not the {name.replace('_', ' ')}."
+                )
+        if self.blend_prompt is None and self.blend is None:
+            return
+        if self.blend_prompt is None or not self.blend_prompt.strip():
+            raise ParameterError("`blend` needs a prompt to blend towards (`blend_prompt`).")
+        blend = self.blend
+        if (
+            not isinstance(blend, int | float)
+            or isinstance(blend, bool)
+            or not (math.isfinite(blend) and 0 <= blend <= 1)
+        ):
+            raise ParameterError(
+                f"`blend` has to be a number from 0 (the prompt) to 1 (the blend prompt) but is "
+                f"{blend!r}."
+            )
+
+    def _check_reference(self) -> None:
+        if self.reference_image is None:
+            if self.reference_scale is not None:
+                raise ParameterError("`reference_scale` needs a reference image; give one.")
+            return
+        scale = self.reference_scale
+        low, high = REFERENCE_SCALE
+        if (
+            not isinstance(scale, int | float)
+            or isinstance(scale, bool)
+            or not (math.isfinite(scale) and low <= scale <= high)
+        ):
+            raise ParameterError(
+                f"`reference_scale` has to be a number between {low:g} and {high:g} but is "
+                f"{scale!r}; 0 ignores the reference image, 1 follows it closely."
+            )
+
+    def _check_mode(self) -> None:
+        if self.mode not in MODES:
+            raise ParameterError(f"Unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
+        if self.mode in NEEDS_INIT and not self.init_image:
+            raise ParameterError(f"Mode {self.mode} needs an init image; give one.")
+        if self.mode == "txt2img" and (self.init_image or self.mask_image):
+            raise ParameterError("txt2img takes no init image or mask; use img2img or inpaint.")
+        if self.mode == "inpaint" and not self.mask_image:
+            raise ParameterError("Inpainting needs a mask (white = repaint, black = keep).")
+        if self.mode in USES_STRENGTH:
+            strength = self.strength
+            if not isinstance(strength, int | float) or not (
+                math.isfinite(strength) and 0 < strength <= 1
+            ):
+                raise ParameterError(
+                    f"`strength` has to be a number above 0 and at most 1 but is {strength!r}; "
+                    "low keeps the init image, 1 redraws it."
+                )
+        elif self.strength is not None:
+            raise ParameterError(f"Mode {self.mode} takes no strength.")
+        if self.mode == "outpaint":
+            amounts = self.outpaint or (0, 0, 0, 0)
+            if len(amounts) != 4 or any(
+                not isinstance(a, int) or isinstance(a, bool) or a < 0 for a in amounts
+            ):
+                raise ParameterError(
+                    "Outpaint amounts are whole pixels >= 0 for left, right, up and down, "
+                    f"but are {amounts!r}."
+                )
+            if not any(amounts):
+                raise ParameterError("Outpainting needs an amount above 0 on at least one side.")
+            if max(amounts) > MAX_OUTPAINT:
+                raise ParameterError(
+                    f"An outpaint side can add at most {MAX_OUTPAINT} pixels, not {max(amounts)}."
+                )
+            if any(a % 8 for a in amounts):
+                raise ParameterError(
+                    f"Outpaint amounts have to be multiples of 8 but are {amounts!r}."
+                )
+        elif self.outpaint is not None:
+            raise ParameterError(f"Mode {self.mode} takes no outpaint amounts.")
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that go into a cache key: the mode's fields only where they are set, so
+        a txt2img request keeps the key it had before modes existed."""
+        values = asdict(self)
+        if self.mode == "txt2img":
+            for name in ("mode", "strength", "init_image", "mask_image", "outpaint"):
+                values.pop(name)
+        if self.reference_image is None:  # keys from before IP-Adapter references stay the same
+            values.pop("reference_image")
+            values.pop("reference_scale")
+        if not self.long_prompt:  # and keys from before long prompts and blends
+            values.pop("long_prompt")
+        if self.blend_prompt is None:
+            values.pop("blend_prompt")
+            values.pop("blend")
+        if self.control_image is None:  # and keys from before guided generation
+            for name in CONTROL_FIELDS:
+                values.pop(name)
+        return values
+
+
+# What an image is for. "character": a character's portrait (style = the name); "reality": a
+# character (style = the name) or an episode image (season, episode) in an alternate reality;
+# "storyboard": an episode's key moments (image_index = the moment, in story order). "revision"
+# names prompt records only: a change request's prompt, with the season, episode and style of the
+# image it changed (the new image keeps that image's target).
+TARGET_KINDS = (
+    "episode", "season", "character", "reality", "storyboard", "revision", "studio", "campaign",
+    "idea",  # prompts the prompt library's Improve wrote from a person's idea, and their images
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an image is for: an episode, a season's style, a character, a campaign's post
+    (`style` holds the platform), or the Studio playground."""
+
+    kind: str = "studio"
+    season: int | None = None
+    episode: int | None = None
+    style: str | None = None
+
+    def label(self, image_index: int | None = None) -> str:
+        number = "" if image_index is None else f"#{image_index + 1}"
+        if self.kind == "episode":
+            return f"S{self.season:02d}E{self.episode:02d}{number}"
+        if self.kind == "season":
+            return f"S{self.season:02d} {self.style}"
+        if self.kind == "storyboard":
+            moment = "" if image_index is None else f" moment {image_index + 1}"
+            return f"S{self.season:02d}E{self.episode:02d} storyboard{moment}"
+        if self.kind == "reality" and self.episode is not None:
+            return f"S{self.season:02d}E{self.episode:02d} reality{number}"
+        return f"{self.kind} {self.style or ''}{number}".strip()
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """An image prompt the LLM wrote, with why."""
+
+    prompt: str
+    negative_prompt: str
+    style: str
+    rationale: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+STUDIO_TARGET = Target()  # the Studio playground: no episode, season or campaign
+
+REQUEST_FIELDS = tuple(f.name for f in fields(RenderRequest))
+
+
+def _clamp(name: str, value: float, notes: list[str], label: str) -> float:
+    limit = LIMITS[name]
+    if value < limit.low:
+        notes.append(f"{label} {value:g} -> {limit.low:g}, our minimum")
+        return limit.low
+    if value > limit.high:
+        notes.append(f"{label} {value:g} -> {limit.high:g}, our maximum")
+        return limit.high
+    return value
+
+
+def clamp_request(
+    request: RenderRequest, fallback: RenderRequest
+) -> tuple[RenderRequest, list[str]]:
+    """`request` brought within the limits; `fallback`'s value where one cannot be used at all.
+
+    For values that come from outside (another tool's PNG, an old session): never raises.
+    """
+    notes: list[str] = []
+    changes: dict[str, Any] = {}
+    labels = {"steps": "Steps", "cfg": "CFG scale", "width": "Width", "height": "Height"}
+    for name, label in labels.items():
+        value = getattr(request, name)
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            notes.append(f"{label} {value!r} is not a number; using {getattr(fallback, name)}")
+            changes[name] = getattr(fallback, name)
+            continue
+        value = _clamp(name, value, notes, label)
+        if name in _INTEGER:
+            value = int(value)
+            multiple = LIMITS[name].multiple
+            if value % multiple:
+                rounded = round_to_multiple(value, multiple)
+                notes.append(f"{label} {value} -> {rounded}, a multiple of {multiple}")
+                value = rounded
+        else:
+            value = float(value)
+        changes[name] = value
+    seed = request.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        notes.append(f"Seed {seed!r} -> {fallback.seed}, seeds are 0..{2**32 - 1}")
+        changes["seed"] = fallback.seed
+    if request.sampler not in SAMPLER_NAMES:
+        notes.append(f"Sampler {request.sampler!r} is not one of ours; using {fallback.sampler}")
+        changes["sampler"] = fallback.sampler
+    for name in ("prompt", "negative_prompt"):
+        if not isinstance(getattr(request, name), str):
+            changes[name] = getattr(fallback, name)
+    return replace(request, **changes), notes
+
+
+@dataclass(frozen=True)
+class Imported:
+    """Parameters read from another tool's infotext, made safe to use here."""
+
+    request: RenderRequest
+    notes: list[str]  # what was changed and why, to show the user
+    random_seed: bool  # A1111's `Seed: -1`: a new random seed each time
+
+
+def _number(values: dict[str, str], key: str, notes: list[str]) -> float | None:
+    text = values.get(key)
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        notes.append(f"{key} {text!r} is not a number; using our default")
+        return None
+    return number
+
+
+def request_from_infotext(values: dict[str, str], fallback: RenderRequest) -> Imported:
+    """A request from A1111 infotext fields (`metadata.parse_parameters`), mapped and clamped."""
+    notes: list[str] = []
+    sampler = values.get("Sampler", fallback.sampler)
+    if values.get("Schedule type") == "Karras" and f"{sampler} Karras" in SAMPLER_NAMES:
+        sampler = f"{sampler} Karras"  # newer A1111 writes the schedule apart
+    numbers = {
+        "steps": _number(values, "Steps", notes),
+        "cfg": _number(values, "CFG scale", notes),
+        "width": _number(values, "Size-1", notes),
+        "height": _number(values, "Size-2", notes),
+        "seed": _number(values, "Seed", notes),
+    }
+    random_seed = numbers["seed"] is not None and numbers["seed"] < 0
+    if random_seed:
+        notes.append("Seed -1 means a random seed: the Studio picks a new one each time")
+    merged: dict[str, Any] = {}
+    for name, number in numbers.items():
+        if number is None or (name == "seed" and random_seed):
+            merged[name] = getattr(fallback, name)
+        elif name in _INTEGER and math.isfinite(number):
+            merged[name] = int(number)
+        else:
+            merged[name] = number
+    request, clamp_notes = clamp_request(
+        RenderRequest(
+            prompt=values.get("Prompt", ""),
+            negative_prompt=values.get("Negative prompt", ""),
+            sampler=sampler,
+            # AUTOMATIC1111 always chunks, so its BREAKs need long prompts here
+            long_prompt=values.get("Long prompt") == "chunks"
+            or re.search(r"\bBREAK\b", values.get("Prompt", "")) is not None,
+            **merged,
+        ),
+        fallback,
+    )
+    return Imported(request, notes + clamp_notes, random_seed)

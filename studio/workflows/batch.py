@@ -1,0 +1,670 @@
+"""The batch job behind `dataprep.py`: prompts for the chosen episodes and seasons, then images.
+
+Every step is cached (LLM answers by their key, images by a key over everything that affects the
+pixels), so a second run with nothing changed makes no LLM call and no render. A failure on one
+episode is reported and the job goes on with the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from studio.catalog.job_log import JobLog
+from studio.catalog.store import CharacterRecord, PromptRecord, Store, StoredImage
+from studio.core.config import Settings, setting
+from studio.core.dataset import Episode, Series
+from studio.core.errors import DatasetError, LLMUnavailableError, StudioError
+from studio.core.params import RenderRequest, Target
+from studio.images.executors import RenderExecutor
+from studio.images.service import ImageJob, ImageResult, ImageService
+from studio.llm.client import LLM
+from studio.writing.cast import (
+    PORTRAIT_NEGATIVE,
+    cast_for_job,
+    character_data,
+    current_looks,
+    keeps_look,
+    portrait_of,
+    save_look,
+    write_look,
+)
+from studio.writing.prompting import (
+    EpisodePrompt,
+    PromptSpec,
+    SeasonPrompts,
+    ask_episode,
+    ask_season,
+    base_negative,
+    episode_data,
+    episode_prompt,
+    merge_phrases,
+    season_data,
+    season_prompts,
+    templates_hash,
+)
+
+# progress(iterable or None, total=..., desc=..., unit=...) -> a bar to iterate or `update`;
+# tqdm fits, as does `no_progress`.
+Progress = Callable[..., Any]
+
+
+class _SilentBar:
+    def __init__(self, iterable: Iterable[Any] | None):
+        self._iterable = iterable if iterable is not None else ()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._iterable)
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def no_progress(iterable: Iterable[Any] | None = None, **_: Any) -> _SilentBar:
+    return _SilentBar(iterable)
+
+
+@dataclass
+class Selection:
+    seasons: set[int] | None = None  # None: all
+    episodes: set[tuple[int, int]] | None = None  # (season, episode); None: all
+    targets: str = "all"  # all, episodes, seasons or characters
+
+    def describe(self) -> str:
+        """In words, for the job's record: "seasons 1, 2; S01E03; episodes only"."""
+        parts = []
+        if self.seasons is not None:
+            parts.append("seasons " + ", ".join(map(str, sorted(self.seasons))))
+        if self.episodes is not None:
+            parts.append(", ".join(f"S{s:02d}E{e:02d}" for s, e in sorted(self.episodes)))
+        if self.targets != "all":
+            parts.append(f"{self.targets} only")
+        return "; ".join(parts) or "the whole series"
+
+    def pick_episodes(self, series: Series) -> list[Episode]:
+        if self.targets in ("seasons", "characters"):
+            return []
+        return [
+            e
+            for e in series.episodes
+            if (self.seasons is None or e.season in self.seasons)
+            and (self.episodes is None or (e.season, e.episode) in self.episodes)
+        ]
+
+    def pick_characters(self, series: Series, mode: str) -> list[str]:
+        """The characters whose looks and portraits to make (`mode`: Settings.characters)."""
+        if self.targets not in ("all", "characters"):
+            return []
+        names = None
+        if self.seasons is not None or self.episodes is not None:
+            chosen = Selection(self.seasons, self.episodes).pick_episodes(series)
+            names = [n for e in chosen for n in e.characters]
+        return cast_for_job(series, mode, names)
+
+    def pick_seasons(self, series: Series) -> list[int]:
+        if self.targets in ("episodes", "characters") or (
+            self.episodes is not None and self.seasons is None
+        ):
+            return []
+        return [s for s in series.seasons if self.seasons is None or s in self.seasons]
+
+    def unknown(self, series: Series) -> list[str]:
+        """Warnings for seasons and episodes asked for but missing; an error if nothing is left."""
+        notes = []
+        ids = {(e.season, e.episode) for e in series.episodes}
+        ranges = ", ".join(
+            f"{eps[0].id}-{eps[-1].id}"
+            for eps in (series.episodes_of(n) for n in series.seasons)
+            if eps
+        )
+        missing_seasons = sorted((self.seasons or set()) - set(series.seasons))
+        if missing_seasons:
+            notes.append(
+                f"--seasons {','.join(map(str, missing_seasons))}: no such season in the series "
+                f"(it has {', '.join(map(str, series.seasons))})"
+            )
+        missing_episodes = sorted((self.episodes or set()) - ids)
+        if missing_episodes:
+            names = ",".join(f"S{s:02d}E{e:02d}" for s, e in missing_episodes)
+            notes.append(f"--episodes {names}: no such episode in the series (it has {ranges})")
+        if notes and not self.pick_episodes(series) and not self.pick_seasons(series):
+            raise DatasetError(f"Nothing to make: {'; '.join(notes)}.")
+        return notes
+
+
+@dataclass
+class Summary:
+    prompts_written: int = 0
+    prompts_cached: int = 0
+    images_rendered: int = 0
+    images_cached: int = 0
+    failed: list[str] = field(default_factory=list)
+    llm_calls: int = 0
+    seconds: float = 0.0
+    placeholder: bool = False
+    dry_run: bool = False
+    prompts: list[tuple[str, PromptSpec]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not failures
+    stages: dict[str, float] = field(default_factory=dict)  # llm, render, write -> seconds
+
+    def count(self, result: ImageResult) -> None:
+        if result.error:
+            self.failed.append(f"{result.job.label}: {result.error}")
+        elif result.cached:
+            self.images_cached += 1
+        else:
+            self.images_rendered += 1
+
+    @property
+    def nothing_done(self) -> bool:
+        return self.llm_calls == 0 and self.images_rendered == 0
+
+
+def derive_seed(base: int, target: str, index: int) -> int:
+    """A stable per-image seed from the base seed, so every image's seed is known in advance."""
+    digest = hashlib.sha256(f"{base}:{target}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _request(settings: Settings, spec: PromptSpec, seed: int) -> RenderRequest:
+    return settings_request(settings, spec.prompt, spec.negative_prompt, seed)
+
+
+def settings_request(
+    settings: Settings, prompt: str, negative_prompt: str, seed: int
+) -> RenderRequest:
+    """A txt2img request with the settings' sampler, steps, CFG and size."""
+    return RenderRequest(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        sampler=settings.sampler,
+        steps=settings.steps,
+        cfg=settings.cfg,
+        width=settings.width,
+        height=settings.height,
+        seed=seed,
+    )
+
+
+def save_episode_prompt(store: Store, episode: Episode, result: EpisodePrompt, llm_model: str):
+    """Record an episode prompt (the batch job's, or a rewrite from the dashboard)."""
+    store.add_prompt(
+        PromptRecord(
+            result.key,
+            Target("episode", episode.season, episode.episode),
+            result.spec,
+            llm_model,
+            result.template_hash,
+        )
+    )
+
+
+def _prompt_provenance(result: Any, llm: LLM, spec: PromptSpec) -> dict[str, Any]:
+    """What an image records of the prompt it was made from (plain values, for recovery too)."""
+    return {
+        "template_hash": result.template_hash,
+        "prompt_key": result.key,
+        "llm_answers": result.answers,
+        "llm_model": llm.model,
+        "prompt_style": spec.style,
+        "rationale": spec.rationale,
+    }
+
+
+def portrait_job(
+    settings: Settings,
+    record: CharacterRecord,
+    llm_model: str = "",
+    llm_answers: dict[str, str] | None = None,
+) -> ImageJob:
+    """The reference portrait of one version of a character's look (`llm_answers`: the LLM's
+    answer it was written from, kept in the PNG so that a lost catalog gets it back)."""
+    negative = merge_phrases(PORTRAIT_NEGATIVE, base_negative())
+    seed = derive_seed(settings.seed, f"character:{record.name}", 0)
+    return ImageJob(
+        settings_request(settings, record.portrait, negative, seed),
+        Target("character", style=record.name),
+        record.version - 1,
+        {
+            "cast": [record.name],
+            "character": {
+                "name": record.name,
+                "version": record.version,
+                "descriptor": record.descriptor,
+                "portrait": record.portrait,
+                "source": record.source,
+                "llm_key": record.llm_key,
+                "note": record.note,
+                "created_at": record.created_at,
+            },
+            "prompt_key": record.llm_key,
+            "llm_model": llm_model,
+            "llm_answers": llm_answers or {},
+        },
+    )
+
+
+def look_answers(store: Store, record: CharacterRecord) -> dict[str, str]:
+    """The cached LLM answer a look was written from, by its key (none for an edit)."""
+    answer = store.get_llm_response(record.llm_key) if record.llm_key else None
+    return {record.llm_key: answer} if answer is not None else {}
+
+
+@dataclass(frozen=True)
+class PromptTask:
+    """One planned piece of LLM work: a character's look, an episode's prompt or a season's
+    five, keyed by a hash over everything that goes into the question (templates, the data sent,
+    the LLM settings), so the same input always plans the same keys."""
+
+    kind: str  # "character", "episode" or "season"
+    name: str  # the character's name, S01E03 or S01
+    key: str
+    item: Any = field(compare=False)  # the name, the Episode or the season number
+
+
+def _task_key(kind: str, templates: tuple[str, ...], data: Any, settings: Settings) -> str:
+    from studio.llm.client import choose_backend
+
+    choice = choose_backend(settings)
+    payload = {
+        "kind": kind,
+        "templates": templates_hash(*templates),
+        "data": data,
+        "llm": [choice.kind, choice.model, settings.llm_seed, settings.llm_temperature],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def plan_prompts(series: Series, selection: Selection, settings: Settings) -> list[PromptTask]:
+    """The LLM work a selection asks for, in the order it is recorded: characters, episodes,
+    seasons. Pure: it reads no catalog and calls no model; what the catalog already holds is
+    skipped when the plan runs (a cached answer costs nothing, a kept look is not asked for)."""
+    tasks = [
+        PromptTask(
+            "character",
+            name,
+            _task_key("character", ("character_look.md",), character_data(series, name), settings),
+            name,
+        )
+        for name in selection.pick_characters(series, settings.characters)
+    ]
+    for episode in selection.pick_episodes(series):
+        data = episode_data(series, episode)
+        key = _task_key("episode", ("episode_meta.md",), data, settings)
+        tasks.append(PromptTask("episode", episode.id, key, episode))
+    for season in selection.pick_seasons(series):
+        data = season_data(series, season)
+        templates = ("season_self_ask.md", "season_styles.md")
+        key = _task_key("season", templates, data, settings)
+        tasks.append(PromptTask("season", f"S{season:02d}", key, season))
+    return tasks
+
+
+def _ask(task: PromptTask, llm: LLM, series: Series, count: Any, refresh: bool) -> Any:
+    """The LLM part of a task (run in a worker thread): nothing here writes the catalog but
+    the LLM's answer cache."""
+    if task.kind == "character":
+        return write_look(llm, series, task.item, count, refresh=refresh)
+    if task.kind == "episode":
+        return ask_episode(llm, series, task.item, refresh=refresh)
+    return ask_season(llm, series, task.item, refresh=refresh)
+
+
+def ask_all(
+    tasks: list[PromptTask],
+    llm: LLM,
+    series: Series,
+    count: Any,
+    refresh: bool = False,
+    on_done: Callable[[PromptTask, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Each task's answer (or the StudioError it failed with), by task key, asking the LLM
+    `llm.concurrency` at a time. Seasons go first: each is two calls in a row.
+
+    An LLMUnavailableError (no LLM at all) stops the work not yet started and is raised.
+    """
+    order = sorted(tasks, key=lambda t: t.kind != "season")
+    results: dict[str, Any] = {}
+    workers = max(1, min(llm.concurrency, len(order)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm")
+    try:
+        futures = {pool.submit(_ask, task, llm, series, count, refresh): task for task in order}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                results[task.key] = future.result()
+            except LLMUnavailableError:
+                raise
+            except StudioError as exc:
+                results[task.key] = exc
+            if on_done:
+                on_done(task, results[task.key])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def write_prompts(
+    series: Series,
+    selection: Selection,
+    settings: Settings,
+    llm: LLM,
+    images: ImageService,
+    summary: Summary,
+    refresh: bool = False,
+    progress: Progress = no_progress,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[ImageJob]:
+    """Ask the LLM (or its cache) for every planned prompt, `llm.concurrency` calls at a time;
+    record them; return the image jobs, in plan order whatever order the answers came in."""
+    store, count = images.store, images.backend.count_tokens
+    planned = plan_prompts(series, selection, settings)
+    # A look the catalog keeps (or a person's edit) is not asked for again.
+    kept = {
+        t.key: store.character(t.item)
+        for t in planned
+        if t.kind == "character" and keeps_look(store.character(t.item), refresh)
+    }
+    tasks = [t for t in planned if t.key not in kept]
+    bar = progress(None, total=len(planned), desc="prompts", unit="prompt")
+    bar.update(len(kept))
+    finished = [len(kept)]
+
+    def done(task: PromptTask, result: Any) -> None:
+        bar.update(1)
+        finished[0] += 1
+        if on_progress:
+            on_progress(finished[0], len(planned))
+
+    if on_progress:
+        on_progress(finished[0], len(planned))
+    try:
+        answers = ask_all(tasks, llm, series, count, refresh, on_done=done)
+    finally:
+        bar.close()
+    jobs: list[ImageJob] = []
+    for task in planned:  # characters first: their looks go into the other prompts
+        if task.kind != "character":
+            continue
+        record = kept.get(task.key)
+        if record is not None:
+            summary.prompts_cached += 1
+        else:
+            look = answers[task.key]
+            if isinstance(look, StudioError):
+                summary.failed.append(f"{task.name}: {look}")
+                continue
+            if look.note:
+                summary.notes.append(f"{task.name}: {look.note}")
+            summary.prompts_cached += look.cached
+            summary.prompts_written += not look.cached
+            record = save_look(store, look)
+        summary.prompts.append(
+            (f"{record.name} (descriptor)", PromptSpec(record.descriptor, "", "", ""))
+        )
+        jobs.append(portrait_job(settings, record, llm.model, look_answers(store, record)))
+    looks = current_looks(store, series, count)
+    for task in planned:
+        if task.kind == "character":
+            continue
+        answer = answers[task.key]
+        if isinstance(answer, StudioError):
+            summary.failed.append(f"{task.name}: {answer}")
+            continue
+        if task.kind == "episode":
+            result = episode_prompt(series, answer, count, looks)
+            jobs.extend(_episode_jobs(settings, store, task.item, result, llm))
+        else:
+            result = season_prompts(series, task.item, answer, count, looks)
+            jobs.extend(_season_jobs(settings, store, series, task.item, result, llm, summary))
+        if task.kind == "episode":
+            summary.prompts.append((task.item.id, result.spec))
+        if result.cached:
+            summary.prompts_cached += 1
+        else:
+            summary.prompts_written += 1
+    return jobs
+
+
+def _episode_jobs(
+    settings: Settings, store: Store, episode: Episode, result: EpisodePrompt, llm: LLM
+) -> list[ImageJob]:
+    save_episode_prompt(store, episode, result, llm.model)
+    jobs = []
+    for index in range(max(settings.images_per_episode, settings.candidates)):
+        seed = derive_seed(settings.seed, episode.id, index)
+        jobs.append(
+            ImageJob(
+                _request(settings, result.spec, seed),
+                Target("episode", episode.season, episode.episode),
+                index,
+                {**_prompt_provenance(result, llm, result.spec), "cast": list(result.cast)},
+            )
+        )
+    return jobs
+
+
+def _season_jobs(
+    settings: Settings,
+    store: Store,
+    series: Series,
+    season: int,
+    result: SeasonPrompts,
+    llm: LLM,
+    summary: Summary,
+) -> list[ImageJob]:
+    season_id = series.seasons[season].id
+    jobs = []
+    for style, spec in result.specs.items():
+        store.add_prompt(
+            PromptRecord(
+                f"{result.key}:{style}",
+                Target("season", season, None, style),
+                spec,
+                llm.model,
+                result.template_hash,
+                result.trace,
+            )
+        )
+        summary.prompts.append((f"{season_id} {style}", spec))
+        seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)
+        jobs.append(
+            ImageJob(
+                _request(settings, spec, seed),
+                Target("season", season, None, style),
+                0,
+                {
+                    **_prompt_provenance(result, llm, spec),
+                    "trace": result.trace,
+                    "cast": list(result.cast.get(style, ())),
+                },
+            )
+        )
+    return jobs
+
+
+def with_reference(job: ImageJob, images: ImageService, settings: Settings) -> ImageJob:
+    """`job` conditioned on the portrait of its most important character, when the backend has
+    an IP-Adapter and that character has a portrait; else `job` as it is."""
+    cast = job.provenance.get("cast") or []
+    if not images.backend.capabilities.ip_adapter or not cast or job.target.kind == "character":
+        return job
+    if job.request.reference_image is not None:
+        return job
+    portrait = portrait_of(images.store, cast[0])
+    if portrait is None:
+        return job
+    sha = images.add_input(images.store.image_path(portrait), "reference image")
+    request = replace(job.request, reference_image=sha, reference_scale=settings.reference_scale)
+    provenance = {
+        **job.provenance,
+        "reference": {"character": cast[0], "portrait": portrait.cache_key},
+    }
+    return replace(job, request=request, provenance=provenance)
+
+
+def render_jobs(
+    jobs: list[ImageJob],
+    images: ImageService,
+    summary: Summary,
+    force: bool = False,
+    progress: Progress = no_progress,
+    settings: Settings | None = None,
+    executor: RenderExecutor | None = None,
+    on_count: Callable[[int], None] | None = None,
+) -> list[ImageResult]:
+    """Make every job's image through the image service; a failed batch is reported, not fatal.
+
+    Portraits come first: with an IP-Adapter (and `settings`), they condition the images of the
+    characters they show. `executor` renders (default: here); this process writes. Returns the
+    results, portraits first.
+    """
+    bar = progress(None, total=len(jobs), desc="images", unit="image")
+
+    finished = [0]
+
+    def done(result: ImageResult) -> None:
+        summary.count(result)
+        bar.update(1)
+        finished[0] += 1
+        if on_count:
+            on_count(finished[0])
+
+    portraits = [job for job in jobs if job.target.kind == "character"]
+    others = [job for job in jobs if job.target.kind != "character"]
+    try:
+        results = images.make(
+            portraits, force=force, on_result=done, keep_going=True, executor=executor
+        )
+        if settings is not None:
+            others = [with_reference(job, images, settings) for job in others]
+        results += images.make(
+            others, force=force, on_result=done, keep_going=True, executor=executor
+        )
+    finally:
+        bar.close()
+    return results
+
+
+def choose_covers(results: list[ImageResult], images: ImageService, summary: Summary) -> None:
+    """Make each episode's candidate with the best CLIP score against its prompt the episode's
+    cover (all candidates stay in the catalog). A CLIP model that cannot be loaded is a failure
+    of the job (the images are kept, the covers stay as they were)."""
+    candidates: dict[tuple[int, int], list[StoredImage]] = {}
+    for result in results:
+        target = result.job.target
+        if result.record is not None and target.kind == "episode":
+            candidates.setdefault((target.season, target.episode), []).append(result.record)
+    if not candidates:
+        return
+    if images.clip_checks is None:
+        summary.failed.append(
+            f"covers not ranked: no CLIP model; set {setting('clip_model')} to rank candidates"
+        )
+        return
+    try:
+        for (season, episode), records in candidates.items():
+            best = images.clip_checks.best(records)
+            images.store.set_cover(season, episode, best.cache_key)
+    except StudioError as exc:
+        summary.failed.append(f"covers not ranked: {exc}")
+        return
+    summary.notes.append(
+        f"Covers: the best of each episode's {max(map(len, candidates.values()))} candidates "
+        f"by CLIP score ({len(candidates)} episodes)."
+    )
+
+
+def run_job(
+    series: Series,
+    selection: Selection,
+    settings: Settings,
+    llm: LLM,
+    images: ImageService,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress = no_progress,
+    executor: RenderExecutor | None = None,
+) -> Summary:
+    """Prompts, then (unless `dry_run`) images; returns the counts for the closing summary.
+
+    The job's stage, counts and failures are written to the catalog as it goes (studio.jobs),
+    for the dashboard's Batch jobs page; `summary.stages` says where the time went.
+    """
+    started = time.perf_counter()
+    summary = Summary(placeholder=images.backend.placeholder, dry_run=dry_run)
+    calls_before = llm.calls
+    render_before, write_before = images.seconds["render"], images.seconds["write"]
+    clip_before = images.seconds["clip"]
+    log = JobLog(images.store, executor.name if executor else "local", selection.describe())
+    status = "failed"
+    try:
+        jobs = write_prompts(
+            series,
+            selection,
+            settings,
+            llm,
+            images,
+            summary,
+            refresh=force,
+            progress=progress,
+            on_progress=lambda done, total: log.progress(
+                force=done == total, prompts_done=done, prompts_total=total
+            ),
+        )
+        summary.stages["llm"] = time.perf_counter() - started
+        log.progress(
+            force=True,
+            stage="done" if dry_run else "images",
+            images_total=0 if dry_run else len(jobs),
+            failures=summary.failed,
+            seconds=summary.stages,
+        )
+        if not dry_run:
+
+            def counted(done: int) -> None:
+                log.progress(images_done=done, failures=summary.failed)
+
+            results = render_jobs(
+                jobs,
+                images,
+                summary,
+                force=force,
+                progress=progress,
+                settings=settings,
+                executor=executor,
+                on_count=counted,
+            )
+            if settings.candidates > 1:
+                choose_covers(results, images, summary)
+            summary.stages["render"] = images.seconds["render"] - render_before
+            summary.stages["write"] = images.seconds["write"] - write_before
+            if images.seconds["clip"] > clip_before:
+                summary.stages["clip"] = images.seconds["clip"] - clip_before
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "stopped"
+        summary.failed.append("stopped by the user (Ctrl-C)")
+        raise
+    except StudioError as exc:
+        summary.failed.append(str(exc))
+        raise
+    finally:
+        summary.llm_calls = llm.calls - calls_before
+        summary.seconds = time.perf_counter() - started
+        log.finish(
+            status,
+            stage="done",
+            images_done=summary.images_rendered + summary.images_cached,
+            failures=summary.failed,
+            seconds={**summary.stages, "total": summary.seconds},
+        )
+    return summary

@@ -1,0 +1,445 @@
+"""Image prompts from the series: meta-prompting for episodes, self-ask in 5 styles for seasons.
+
+Templates are files in `prompts/` (sections `## system` and `## user`, `$name` placeholders),
+versioned by the sha256 of their content. Summaries go to the LLM as JSON data inside the user
+message, never spliced into instructions, so a summary that says "ignore previous instructions"
+is only ever material to depict. Every prompt is fitted to CLIP's 77-token window, counted with
+the image model's own tokenizer, by dropping its least important phrases first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from string import Template as StringTemplate
+from typing import Any
+
+from studio.core.config import PROJECT_ROOT
+from studio.core.dataset import Episode, Series
+from studio.core.params import CLIP_WINDOW, PromptSpec
+from studio.core.prompt_syntax import as_plain_text
+from studio.llm.client import LLM, JSONAnswer
+
+PROMPTS_DIR = PROJECT_ROOT / "prompts"
+TokenCounter = Callable[[str], int]
+
+# The parts of an image prompt, in the order they are written...
+PART_ORDER = ("subject", "setting", "details", "lighting", "composition", "style")
+# ...and the order in which phrases are dropped when the prompt is too long for CLIP ("cast":
+# the descriptors of the people in the picture, the least important first).
+DROP_ORDER = ("details", "composition", "cast", "lighting", "setting", "style", "subject")
+_SHORT = {"type": "string", "minLength": 2, "maxLength": 160}
+
+EPISODE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "rationale": {"type": "string", "minLength": 2, "maxLength": 240},
+        **{part: _SHORT for part in PART_ORDER},
+        "cast": {"type": "array", "maxItems": 0},  # see episode_schema: the episode's names
+        "negative_prompt": {"type": "string", "maxLength": 200},
+    },
+    "required": ["rationale", *PART_ORDER, "cast", "negative_prompt"],
+    "additionalProperties": False,
+}
+MAX_CAST = 4  # people named in one picture at most
+
+
+def cast_schema(names: Sequence[str]) -> dict[str, Any]:
+    """An array of at most MAX_CAST of `names` (none when there are no names)."""
+    if not names:
+        return {"type": "array", "maxItems": 0}
+    return {
+        "type": "array",
+        "items": {"type": "string", "enum": list(names)},
+        "maxItems": min(MAX_CAST, len(names)),
+    }
+
+
+def episode_schema(names: Sequence[str]) -> dict[str, Any]:
+    """EPISODE_SCHEMA whose `cast` may name only the episode's characters."""
+    schema = json.loads(json.dumps(EPISODE_SCHEMA))
+    schema["properties"]["cast"] = cast_schema(names)
+    return schema
+
+
+def picture_cast(
+    series: Series, names: Sequence[str], looks: Mapping[str, str], season: int | None = None
+) -> list[tuple[str, str]]:
+    """(name, descriptor) of the `names` that have a descriptor in `looks`, each once, the most
+    important first (`Series.ranked_characters`)."""
+    rank = {name: i for i, name in enumerate(series.ranked_characters(season))}
+    chosen = [n for n in dict.fromkeys(names) if looks.get(n, "").strip()]
+    return [(n, looks[n]) for n in sorted(chosen, key=lambda n: rank.get(n, len(rank)))]
+
+
+def kept_cast(prompt: str, cast: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The names whose descriptors made it into `prompt` (fitting drops the least important)."""
+    return tuple(name for name, look in cast if " ".join(look.split()) in prompt)
+
+
+SELF_ASK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "follow_ups": {
+            "type": "array",
+            "minItems": 4,
+            "maxItems": 4,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "question": {"type": "string", "minLength": 5, "maxLength": 160},
+                    "answer": {"type": "string", "minLength": 2, "maxLength": 320},
+                },
+                "required": ["question", "answer"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["follow_ups"],
+    "additionalProperties": False,
+}
+
+_STYLE_PARTS = ("subject", "setting", "details", "lighting", "composition")
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def messages(self, **values: str) -> list[dict[str, str]]:
+        """The chat messages, with `values` substituted; a missing value is an error."""
+        sections = re.split(r"^## (system|user)\s*$", self.text, flags=re.MULTILINE)
+        messages = []
+        for role, body in zip(sections[1::2], sections[2::2], strict=True):
+            messages.append(
+                {"role": role, "content": StringTemplate(body.strip()).substitute(values)}
+            )
+        return messages
+
+
+@cache
+def load_template(name: str) -> Template:
+    return Template(name, (PROMPTS_DIR / name).read_text(encoding="utf-8"))
+
+
+@cache
+def load_styles() -> dict[str, dict[str, str]]:
+    """The 5 season styles: key -> {name, style, negative}."""
+    return json.loads((PROMPTS_DIR / "styles.json").read_text(encoding="utf-8"))
+
+
+@cache
+def base_negative() -> str:
+    return (PROMPTS_DIR / "negative_base.txt").read_text(encoding="utf-8").strip()
+
+
+def templates_hash(*names: str) -> str:
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(load_template(name).sha256.encode())
+    return digest.hexdigest()
+
+
+def _phrases(text: str) -> list[str]:
+    # Written text, not AUTOMATIC1111 syntax: brackets in an LLM's phrase are no weights.
+    text = as_plain_text(text.replace("\n", " "))
+    return [p.strip(" .;") for p in text.split(",") if p.strip(" .;")]
+
+
+def merge_phrases(*texts: str) -> str:
+    """Comma-separated phrases of all `texts`, each once, in order of first appearance."""
+    seen: dict[str, str] = {}
+    for text in texts:
+        for phrase in _phrases(text):
+            seen.setdefault(phrase.lower(), phrase)
+    return ", ".join(seen.values())
+
+
+def fit_parts(
+    parts: dict[str, str],
+    count: TokenCounter,
+    limit: int = CLIP_WINDOW,
+    cast: Sequence[str] = (),
+) -> str:
+    """Join the parts in PART_ORDER; drop phrases in DROP_ORDER until the prompt fits `limit`.
+
+    `cast`: the descriptors of the people in the picture, most important first, written verbatim
+    after the subject. A descriptor is dropped whole, never cut, the least important first (after
+    details and composition); the first one stays.
+    """
+    phrases = {name: _phrases(parts.get(name, "")) for name in PART_ORDER}
+    people = [" ".join(d.split()) for d in cast if d.strip()]
+
+    def joined() -> str:
+        subject = ", ".join(phrases["subject"] + people)
+        rest = [p for name in PART_ORDER[1:] for p in phrases[name]]
+        return ", ".join(filter(None, [subject, *rest]))
+
+    def droppable(name: str) -> bool:
+        if name == "cast":
+            return len(people) > 1
+        return len(phrases[name]) > (1 if name == "subject" else 0)
+
+    text = joined()
+    while count(text) > limit:
+        victim = next((n for n in DROP_ORDER if droppable(n)), None)
+        if victim is None:
+            return _truncate_words(text, count, limit)
+        (people if victim == "cast" else phrases[victim]).pop()
+        text = joined()
+    return text
+
+
+def fit_text(text: str, count: TokenCounter, limit: int = CLIP_WINDOW) -> str:
+    """A comma-separated list shortened from its end until it fits `limit` tokens."""
+    phrases = _phrases(text)
+    while len(phrases) > 1 and count(", ".join(phrases)) > limit:
+        phrases.pop()
+    return _truncate_words(", ".join(phrases), count, limit)
+
+
+def _truncate_words(text: str, count: TokenCounter, limit: int) -> str:
+    words = text.split()
+    while len(words) > 1 and count(" ".join(words)) > limit:
+        words.pop()
+    return " ".join(words).rstrip(",")
+
+
+def _data_block(data: dict[str, Any]) -> str:
+    # JSON keeps the data a quoted value: no text in it can close the block or open a new one.
+    return json.dumps(data, ensure_ascii=False, indent=1)
+
+
+def episode_data(series: Series, episode: Episode) -> dict[str, Any]:
+    return {
+        "title": episode.title,
+        "summary": episode.summary,
+        "characters": [
+            {"name": c.name, "description": c.description} for c in series.characters_of(episode)
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class EpisodePrompt:
+    spec: PromptSpec
+    key: str
+    template_hash: str
+    cached: bool
+    answers: dict[str, str]  # LLM cache key -> the answer as cached, kept in PNGs for recovery
+    cast: tuple[str, ...] = ()  # the characters described in the prompt, by their descriptors
+
+
+def ask_episode(
+    llm: LLM, series: Series, episode: Episode, refresh: bool = False, seed: int | None = None
+) -> JSONAnswer:
+    """The LLM's answer for an episode (meta-prompting): the part that costs an LLM call, and
+    the same whatever the characters' looks are, so it can run while they are being written."""
+    template = load_template("episode_meta.md")
+    messages = template.messages(
+        series_title=series.title, episode_json=_data_block(episode_data(series, episode))
+    )
+    schema = episode_schema(list(dict.fromkeys(episode.characters)))
+    return llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
+
+
+def episode_prompt(
+    series: Series,
+    answer: JSONAnswer,
+    count: TokenCounter,
+    looks: Mapping[str, str] | None = None,
+) -> EpisodePrompt:
+    """The image prompt from an episode's answer, with each named character's descriptor from
+    `looks` (name -> descriptor) written in verbatim, fitted to CLIP's window."""
+    cast = picture_cast(series, answer.data["cast"], looks or {})
+    prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
+    spec = PromptSpec(
+        prompt=prompt,
+        negative_prompt=fit_text(
+            merge_phrases(answer.data["negative_prompt"], base_negative()), count
+        ),
+        style=" ".join(answer.data["style"].split()),
+        rationale=" ".join(answer.data["rationale"].split()),
+    )
+    return EpisodePrompt(
+        spec,
+        answer.key,
+        load_template("episode_meta.md").sha256,
+        answer.cached,
+        {answer.key: answer.text},
+        kept_cast(prompt, cast),
+    )
+
+
+def write_episode_prompt(
+    llm: LLM,
+    series: Series,
+    episode: Episode,
+    count: TokenCounter,
+    refresh: bool = False,
+    seed: int | None = None,
+    looks: Mapping[str, str] | None = None,
+) -> EpisodePrompt:
+    """Meta-prompting: the template teaches the LLM to write an SD prompt for this episode.
+
+    The LLM names the people in the picture (`cast`) and describes what they do with plain
+    nouns; each one's descriptor from `looks` (name -> descriptor) is then written in verbatim,
+    so a character is described with the same words in every prompt. `looks` are not sent to
+    the LLM: editing a descriptor changes the prompts without asking the LLM again.
+    `seed` (default: the LLM's) picks another of the LLM's possible answers, for a rewrite.
+    """
+    answer = ask_episode(llm, series, episode, refresh=refresh, seed=seed)
+    return episode_prompt(series, answer, count, looks)
+
+
+@dataclass(frozen=True)
+class SeasonPrompts:
+    specs: dict[str, PromptSpec]  # style key -> spec, in styles.json order
+    trace: list[dict[str, str]]  # the self-ask questions and answers
+    key: str
+    template_hash: str
+    cached: bool
+    answers: dict[str, str]  # LLM cache key -> the answer as cached, kept in PNGs for recovery
+    cast: dict[str, tuple[str, ...]] = field(default_factory=dict)  # style key -> names described
+
+
+SEASON_CAST = 2  # the season's most important characters appear on its posters
+
+
+def season_data(series: Series, season: int) -> dict[str, Any]:
+    episodes = series.episodes_of(season)
+    names = dict.fromkeys(name for e in episodes for name in e.characters)
+    return {
+        "title": series.seasons[season].title,
+        "summary": series.season_summary(season),
+        "episodes": [e.title for e in episodes],
+        "characters": [
+            {
+                "name": n,
+                "description": series.characters[n].description if n in series.characters else "",
+            }
+            for n in list(names)[:8]
+        ],
+    }
+
+
+def _styles_schema(keys: list[str]) -> dict[str, Any]:
+    style = {
+        "type": "object",
+        "properties": {part: _SHORT for part in _STYLE_PARTS},
+        "required": list(_STYLE_PARTS),
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {key: style for key in keys},
+        "required": keys,
+        "additionalProperties": False,
+    }
+
+
+@dataclass(frozen=True)
+class SeasonAnswers:
+    """The LLM's two answers for a season: the self-ask trace, then the 5 styles."""
+
+    trace: JSONAnswer
+    styles: JSONAnswer
+
+
+def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> SeasonAnswers:
+    """Self-ask: the LLM asks and answers its follow-up questions, then writes 5 style prompts
+    from them (two calls in a row; the same whatever the characters' looks are)."""
+    data_json = _data_block(season_data(series, season))
+    ask = load_template("season_self_ask.md")
+    trace_answer = llm.generate_json(
+        ask.messages(series_title=series.title, season_json=data_json),
+        SELF_ASK_SCHEMA,
+        max_tokens=500,
+        refresh=refresh,
+    )
+    styles = load_styles()
+    write = load_template("season_styles.md")
+    trace_text = "\n".join(f"Q: {f['question']}\nA: {f['answer']}" for f in _trace(trace_answer))
+    styles_answer = llm.generate_json(
+        write.messages(
+            series_title=series.title,
+            season_json=data_json,
+            trace_text=trace_text,
+            style_keys=", ".join(styles),
+            style_list="; ".join(f"{key} = {s['name']}" for key, s in styles.items()),
+        ),
+        _styles_schema(list(styles)),
+        max_tokens=900,
+        refresh=refresh,
+    )
+    return SeasonAnswers(trace_answer, styles_answer)
+
+
+def _trace(answer: JSONAnswer) -> list[dict[str, str]]:
+    return [
+        {"question": " ".join(f["question"].split()), "answer": " ".join(f["answer"].split())}
+        for f in answer.data["follow_ups"]
+    ]
+
+
+def season_prompts(
+    series: Series,
+    season: int,
+    answers: SeasonAnswers,
+    count: TokenCounter,
+    looks: Mapping[str, str] | None = None,
+) -> SeasonPrompts:
+    """The 5 style prompts from a season's answers; the season's SEASON_CAST most important
+    characters that have a descriptor in `looks` are written into each, verbatim."""
+    trace = _trace(answers.trace)
+    styles = load_styles()
+    specs, described = {}, {}
+    looks = looks or {}
+    ranked = [n for n in series.ranked_characters(season) if looks.get(n, "").strip()]
+    in_season = {n for e in series.episodes_of(season) for n in e.characters}
+    cast = picture_cast(series, [n for n in ranked if n in in_season][:SEASON_CAST], looks, season)
+    for key, style in styles.items():
+        parts = {**answers.styles.data[key], "style": style["style"]}
+        prompt = fit_parts(parts, count, cast=[look for _, look in cast])
+        described[key] = kept_cast(prompt, cast)
+        specs[key] = PromptSpec(
+            prompt=prompt,
+            negative_prompt=fit_text(merge_phrases(style["negative"], base_negative()), count),
+            style=style["name"],
+            rationale=trace[0]["answer"],
+        )
+    trace_answer, styles_answer = answers.trace, answers.styles
+    return SeasonPrompts(
+        specs=specs,
+        trace=trace,
+        key=styles_answer.key,
+        template_hash=templates_hash("season_self_ask.md", "season_styles.md"),
+        cached=trace_answer.cached and styles_answer.cached,
+        answers={trace_answer.key: trace_answer.text, styles_answer.key: styles_answer.text},
+        cast=described,
+    )
+
+
+def write_season_prompts(
+    llm: LLM,
+    series: Series,
+    season: int,
+    count: TokenCounter,
+    refresh: bool = False,
+    looks: Mapping[str, str] | None = None,
+) -> SeasonPrompts:
+    """Self-ask: the LLM asks and answers its follow-up questions, then writes 5 style prompts.
+
+    The season's SEASON_CAST most important characters that have a descriptor in `looks` are
+    written into every style's prompt, verbatim (as for episodes).
+    """
+    return season_prompts(series, season, ask_season(llm, series, season, refresh), count, looks)
