@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from studio.catalog.store import ImageRecord, Store
+from studio.catalog.records import ImageRecord
+from studio.catalog.store import Store
 from studio.core.metadata import encode_png
 
 ROOT = Path(__file__).resolve().parent.parent

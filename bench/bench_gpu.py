@@ -32,14 +32,11 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from studio.catalog.store import Store
 from studio.core.params import RenderRequest
+from studio.images.backends.diffusers.demo import build_demo_model, sd_pipeline
 from studio.images.backends.diffusers.fast_path import FastPath
-from studio.images.backends.diffusers.renderer import (
-    Renderer,
-    build_demo_model,
-    resolve_image_model,
-    sd_pipeline,
-)
-from studio.images.service import ImageJob, ImageService
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model
+from studio.images.service import ImageService, ImageTask
 from studio.images.worker import RenderWorker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,10 +186,10 @@ def interactive(folder: Path, dtype: torch.dtype, args, data: Path) -> tuple[flo
     start = time.perf_counter()
     worker = RenderWorker(open_renderer(folder, dtype, not args.eager_only, args))
     service = ImageService(Store(data), worker)
-    service.make_one(ImageJob(requests(1, args, offset=5000)[0]))
+    service.make_one(ImageTask(requests(1, args, offset=5000)[0]))
     cold = time.perf_counter() - start
     start = time.perf_counter()
-    service.make_one(ImageJob(requests(1, args, offset=6000)[0]))
+    service.make_one(ImageTask(requests(1, args, offset=6000)[0]))
     warm = time.perf_counter() - start
     worker.close()
     service.store.close()

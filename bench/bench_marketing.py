@@ -14,7 +14,8 @@ from pathlib import Path
 
 from studio import open_studio
 from studio.core.dataset import load_series
-from studio.workflows.marketing import STEPS, Brief, Chain, post_full_text
+from studio.workflows.marketing.campaign import STEPS, Brief, post_full_text
+from studio.workflows.marketing.chain import Chain
 
 
 def main() -> None:

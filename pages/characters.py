@@ -35,8 +35,8 @@ def cast_grid(series, studio) -> None:
         for column, name in zip(st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False):
             with column.container(border=True):
                 portrait = portraits[name]
-                if portrait is not None and ui.store().image_path(portrait).is_file():
-                    st.image(str(ui.store().image_path(portrait)), width="stretch")
+                if portrait is not None and ui.current_store().image_path(portrait).is_file():
+                    st.image(str(ui.current_store().image_path(portrait)), width="stretch")
                 else:
                     st.caption("No portrait yet")
                 episodes = len(series.episodes_with(name))
@@ -52,7 +52,7 @@ def cast_grid(series, studio) -> None:
 
 def look_editor(studio, name: str, prefix: str) -> None:
     """The current look in text areas; saving makes a new version, an error saves nothing."""
-    record = ui.store().character(name)
+    record = ui.current_store().character(name)
     if record is None:
         st.info("No look yet: the LLM writes one from the description and the episodes.")
         if st.button("Write with the LLM", key=f"{prefix}_write", type="primary"):
@@ -90,7 +90,7 @@ def look_editor(studio, name: str, prefix: str) -> None:
 
 
 def versions_table(name: str) -> None:
-    versions = ui.store().character_versions(name)
+    versions = ui.current_store().character_versions(name)
     if not versions:
         return
     st.markdown("**Versions**")
@@ -144,7 +144,7 @@ def alternate_reality(studio, name: str, prefix: str) -> None:
             if made.cached:
                 st.toast("That reality was made before: it was already in the catalog.")
     made_key = st.session_state.get(f"{prefix}_reality_made")
-    made = ui.store().find_image(made_key) if made_key else None
+    made = ui.current_store().find_image(made_key) if made_key else None
     if made is not None:
         source = ui.source_of(made)
         before, after = st.columns(2)
@@ -153,7 +153,7 @@ def alternate_reality(studio, name: str, prefix: str) -> None:
                 ui.image_card(source, ui.image_label(source), key=f"{prefix}_from", actions=False)
         with after:
             ui.image_card(made, ui.image_label(made), key=f"{prefix}_made", actions=False)
-    realities = ui.store().images(target="reality", style=name)
+    realities = ui.current_store().images(target="reality", style=name)
     earlier = [row for row in realities if row["cache_key"] != made_key]
     if earlier:
         st.markdown(f"**Earlier realities ({len(earlier)})**")
@@ -191,7 +191,7 @@ def character_sheet(series, studio, name: str) -> None:
 
     left, right = st.columns([1, 2], gap="large")
     with left:
-        current = ui.store().character(name)
+        current = ui.current_store().character(name)
         if portrait is not None:
             ui.image_card(portrait, ui.image_label(portrait), key=f"{prefix}_portrait")
             drawn = (portrait.provenance.get("character") or {}).get("version")
@@ -211,7 +211,7 @@ def character_sheet(series, studio, name: str) -> None:
 
     alternate_reality(studio, name, prefix)
 
-    appears = ui.store().images_with(name)
+    appears = ui.current_store().images_with(name)
     st.subheader(f"Appears in ({len(appears)})")
     if not appears:
         st.caption("No image describes this character yet.")
@@ -220,7 +220,7 @@ def character_sheet(series, studio, name: str) -> None:
 
 series, store = ui.open_catalog("Opening the characters")
 if series is not None:
-    studio = ui.studio()
+    studio = ui.current_studio()
     chosen = st.query_params.get("character")
     name = None
     if chosen:

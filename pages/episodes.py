@@ -6,10 +6,10 @@ from dataclasses import replace
 import streamlit as st
 
 from studio import ui
-from studio.core.params import Target
+from studio.core.targets import Target
 from studio.workflows.batch import save_episode_prompt
 from studio.writing.prompting import write_episode_prompt
-from studio.writing.storyboards import moment_count, panels_zip, strip_png
+from studio.writing.storyboards import moment_count, panels_zip, storyboard_png
 
 ui.route_through_dashboard(__file__)
 
@@ -49,7 +49,7 @@ def episode_list(series, store) -> None:
 
 def rewrite_prompt(series, episode, store, prefix: str) -> None:
     """Ask the LLM for another prompt (another sampling seed) and load it into the controls."""
-    llm, backend = ui.llm(), ui.backend()
+    llm, backend = ui.current_llm(), ui.current_backend()
     earlier = len(store.prompts(target="episode", season=episode.season, episode=episode.episode))
     with st.spinner("The LLM is rewriting the prompt…"):
         result = write_episode_prompt(
@@ -143,7 +143,7 @@ def episode_view(series, store, episode) -> None:
 def storyboard(episode, key: str) -> None:
     """The episode's key moments as panels in story order; made, or made again, on request."""
     st.subheader("Storyboard")
-    studio = ui.studio()
+    studio = ui.current_studio()
     board = studio.stored_storyboard(episode.season, episode.episode)
     if board is None:
         st.caption(
@@ -155,7 +155,7 @@ def storyboard(episode, key: str) -> None:
             st.columns(len(board.moments)), board.moments, board.images, strict=True
         ):
             title = f"{int(moment.target.style or 0) + 1}. {moment.spec.rationale}"
-            path = ui.store().image_path(image) if image is not None else None
+            path = ui.current_store().image_path(image) if image is not None else None
             if path is not None and path.is_file():
                 column.image(str(path), caption=title, width="stretch")
                 paths.append(path)
@@ -166,7 +166,7 @@ def storyboard(episode, key: str) -> None:
             left, right = st.columns(2)
             left.download_button(
                 "Download the strip (PNG)",
-                lambda: strip_png(paths),  # made when clicked, not on every run
+                lambda: storyboard_png(paths),  # made when clicked, not on every run
                 file_name=f"{stem}.png",
                 mime="image/png",
                 key=f"{key}_strip",

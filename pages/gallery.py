@@ -159,9 +159,9 @@ def clip_checks(studio) -> None:
 st.title("Gallery")
 catalog_tab, png_tab, clip_tab = st.tabs(["Catalog", "PNG Info", "CLIP checks"])
 with catalog_tab, ui.guard("Opening the gallery"):
-    browse(ui.store())
+    browse(ui.current_store())
     ui.refused_requests()
 with png_tab, ui.guard("Reading the PNG"):
     read_dropped_png()
 with clip_tab, ui.guard("CLIP checks"):
-    clip_checks(ui.studio())
+    clip_checks(ui.current_studio())

@@ -97,7 +97,7 @@ st.caption(
 )
 studio = None
 with ui.guard("Reading the batch jobs"):
-    studio = ui.studio()
+    studio = ui.current_studio()
 if studio is not None:
     newest = studio.batch_jobs(limit=1)
     if newest and newest[0].state == "running":  # then it redraws itself every few seconds

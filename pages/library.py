@@ -32,7 +32,7 @@ def keep_up(library) -> None:
 def overview(library) -> None:
     """The stats line, how the library searches, and the button for texts not embedded yet."""
     counts = library.stats()
-    clip = ui.settings().clip_model.strip()
+    clip = ui.current_settings().clip_model.strip()
     by_image = f"CLIP ({clip})" if clip else "file, PNG metadata and perceptual hash"
     st.caption(
         f"**{counts.get('texts', 0):,} prompts**, used by {counts.get('image', 0):,} catalog "
@@ -185,7 +185,7 @@ def improvement_section(library) -> None:
                 values = ui.defaults_from_settings(improved.prompt, improved.negative_prompt)
                 ui.send_to_studio(values)
             made_key = rendered.get(improved.key)
-            row = ui.store().find_image(made_key) if made_key else None
+            row = ui.current_store().find_image(made_key) if made_key else None
             if row is not None:
                 ui.image_card(row, ui.image_label(row), key=f"lib_made_{n}", actions=False)
     if improvement.examples:
@@ -212,10 +212,10 @@ def used_by(hit) -> str:
 def parent_label(ref: str) -> str:
     """A parent of a prompt or image (a catalog image's key, a prompt record's key, an imported
     row's `site:id`) in words."""
-    row = ui.store().find_image(ref)
+    row = ui.current_store().find_image(ref)
     if row is not None:
         return ui.image_label(row)
-    records = ui.store().prompts(key=ref)
+    records = ui.current_store().prompts(key=ref)
     if records:
         return f"the prompt for {records[0].target.label()}"
     return ref
@@ -245,7 +245,7 @@ def prompt_only(hit) -> None:
 def hit_card(library, hit, row, key: str) -> None:
     """One found prompt: its image when the catalog has one, the text, the score, what uses it
     and what it was made from; Send to Studio and Improve."""
-    path = ui.store().image_path(row) if row is not None else None
+    path = ui.current_store().image_path(row) if row is not None else None
     if path is not None and path.is_file():
         st.image(str(path), caption=ui.image_label(row), width="stretch")
     else:
@@ -263,7 +263,8 @@ def hit_card(library, hit, row, key: str) -> None:
 
 
 def hit_grid(library, hits, section: str) -> None:
-    rows = {hit.image_key: ui.store().find_image(hit.image_key) for hit in hits if hit.image_key}
+    store = ui.current_store()
+    rows = {hit.image_key: store.find_image(hit.image_key) for hit in hits if hit.image_key}
     numbered = list(enumerate(hits))
     shown = numbered[ui.paginate(len(numbered), PER_PAGE, f"lib_{section}_page")]
     for start in range(0, len(shown), COLUMNS):
@@ -305,7 +306,7 @@ def results_section(library) -> None:
 
 
 def _catalog_rows(hits) -> list:
-    rows = [ui.store().find_image(hit.image_key) for hit in hits if hit.image_key]
+    rows = [ui.current_store().find_image(hit.image_key) for hit in hits if hit.image_key]
     return [row for row in rows if row is not None]
 
 
@@ -347,7 +348,7 @@ st.title("Prompt Library")
 series, store = ui.open_catalog("Opening the prompt library")
 if series is not None:
     with ui.guard("Showing the prompt library"):
-        library = ui.studio().library
+        library = ui.current_studio().library
         keep_up(library)
         overview(library)
         left, right = st.columns([2, 1], gap="large")

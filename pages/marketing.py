@@ -5,17 +5,9 @@ import json
 import streamlit as st
 
 from studio import ui
-from studio.workflows.marketing import (
-    LANGUAGES,
-    PLATFORMS,
-    STEPS,
-    Brief,
-    Chain,
-    export_zip,
-    missing_images,
-    post_full_text,
-    review,
-)
+from studio.workflows.marketing.campaign import LANGUAGES, PLATFORMS, STEPS, Brief, post_full_text
+from studio.workflows.marketing.chain import Chain
+from studio.workflows.marketing.export import export_zip, missing_images, review
 
 ui.route_through_dashboard(__file__)
 
@@ -37,7 +29,7 @@ def open_campaign(campaign_id: str) -> None:
 
 
 def make_chain(series, store) -> Chain:
-    return Chain(ui.llm(), ui.studio().images, series, ui.settings())
+    return Chain(ui.current_llm(), ui.current_studio().images, series, ui.current_settings())
 
 
 def brief_form(series, store) -> Brief:

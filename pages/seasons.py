@@ -6,7 +6,7 @@ from dataclasses import replace
 import streamlit as st
 
 from studio import ui
-from studio.core.params import Target
+from studio.core.targets import Target
 from studio.writing.prompting import load_styles
 
 ui.route_through_dashboard(__file__)

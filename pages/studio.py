@@ -72,18 +72,18 @@ def playground(request, guide: dict | None = None) -> None:
                         "Guidance is on but there is no control image: draw or upload one, or "
                         "turn guidance off."
                     )
-                request = ui.studio().guide(request, **guide)
+                request = ui.current_studio().guide(request, **guide)
             made = ui.generate(request)
             st.session_state["st_last"] = made.key
             if made.cached:
                 st.toast("That image was already in the catalog.")
     key = st.session_state.get("st_last")
-    row = ui.store().find_image(key) if key else None
+    row = ui.current_store().find_image(key) if key else None
     if row is not None:
         ui.image_card(row, f"seed {row['seed']} · {row['sampler']}", key="st", actions=False)
         if row.control_image is not None:
             st.image(
-                ui.store().input_image(row.control_image),
+                ui.current_store().input_image(row.control_image),
                 caption=f"Control image ({row.control_type}, scale {row.control_scale:g}, "
                 f"steps {row.control_start:g}–{row.control_end:g})",
                 width=192,
@@ -158,7 +158,7 @@ def guided_controls(request, controlnets: tuple[str, ...]) -> dict | None:
                 "Estimate the depth from a picture",
                 False,
                 key="st_cn_estimate",
-                disabled=not ui.settings().depth_model,
+                disabled=not ui.current_settings().depth_model,
                 help="With a depth model (STUDIO_DEPTH_MODEL); without one, upload a depth map.",
             )
         guide["scale"] = st.slider(
@@ -233,7 +233,7 @@ def interpolation(request) -> None:
         with ui.guard("Rendering the interpolation"):
             made = ui.interpolate(ui.with_seed_choice(PREFIX, request), end, frames)
             st.session_state["st_morph"] = {
-                "png": made.strip_png(),
+                "png": made.png(),
                 "gif": made.animation("gif"),
                 "webp": made.animation("webp"),
                 "frames": len(made.results),
@@ -295,7 +295,7 @@ def init_image_source():
     if source == INIT_FROM[0]:
         upload = st.file_uploader("Init image", type=IMAGE_TYPES, key="st_init_upload")
         return None if upload is None else upload.getvalue()
-    rows = {row.id: row for row in reversed(ui.store().images())}  # newest first
+    rows = {row.id: row for row in reversed(ui.current_store().images())}  # newest first
     if not rows:
         st.info("The catalog has no images yet: upload one, or make one first.")
         return None
@@ -311,7 +311,7 @@ def init_image_source():
         ),
         help="Or press **Send to Studio as init image** under any image of the other pages.",
     )
-    return ui.store().image_path(rows[chosen])
+    return ui.current_store().image_path(rows[chosen])
 
 
 def mode_options(mode: str, strength: bool) -> dict:
@@ -412,7 +412,7 @@ def generate_mode(mode: str, values, source, mask, options: dict) -> None:
     }
     if mode == "variation":
         with st.spinner(f"Making {options['n']} variations…"):
-            made = ui.studio().variations(
+            made = ui.current_studio().variations(
                 source,
                 n=options["n"],
                 prompt=None if options["own_prompt"] else values.prompt,
@@ -423,7 +423,7 @@ def generate_mode(mode: str, values, source, mask, options: dict) -> None:
         st.session_state["st_last_variation"] = [result.key for result in made]
         cached = all(result.cached for result in made)
     else:
-        request = ui.studio().request(
+        request = ui.current_studio().request(
             values.prompt,
             mode=mode,
             init_image=source,
@@ -441,7 +441,7 @@ def generate_mode(mode: str, values, source, mask, options: dict) -> None:
 
 
 def show_results(mode: str) -> None:
-    store = ui.store()
+    store = ui.current_store()
     if mode == "variation":
         rows = [store.find_image(key) for key in st.session_state.get("st_last_variation", [])]
         rows = [row for row in rows if row is not None]

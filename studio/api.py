@@ -23,28 +23,34 @@ The LLM and the image model load on first use: opening a studio is cheap.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from studio.catalog.store import Store, StoredImage
+from studio.catalog.records import StoredImage
+from studio.catalog.store import Store
 from studio.core.config import Settings, check_settings, load_settings, setting
 from studio.core.errors import ConfigError, ParameterError
 from studio.core.inputs import ImageSource, read_image
 from studio.core.metadata import parse_parameters, read_png_metadata
-from studio.core.params import OUTPAINT_SIDES, STUDIO_TARGET, RenderRequest, Target, outpaint_size
+from studio.core.params import OUTPAINT_SIDES, RenderRequest, outpaint_size
+from studio.core.targets import STUDIO_TARGET, Target
 from studio.images.backends.base import ImageBackend, StepCallback
 from studio.images.backends.registry import open_image_backend
+from studio.images.interpolation import Interpolation
 from studio.images.safety import SafetyFilter, open_safety_filter
-from studio.images.service import ImageJob, ImageResult, ImageService
+from studio.images.service import ImageResult, ImageService, ImageTask
+from studio.workflows import characters, revisions, storyboards
+from studio.workflows.host import catalog_image
 
 if TYPE_CHECKING:
     from studio.catalog.job_log import JobRecord
-    from studio.catalog.store import CharacterRecord
+    from studio.catalog.records import CharacterRecord
     from studio.core.dataset import Series
     from studio.images.strips import DenoisingStrip, DenoisingStrips, StripSource
     from studio.library.service import Library
-    from studio.llm.client import LLM, ChatBackend
+    from studio.llm.base import ChatBackend
+    from studio.llm.client import LLM
     from studio.vision.checks import ClipChecks, ClipReport, LabelScore
     from studio.writing.storyboards import Storyboard
 
@@ -109,7 +115,8 @@ class Studio:
 
     @cached_property
     def llm(self) -> LLM:
-        from studio.llm.client import LLM, default_concurrency, make_llm
+        from studio.llm.choice import default_concurrency
+        from studio.llm.client import LLM, make_llm
 
         if self._chat_backend is not None:
             s = self.settings
@@ -242,7 +249,7 @@ class Studio:
         """One image: the catalog's when this exact request was made before, else rendered and
         stored. `options`: mode, init_image, mask, strength, outpaint and RenderRequest fields."""
         request = self.request(prompt, **options)
-        job = ImageJob(request, target, provenance=dict(provenance or {}))
+        job = ImageTask(request, target, provenance=dict(provenance or {}))
         return self.images.make_one(job, on_step=on_step)
 
     def variations(
@@ -259,7 +266,7 @@ class Studio:
             )  # fmt: skip
             for i in range(n)
         ]
-        return self.images.make([ImageJob(r) for r in requests])
+        return self.images.make([ImageTask(r) for r in requests])
 
     def interpolate(
         self,
@@ -279,7 +286,7 @@ class Studio:
         base = self.request(start_prompt, **values)
         requests = interpolation_requests(base, end_prompt, frames)
         results = self.images.make(
-            [ImageJob(r) for r in requests], on_step=on_step, on_result=on_result
+            [ImageTask(r) for r in requests], on_step=on_step, on_result=on_result
         )
         return Interpolation(start_prompt, end_prompt, results)
 
@@ -298,7 +305,7 @@ class Studio:
         prompt and the failure-mode check. Computed once per image and CLIP model, then read
         from the catalog; a CLIP model that cannot be loaded raises a ConfigError naming
         clip_model."""
-        record = self._image(image) if isinstance(image, str) else image
+        record = catalog_image(self.store, image) if isinstance(image, str) else image
         return self._clip_checks().reports([record])[record.cache_key]
 
     def score_catalog(self, on_progress: Callable[[int, int], None] | None = None) -> int:
@@ -322,7 +329,7 @@ class Studio:
         picture (a path, bytes or PIL image), in the labels' order; they sum to 1."""
         checks = self._clip_checks()
         if isinstance(image, str) and self.store.find_image(image) is not None:
-            image = self._image(image)
+            image = catalog_image(self.store, image)
         if not isinstance(image, StoredImage):
             image = read_image(image, "image")
         return checks.zero_shot(image, labels)
@@ -372,21 +379,12 @@ class Studio:
 
     def looks(self) -> dict[str, str]:
         """name -> the descriptor every prompt uses for that character."""
-        from studio.writing.cast import current_looks
-
-        return current_looks(self.store, self.series, self.backend.count_tokens)
+        return characters.looks(self)
 
     def character_look(self, name: str, refresh: bool = False) -> CharacterRecord:
         """`name`'s current look; the LLM writes one (from the description and the episodes'
         summaries) when the catalog has none, or when `refresh` (a person's edit stays)."""
-        from studio.writing.cast import check_name, keeps_look, save_look, write_look
-
-        name = check_name(self.series, name)
-        current = self.store.character(name)
-        if keeps_look(current, refresh):
-            return current  # type: ignore[return-value]
-        look = write_look(self.llm, self.series, name, self.backend.count_tokens, refresh)
-        return save_look(self.store, look)
+        return characters.character_look(self, name, refresh)
 
     def edit_character(
         self, name: str, descriptor: str, portrait: str | None = None
@@ -402,26 +400,16 @@ class Studio:
         self, name: str, on_step: StepCallback | None = None, force: bool = False
     ) -> ImageResult:
         """The portrait of `name`'s current look (written first when there is none)."""
-        from studio.workflows.batch import look_answers, portrait_job
-
-        record = self.character_look(name)
-        answers = look_answers(self.store, record)
-        job = portrait_job(self.settings, record, self.llm.model, answers)
-        return self.images.make([job], force=force, on_step=on_step)[0]
+        return characters.character_portrait(self, name, on_step, force)
 
     def portrait_of(self, name: str) -> StoredImage | None:
         """The newest portrait of `name`'s current look, else of any earlier look, else None."""
-        from studio.writing.cast import portrait_of
-
-        return portrait_of(self.store, name)
+        return characters.portrait_of(self, name)
 
     def reference_of(self, name: str) -> str | None:
         """The sha256 of `name`'s portrait as an IP-Adapter reference image (stored in the
         catalog's inputs), or None when they have no portrait yet."""
-        portrait = self.portrait_of(name)
-        if portrait is None:
-            return None
-        return self.images.add_input(self.store.image_path(portrait), "reference image")
+        return characters.reference_of(self, name)
 
     def alternate_reality(
         self,
@@ -435,59 +423,9 @@ class Studio:
     ) -> ImageResult:
         """Character `name` (from their portrait), or the catalog image `image_key`, in another
         `reality`: the LLM writes what the reality changes; img2img keeps the person."""
-        from studio.workflows.batch import derive_seed
-        from studio.writing.cast import check_name
-        from studio.writing.revisions import reality_prompt
-
-        count = self.backend.count_tokens
-        if (name is None) == (image_key is None):
-            raise ParameterError("Give a character's name or an image's key, one of the two.")
-        if name is not None:
-            name = check_name(self.series, name)
-            look = self.character_look(name)
-            source = self.portrait_of(name) or self.character_portrait(name).record
-            made = reality_prompt(
-                self.llm, self.series, reality, count, descriptor=look.descriptor,
-                negative_prompt=source.negative_prompt,
-            )  # fmt: skip
-            target, cast = Target("reality", style=name), [name]
-            lineage = {"character": name, "descriptor_version": look.version}
-        else:
-            source = self._image(image_key)
-            looks = self.looks()
-            cast = list(source.provenance.get("cast") or [])
-            made = reality_prompt(
-                self.llm, self.series, reality, count,
-                descriptor=looks.get(cast[0], "") if cast else "",
-                scene=source.prompt, negative_prompt=source.negative_prompt,
-            )  # fmt: skip
-            target, lineage = Target("reality", source.season, source.episode), {}
-        seed = options.pop("seed", derive_seed(self.settings.seed, f"reality:{made.reality}", 0))
-        provenance = {
-            "reality": {**lineage, "reality": made.reality, "from": source.cache_key},
-            "cast": cast,
-            "prompt_key": made.key,
-            "llm_answers": made.answers,
-            "llm_model": self.llm.model,
-        }
-        return self.generate(
-            made.spec.prompt,
-            negative_prompt=made.spec.negative_prompt,
-            mode="img2img",
-            init_image=self.store.image_path(source),
-            strength=strength,
-            seed=seed,
-            target=target,
-            provenance=provenance,
-            on_step=on_step,
-            **options,
+        return characters.alternate_reality(
+            self, name, reality, image_key=image_key, strength=strength, on_step=on_step, **options
         )
-
-    def _image(self, key: str) -> StoredImage:
-        found = self.store.find_image(key)
-        if found is None:
-            raise ParameterError(f"No image with key {key!r} in the catalog {self.store.data_dir}.")
-        return found
 
     # Storyboards and change requests ------------------------------------------------------------
 
@@ -499,46 +437,7 @@ class Studio:
         on_result: Callable[[ImageResult], None] | None = None,
     ) -> Storyboard:
         """An episode's key moments in story order, each rendered (cached like everything)."""
-        from studio.workflows.batch import derive_seed, settings_request, with_reference
-        from studio.writing.storyboards import moment_records, stored_storyboard, write_storyboard
-
-        chosen = next(
-            (e for e in self.series.episodes if (e.season, e.episode) == (season, episode)), None
-        )
-        if chosen is None:
-            raise ParameterError(f"No episode S{season:02d}E{episode:02d} in {self.series.title}.")
-        count = self.backend.count_tokens
-        spec = next(
-            iter(self.store.prompts(target="episode", season=season, episode=episode)[-1:]), None
-        )
-        style = spec.spec.style if spec and spec.spec.style else None
-        board = write_storyboard(
-            self.llm, self.series, chosen, count, self.looks(), refresh=refresh,
-            **({"style": style} if style else {}),
-        )  # fmt: skip
-        self.store.add_prompts(moment_records(chosen, board, self.llm.model))
-        seed = derive_seed(self.settings.seed, f"{chosen.id}:storyboard", 0)
-        jobs = [
-            ImageJob(
-                settings_request(self.settings, m.spec.prompt, m.spec.negative_prompt, seed),
-                Target("storyboard", season, episode),
-                index,
-                {
-                    "storyboard": board.key,
-                    "moment": index,
-                    "moment_title": m.title,
-                    "cast": list(m.cast),
-                    "prompt_key": f"{board.key}:{index}",
-                    "llm_answers": board.answers,
-                    "llm_model": self.llm.model,
-                    "template_hash": board.template_hash,
-                },
-            )
-            for index, m in enumerate(board.moments)
-        ]
-        jobs = [with_reference(job, self.images, self.settings) for job in jobs]
-        self.images.make(jobs, on_result=on_result)
-        return stored_storyboard(self.store, season, episode)  # type: ignore[return-value]
+        return storyboards.storyboard(self, season, episode, refresh, on_result)
 
     def stored_storyboard(self, season: int, episode: int) -> Storyboard | None:
         """The newest storyboard of an episode in the catalog, without any model work."""
@@ -551,36 +450,7 @@ class Studio:
     ) -> ImageResult:
         """A new image from catalog image `image_key` changed as `request` says: the LLM reasons
         in visible steps, kept with the new image; the old image and prompt stay."""
-        from studio.catalog.store import PromptRecord
-        from studio.writing.revisions import check_request, revise_prompt
-
-        request = check_request(request)
-        source = self._image(image_key)
-        revision = revise_prompt(
-            self.llm, self.series, source, request, self.backend.count_tokens, self.looks()
-        )
-        where = source.target_of  # kept apart, so the target's own newest prompt stays its own
-        self.store.add_prompt(
-            PromptRecord(
-                revision.key,
-                Target("revision", where.season, where.episode, where.style),
-                revision.spec,
-                self.llm.model,
-                revision.template_hash,
-                revision.trace,
-            )
-        )
-        provenance = {
-            "revision": {"from": source.cache_key, "request": request, "trace": revision.trace},
-            "cast": list(revision.cast),
-            "prompt_key": revision.key,
-            "llm_answers": revision.answers,
-            "llm_model": self.llm.model,
-            "rationale": revision.spec.rationale,
-        }
-        request_ = replace(source.request, prompt=revision.spec.prompt)
-        job = ImageJob(request_, source.target_of, provenance=provenance)
-        return self.images.make_one(job, on_step=on_step)
+        return revisions.revise(self, image_key, request, on_step)
 
 
 def _sizes(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -607,36 +477,6 @@ def _prompt_inside(image: ImageSource) -> str:
     picture = read_image(image, "image")
     parameters, _ = read_png_metadata(picture)
     return parse_parameters(parameters)["Prompt"] if parameters else ""
-
-
-@dataclass(frozen=True)
-class Interpolation:
-    """The images of a prompt interpolation, in order, and the strip and animation of them."""
-
-    start_prompt: str
-    end_prompt: str
-    results: list[ImageResult]
-
-    @property
-    def blends(self) -> list[float]:
-        from studio.images.interpolation import blend_of
-
-        return [blend_of(r.job.request, self.start_prompt) for r in self.results]
-
-    def images(self) -> list[Any]:
-        return [result.image() for result in self.results]
-
-    def strip_png(self) -> bytes:
-        """The frames side by side with their t, as one PNG."""
-        from studio.images.interpolation import strip_png
-
-        return strip_png(self.images(), self.blends)
-
-    def animation(self, kind: str = "gif") -> bytes:
-        """The frames as a looping GIF or WebP."""
-        from studio.images.interpolation import animation
-
-        return animation(self.images(), kind)
 
 
 def open_studio(settings: Settings | None = None, **overrides: Any) -> Studio:

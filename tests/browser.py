@@ -458,7 +458,8 @@ def capture_interpolation(url: str, out: Path, frames: int = 5) -> Path:
 def demo_lora_folder(folder: Path, name: str = "gaslight") -> Path:
     """A folder with one random LoRA for the demo model, for the prompt-controls screenshot."""
     from studio.core.config import load_settings
-    from studio.images.backends.diffusers.renderer import build_demo_lora, resolve_image_model
+    from studio.images.backends.diffusers.demo import build_demo_lora
+    from studio.images.backends.diffusers.weights import resolve_image_model
 
     model = resolve_image_model("demo", load_settings().cache_dir)
     build_demo_lora(model, folder / f"{name}.safetensors")

@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from studio.llm.client import ChatRequest
+from studio.llm.base import ChatRequest
 
 
 def _data_title(request: ChatRequest) -> str:

@@ -22,7 +22,7 @@ from studio.catalog.store import Store
 from studio.core.params import RenderRequest
 from studio.images.backends.openai_images import OpenAIImagesBackend
 from studio.images.safety import SafetyFilter
-from studio.images.service import ImageJob, ImageService
+from studio.images.service import ImageService, ImageTask
 from tests.browser import capture_pages, dashboard_server, scene_png
 from tests.fakes import FakeOpenAIServer
 from tests.test_safety import build_checkers
@@ -52,7 +52,7 @@ def main(out: Path) -> Path:
             (1, plain),
             (2, ImageService(store, backend, SafetyFilter(str(checker)))),
         ):
-            service.make_one(ImageJob(RenderRequest(
+            service.make_one(ImageTask(RenderRequest(
                 "a lighthouse on a cliff at dusk", width=1024, height=1024, seed=seed,
                 mode="img2img", strength=0.5, init_image=scene,
             )))  # fmt: skip

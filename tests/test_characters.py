@@ -14,7 +14,7 @@ from studio.core.params import CLIP_WINDOW
 from studio.workflows.batch import Selection, run_job
 from studio.writing.cast import DESCRIPTOR_TOKENS, described_look
 from studio.writing.prompting import write_episode_prompt
-from studio.writing.storyboards import moment_count, panels_zip, strip_png
+from studio.writing.storyboards import moment_count, panels_zip, storyboard_png
 from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 
@@ -199,7 +199,7 @@ def test_a_storyboard_keeps_story_order_and_its_count(studio, series):
     assert len({i.seed for i in board.images}) == 1  # one seed: the strip reads as one piece
     assert studio.stored_storyboard(1, 3).key == board.key
     paths = [studio.store.image_path(i) for i in board.images]
-    assert strip_png(paths)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert storyboard_png(paths)[:8] == b"\x89PNG\r\n\x1a\n"
     assert panels_zip(paths, "S01E03")[:2] == b"PK"
     calls = studio.llm.calls
     assert studio.storyboard(1, 3).key == board.key and studio.llm.calls == calls  # cached

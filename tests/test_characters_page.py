@@ -249,7 +249,7 @@ def test_a_change_request_on_the_seasons_page_keeps_the_self_ask_trace(catalog):
 def test_with_an_ip_adapter_regenerate_can_condition_on_a_portrait(
     catalog, monkeypatch, shared_cache
 ):
-    from studio.images.backends.diffusers.renderer import build_demo_ip_adapter
+    from studio.images.backends.diffusers.demo import build_demo_ip_adapter
 
     at = open_page(EPISODES, episode="S01E02")
     assert not [c for c in at.checkbox if c.key == "ipa_ep_S01E02"]  # no adapter, no box
@@ -267,5 +267,5 @@ def test_with_an_ip_adapter_regenerate_can_condition_on_a_portrait(
     (portrait,) = catalog.images(target="character", style="Sherlock Holmes")
     assert made.reference_scale == 0.8 and made.reference_image is not None
     assert catalog.input_path(made.reference_image).is_file()
-    assert made.reference_image == ui.studio().reference_of("Sherlock Holmes")
+    assert made.reference_image == ui.current_studio().reference_of("Sherlock Holmes")
     assert portrait.cache_key != made.cache_key

@@ -14,19 +14,16 @@ import pytest
 from PIL import Image, ImageDraw
 
 from studio.api import open_studio
-from studio.catalog.store import Store, record_from_png
+from studio.catalog.records import record_from_png
+from studio.catalog.store import Store
 from studio.core.config import load_settings, parse_controlnets
 from studio.core.errors import ConfigError, ImageInputError, ParameterError, RenderError
 from studio.core.metadata import parse_parameters
 from studio.core.params import RenderRequest
 from studio.images.backends.base import Capabilities
-from studio.images.backends.diffusers.renderer import (
-    Renderer,
-    build_demo_controlnet,
-    build_demo_sdxl_model,
-    resolve_controlnet,
-    resolve_image_model,
-)
+from studio.images.backends.diffusers.demo import build_demo_controlnet, build_demo_sdxl_model
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_controlnet, resolve_image_model
 from studio.images.control import canny_map, control_map, estimate_depth
 from tests.catalogs import SMALL_ENV
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture

@@ -5,8 +5,9 @@ import pytest
 from studio.core.config import SAMPLE_SERIES
 from studio.core.dataset import load_series
 from studio.core.hub import CLIP_TOKENIZER_DIR
-from studio.images.backends.diffusers.renderer import count_tokens
-from studio.llm.client import EMBEDDED_SHA256, LLM, EmbeddedBackend, assemble_embedded_model
+from studio.images.backends.diffusers.models import count_tokens
+from studio.llm.client import LLM
+from studio.llm.embedded import EMBEDDED_SHA256, EmbeddedBackend, assemble_embedded_model
 from studio.writing.prompting import write_episode_prompt
 
 

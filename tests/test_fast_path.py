@@ -14,11 +14,8 @@ from studio.core.config import load_settings
 from studio.core.errors import ConfigError, RenderError
 from studio.core.params import RenderRequest
 from studio.images.backends.diffusers.fast_path import FastPath, fast_path_for
-from studio.images.backends.diffusers.renderer import (
-    Renderer,
-    resolve_image_model,
-    resolve_preview_vae,
-)
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model, resolve_preview_vae
 from studio.images.backends.registry import open_image_backend
 
 TOLERANCE = 3  # levels of 255: the fast path's kernels round differently, nothing more

@@ -15,15 +15,12 @@ from studio.core.hub import SD, SDXL
 from studio.core.metadata import parse_parameters
 from studio.core.params import RenderRequest
 from studio.images.backends.base import Capabilities
-from studio.images.backends.diffusers.renderer import (
-    Renderer,
-    build_demo_ip_adapter,
-    build_demo_sdxl_model,
-    resolve_image_model,
-    resolve_ip_adapter,
-)
+from studio.images.backends.diffusers.adapters import resolve_ip_adapter
+from studio.images.backends.diffusers.demo import build_demo_ip_adapter, build_demo_sdxl_model
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model
 from studio.images.backends.registry import backend_settings, open_image_backend
-from studio.images.service import ImageJob, ImageService, request_parameters
+from studio.images.service import ImageService, ImageTask, request_parameters
 from tests.test_render_modes import IMAGES, add_input, build_inpainting_model, inputs, pixels
 from tests.test_render_modes import make_init as gradient
 
@@ -200,8 +197,8 @@ def test_the_service_stores_the_reference_in_the_infotext_and_provenance(rendere
         service = ImageService(store, renderer)
         face = service.add_input(IMAGES[FACE], "reference image")
         request = dataclasses.replace(WITH_FACE, reference_image=face)
-        first = service.make_one(ImageJob(request))
-        assert not first.cached and service.make_one(ImageJob(request)).cached
+        first = service.make_one(ImageTask(request))
+        assert not first.cached and service.make_one(ImageTask(request)).cached
         with Image.open(first.path) as png:
             fields = parse_parameters(png.info["parameters"])
         assert fields["IP-Adapter image hash"] == face[:10]

@@ -215,3 +215,15 @@ def test_importing_the_package_and_the_cli_help_load_no_torch():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = sorted(
+        f"{name}:{node.lineno} {node.module}.{alias.name}"
+        for name, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("studio")
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    )
+    assert private == []

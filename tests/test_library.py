@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from studio.core.errors import StudioError
-from studio.core.params import Target
+from studio.core.targets import Target
 from studio.library import importer as library_import
 from studio.library.service import MAX_QUERY, phash
 from tests.catalogs import small_studio

@@ -17,9 +17,9 @@ import pytest
 from psycopg import sql
 
 from studio.core.errors import LibraryServerError, StudioError
-from studio.core.params import Target
 from studio.core.remote import mask_password
-from studio.library.backends import postgres as library_server
+from studio.core.targets import Target
+from studio.library.backends import postgres
 from studio.library.backends.postgres import ServerLibrary, connect, index_name, nearest_query
 from tests.catalogs import small_studio
 
@@ -164,7 +164,7 @@ def test_searches_use_the_spaces_hnsw_index(studio, monkeypatch):
     allowed = set(range(1, 2001, 3))  # 42 is not among them
     exact = db.nearest(space, vectors[41], 5, allowed)
     assert len(exact) == 5 and {m.id for m in exact} <= allowed
-    monkeypatch.setattr(library_server, "EXACT_LIMIT", 0)  # through the index, then filtered
+    monkeypatch.setattr(postgres, "EXACT_LIMIT", 0)  # through the index, then filtered
     assert [m.id for m in db.nearest(space, vectors[41], 5, allowed)] == [m.id for m in exact]
     assert [m.id for m in db.nearest(space, vectors[41], 5, {2000})] == [2000]  # all scored
 
@@ -179,7 +179,7 @@ def test_a_server_that_cannot_be_reached_is_named_without_its_password(tmp_path,
     message = str(caught.value)
     assert "library_db (STUDIO_LIBRARY_DB)" in message
     assert "postgresql://u:***@127.0.0.1:1/x" in message
-    assert "python -m studio.library_server" in message and "empty" in message
+    assert "python -m studio.library.local_server" in message and "empty" in message
     assert "secret" not in message
 
 
@@ -208,7 +208,7 @@ def test_a_user_who_cannot_enable_pgvector_is_told_what_to_ask_for(server_url):
 
 def test_the_command_runs_a_server_prints_its_url_and_stops_on_ctrl_c(server_url, tmp_path):
     folder = tmp_path / "lib"
-    command = [sys.executable, "-m", "studio.library.backends.postgres", str(folder)]
+    command = [sys.executable, "-m", "studio.library.local_server", str(folder)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         lines = []

@@ -2,7 +2,8 @@ import pytest
 
 from studio.catalog.store import Store
 from studio.core.errors import LLMError, LLMUnavailableError
-from studio.llm.client import LLM, OpenAIBackend, parse_json_answer
+from studio.llm.client import LLM, parse_json_answer
+from studio.llm.openai_compat import OpenAIBackend
 from tests.fakes import FakeBackend, FakeOpenAIServer
 
 SCHEMA = {

@@ -15,7 +15,9 @@ from PIL import Image
 from studio.core.config import SAMPLE_SERIES, load_settings
 from studio.core.dataset import load_series
 from studio.core.errors import LLMUnavailableError
-from studio.llm.client import ChatRequest, OpenAIBackend, default_concurrency
+from studio.llm.base import ChatRequest
+from studio.llm.choice import default_concurrency
+from studio.llm.openai_compat import OpenAIBackend
 from studio.workflows.batch import Selection, plan_prompts, run_job
 from studio.writing.prompting import SELF_ASK_SCHEMA
 from tests.catalogs import small_studio

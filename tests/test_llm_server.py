@@ -13,17 +13,12 @@ import pytest
 
 from studio.core.config import Settings
 from studio.core.errors import LLMError, LLMUnavailableError
-from studio.llm.client import (
-    LLM,
-    ChatRequest,
-    EmbeddedBackend,
-    OpenAIBackend,
-    backend_description,
-    choose_backend,
-    make_backend,
-    make_llm,
-    redact_url,
-)
+from studio.core.remote import redact_url
+from studio.llm.base import ChatRequest
+from studio.llm.choice import backend_description, choose_backend, make_backend
+from studio.llm.client import LLM, make_llm
+from studio.llm.embedded import EmbeddedBackend
+from studio.llm.openai_compat import OpenAIBackend
 from tests.fakes import FakeBackend, FakeOpenAIServer
 
 SCHEMA = {

@@ -11,16 +11,12 @@ import pytest
 from safetensors.numpy import save_file
 
 from studio import open_studio
-from studio.catalog.store import record_from_png
+from studio.catalog.records import record_from_png
 from studio.core.errors import LoraError
 from studio.core.metadata import parse_parameters, read_png_metadata
-from studio.images.backends.diffusers.renderer import (
-    Renderer,
-    RenderRequest,
-    build_demo_lora,
-    build_demo_sdxl_model,
-    resolve_image_model,
-)
+from studio.images.backends.diffusers.demo import build_demo_lora, build_demo_sdxl_model
+from studio.images.backends.diffusers.renderer import Renderer, RenderRequest
+from studio.images.backends.diffusers.weights import resolve_image_model
 from studio.images.loras import LoraFolder
 
 REQUEST = RenderRequest("a detective", "blurry", "Euler", 3, 7.0, 64, 64, 11)

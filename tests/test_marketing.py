@@ -13,18 +13,16 @@ from PIL import Image
 from studio.core.config import SAMPLE_SERIES
 from studio.core.dataset import load_series
 from studio.core.errors import CampaignError, LLMError, RenderError
-from studio.workflows.marketing import (
+from studio.workflows.marketing.campaign import (
     PLATFORMS,
     STEPS,
     Brief,
-    Chain,
     aspect_size,
     check_post,
-    export_zip,
-    missing_images,
-    review,
     tidy_cut,
 )
+from studio.workflows.marketing.chain import Chain
+from studio.workflows.marketing.export import export_zip, missing_images, review
 from tests.catalogs import small_studio
 from tests.fakes import FakeBackend
 

@@ -47,7 +47,8 @@ def test_the_studio_chunk_is_strict_json_even_with_infinite_scheduler_values(tmp
     import json
 
     from studio.core.params import RenderRequest
-    from studio.images.backends.diffusers.renderer import Renderer, resolve_image_model
+    from studio.images.backends.diffusers.renderer import Renderer
+    from studio.images.backends.diffusers.weights import resolve_image_model
 
     renderer = Renderer(resolve_image_model("demo", tmp_path), "cpu")
     provenance = renderer.provenance(RenderRequest("x", sampler="DPM++ 2M Karras"))

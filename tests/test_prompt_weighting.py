@@ -17,12 +17,9 @@ from studio.core.metadata import parse_parameters, read_png_metadata
 from studio.core.params import RenderRequest, request_from_infotext
 from studio.core.prompt_syntax import Fragment, parse_prompt, uses_syntax
 from studio.images.backends.base import Capabilities
-from studio.images.backends.diffusers.renderer import (
-    PROMPT_ENCODING,
-    Renderer,
-    build_demo_sdxl_model,
-    resolve_image_model,
-)
+from studio.images.backends.diffusers.demo import build_demo_sdxl_model
+from studio.images.backends.diffusers.renderer import PROMPT_ENCODING, Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model
 from studio.images.interpolation import interpolation_requests
 
 REQUEST = RenderRequest("a detective on a foggy street", "blurry", "Euler", 3, 7.0, 64, 64, 11)
@@ -203,7 +200,7 @@ def test_an_interpolation_morphs_between_the_prompts_with_cached_ends(tmp_path, 
         assert all((a != b).any() for a, b in zip(frames, frames[1:], strict=False))
         end = studio.generate("a violin on a table", seed=5)
         assert end.cached and end.key == made.results[-1].key
-        strip = Image.open(io.BytesIO(made.strip_png()))
+        strip = Image.open(io.BytesIO(made.png()))
         assert strip.size[0] == 4 * 64 and strip.size[1] > 64  # t under each frame
         gif = Image.open(io.BytesIO(made.animation("gif")))
         assert gif.format == "GIF" and gif.n_frames == 6  # forth and back

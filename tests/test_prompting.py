@@ -5,7 +5,7 @@ import pytest
 from studio.core.config import SAMPLE_SERIES
 from studio.core.dataset import Episode, Season, Series, load_series
 from studio.core.hub import CLIP_TOKENIZER_DIR
-from studio.images.backends.diffusers.renderer import count_tokens
+from studio.images.backends.diffusers.models import count_tokens
 from studio.llm.client import LLM
 from studio.writing.prompting import (
     fit_parts,

@@ -4,14 +4,10 @@ import numpy as np
 import pytest
 
 from studio.core.errors import RenderError
-from studio.images.backends.diffusers.renderer import (
-    SCHEDULERS,
-    Renderer,
-    RenderRequest,
-    make_scheduler,
-    pick_device,
-    resolve_image_model,
-)
+from studio.images.backends.diffusers.models import pick_device
+from studio.images.backends.diffusers.renderer import Renderer, RenderRequest
+from studio.images.backends.diffusers.schedulers import SCHEDULERS, make_scheduler
+from studio.images.backends.diffusers.weights import resolve_image_model
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from studio.images.backends.diffusers.renderer import (
     Renderer,
     outpaint_canvas,
     outpaint_size,
-    resolve_image_model,
-    scheduler_config_of,
 )
+from studio.images.backends.diffusers.schedulers import scheduler_config_of
+from studio.images.backends.diffusers.weights import resolve_image_model
 
 IMAGES: dict[str, Image.Image] = {}
 

@@ -11,12 +11,10 @@ from safetensors.torch import save_file
 from studio.core.hub import SD, SDXL
 from studio.core.inputs import content_hash, png_bytes
 from studio.core.params import CLIP_WINDOW, RenderRequest
-from studio.images.backends.diffusers.renderer import (
-    Renderer,
-    build_demo_sdxl_model,
-    count_tokens,
-    resolve_image_model,
-)
+from studio.images.backends.diffusers.demo import build_demo_sdxl_model
+from studio.images.backends.diffusers.models import count_tokens
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model
 
 REQUEST = RenderRequest("a lighthouse at night", "blurry", "Euler", 2, 7.0, 64, 64, 3)
 

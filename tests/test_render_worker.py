@@ -17,8 +17,9 @@ from studio.catalog.store import Store
 from studio.core.errors import ImageInputError, RenderCancelledError, RenderError
 from studio.core.params import RenderRequest
 from studio.images import worker as render_worker
-from studio.images.backends.diffusers.renderer import Renderer, resolve_image_model
-from studio.images.service import ImageJob, ImageService
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model
+from studio.images.service import ImageService, ImageTask
 from studio.images.worker import RenderWorker, shared_worker
 from tests.apptests import run
 from tests.test_dashboard import APP, app_env  # noqa: F401 - app_env is a fixture
@@ -70,7 +71,7 @@ def test_two_callers_compatible_requests_share_one_call_and_each_gets_its_own(re
 
     def session(name, service, prompt, seed):
         results[name] = service.make(
-            [ImageJob(small(prompt, seed))],
+            [ImageTask(small(prompt, seed))],
             on_step=lambda step, total, _: progress[name].append((step, total)),
         )[0]
 
@@ -147,7 +148,7 @@ def test_cancel_stops_a_running_render_at_the_next_step(renderer, tmp_path):
             raise RenderCancelledError("stop")
 
     with pytest.raises(RenderCancelledError):
-        service.make([ImageJob(small("a long render", steps=40))], on_step=stop_at_two)
+        service.make([ImageTask(small("a long render", steps=40))], on_step=stop_at_two)
     ticket_gone = worker.submit([small("after", steps=1)], None).wait()  # the worker goes on
     assert len(ticket_gone) == 1
     long_run = [step for step, total in steps_run if total == 40]
@@ -190,9 +191,9 @@ def test_a_bad_request_in_a_shared_batch_fails_only_its_caller(renderer):
 
 
 def test_the_worker_is_an_image_backend_with_the_same_pixels(renderer, tmp_path):
-    direct = ImageService(Store(tmp_path / "direct"), renderer).make_one(ImageJob(small("a")))
+    direct = ImageService(Store(tmp_path / "direct"), renderer).make_one(ImageTask(small("a")))
     queued = ImageService(Store(tmp_path / "queued"), RenderWorker(renderer)).make_one(
-        ImageJob(small("a"))
+        ImageTask(small("a"))
     )
     assert queued.key == direct.key
     assert np.array_equal(pixels(queued.image()), pixels(direct.image()))
@@ -223,13 +224,14 @@ def test_two_dashboard_sessions_at_once_are_batched_and_see_their_own_images(
     from studio import ui
     from studio.core.config import load_settings
     from studio.images.backends.registry import backend_settings
+    from studio.ui.resources import render_worker_for
 
     render_worker.close_shared_worker()
     key = backend_settings(load_settings())
     model = resolve_image_model("demo", shared_cache)
     renderer = Renderer(model, "cpu", 4, batch_on_cpu=True)
     worker = shared_worker(key, lambda: renderer)
-    assert ui._backend(key) is worker
+    assert render_worker_for(key) is worker
     gate = Gated(renderer)
     first = worker.submit([small("the first", steps=1)], None)
     assert gate.started.wait(30)
@@ -257,5 +259,5 @@ def test_two_dashboard_sessions_at_once_are_batched_and_see_their_own_images(
     for prompt, at in sessions.items():
         assert not at.exception, [e.value for e in at.exception]
         key = at.session_state["st_last"]
-        assert ui.store().find_image(key).prompt == prompt
+        assert ui.current_store().find_image(key).prompt == prompt
     render_worker.close_shared_worker()

@@ -31,7 +31,7 @@ from studio.core.errors import ConfigError, PromptRefusedError
 from studio.core.params import RenderRequest
 from studio.images.backends.openai_images import OpenAIImagesBackend
 from studio.images.safety import SafetyFilter, blurred, refusal_picture
-from studio.images.service import ImageJob, ImageService
+from studio.images.service import ImageService, ImageTask
 from tests.apptests import run
 from tests.fakes import CONTENT_POLICY, FakeImagesAPI, FakeOpenAIServer, fake_image_colour
 
@@ -117,7 +117,7 @@ def test_saved_checker_is_safetensors_only(checkers):
 def test_flagged_and_clear_images_are_recorded_and_the_pixels_kept(tmp_path, checkers, server):
     store = Store(tmp_path / "data")
     service = ImageService(store, backend(server.url), SafetyFilter(str(checkers["discerning"])))
-    flagged, clear = service.make([ImageJob(request(BAD)), ImageJob(request(GOOD))])
+    flagged, clear = service.make([ImageTask(request(BAD)), ImageTask(request(GOOD))])
 
     bad = store.safety(flagged.key)
     assert bad.status == FLAGGED and bad.hidden and bad.score > 0
@@ -139,11 +139,11 @@ def test_no_filter_records_no_verdict_and_a_rebuilt_catalog_keeps_the_flag(
     tmp_path, checkers, server
 ):
     store = Store(tmp_path / "data")
-    plain = ImageService(store, backend(server.url)).make_one(ImageJob(request(GOOD, seed=7)))
+    plain = ImageService(store, backend(server.url)).make_one(ImageTask(request(GOOD, seed=7)))
     assert store.safety(plain.key) is None
     flagged = ImageService(
         store, backend(server.url), SafetyFilter(str(checkers["discerning"]))
-    ).make_one(ImageJob(request(BAD, seed=7)))
+    ).make_one(ImageTask(request(BAD, seed=7)))
     store.close()
     with sqlite3.connect(tmp_path / "data" / "catalog.sqlite") as db:  # lose both rows
         db.execute("DELETE FROM images")
@@ -176,7 +176,7 @@ def test_a_checker_that_cannot_load_names_the_setting_and_images_are_made_unchec
     message = str(caught.value)
     assert "safety_checker (STUDIO_SAFETY_CHECKER)" in message and str(missing) in message
     store = Store(tmp_path / "data")
-    made = ImageService(store, backend(server.url), safety).make_one(ImageJob(request(GOOD)))
+    made = ImageService(store, backend(server.url), safety).make_one(ImageTask(request(GOOD)))
     verdict = store.safety(made.key)
     assert made.path.is_file() and verdict.status == UNCHECKED
     assert "STUDIO_SAFETY_CHECKER" in verdict.reason
@@ -187,8 +187,8 @@ def test_a_refusal_is_recorded_with_no_image(tmp_path):
     with FakeOpenAIServer(images=images) as refusing:
         service = ImageService(Store(tmp_path / "data"), backend(refusing.url))
         with pytest.raises(PromptRefusedError):
-            service.make_one(ImageJob(request(BAD)))
-        result = service.make([ImageJob(request(BAD, seed=2))], keep_going=True)[0]
+            service.make_one(ImageTask(request(BAD)))
+        result = service.make([ImageTask(request(BAD, seed=2))], keep_going=True)[0]
     assert result.record is None and "refused the prompt" in result.error
     store = service.store
     assert store.images() == [] and not list(store.images_dir.rglob("*.png"))
@@ -237,7 +237,7 @@ def click(at: AppTest, key: str) -> None:
 
 def test_gallery_blurs_a_flagged_image_until_revealed(dashboard_env):
     with open_studio() as studio:  # the settings' checker, as the batch job and pages use it
-        made = studio.images.make([ImageJob(request(BAD)), ImageJob(request(GOOD))])
+        made = studio.images.make([ImageTask(request(BAD)), ImageTask(request(GOOD))])
     flagged_id = made[0].record.id
     at = gallery()
     hidden = [w.value for w in at.warning if "Hidden by the safety filter" in w.value]
@@ -253,10 +253,10 @@ def test_gallery_blurs_a_flagged_image_until_revealed(dashboard_env):
 def test_gallery_notes_unchecked_images_and_lists_refusals(dashboard_env, monkeypatch, tmp_path):
     monkeypatch.setenv("STUDIO_SAFETY_CHECKER", str(tmp_path / "missing"))
     with open_studio() as studio:
-        studio.images.make_one(ImageJob(request(GOOD)))
+        studio.images.make_one(ImageTask(request(GOOD)))
         with FakeOpenAIServer(images=FakeImagesAPI(fail_always=CONTENT_POLICY)) as refusing:
             refused = ImageService(studio.store, backend(refusing.url))
-            refused.make([ImageJob(request(BAD))], keep_going=True)
+            refused.make([ImageTask(request(BAD))], keep_going=True)
     at = gallery()
     notes = [c.value for c in at.caption if "Not checked by the safety filter" in c.value]
     assert len(notes) == 1 and "STUDIO_SAFETY_CHECKER" in notes[0]

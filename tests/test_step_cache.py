@@ -10,7 +10,8 @@ import pytest
 from studio.core.config import load_settings
 from studio.core.errors import ConfigError
 from studio.core.params import RenderRequest
-from studio.images.backends.diffusers.renderer import Renderer, resolve_image_model
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model
 
 
 def request(seed: int = 1) -> RenderRequest:

@@ -1,7 +1,10 @@
 import hashlib
 
-from studio.catalog.store import MIGRATIONS, TMP_PREFIX, ImageRecord, PromptRecord, Store
-from studio.core.params import PromptSpec, Target
+from studio.catalog.files import TMP_PREFIX
+from studio.catalog.records import ImageRecord, PromptRecord
+from studio.catalog.schema import MIGRATIONS
+from studio.catalog.store import Store
+from studio.core.targets import PromptSpec, Target
 
 
 def record(key="k1", **changes):

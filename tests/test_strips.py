@@ -17,11 +17,8 @@ from studio.catalog.store import Store
 from studio.core.config import load_settings
 from studio.core.errors import ParameterError
 from studio.core.params import RenderRequest
-from studio.images.backends.diffusers.renderer import (
-    Renderer,
-    resolve_image_model,
-    resolve_preview_vae,
-)
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model, resolve_preview_vae
 from studio.images.backends.openai_images import OpenAIImagesBackend
 from tests.apptests import errors, run
 from tests.fakes import FakeBackend

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from studio.catalog.store import Store
-from studio.images.backends.diffusers.renderer import build_demo_lora, resolve_image_model
+from studio.images.backends.diffusers.demo import build_demo_lora
+from studio.images.backends.diffusers.weights import resolve_image_model
 from tests.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture
 
 STUDIO = "pages/studio.py"

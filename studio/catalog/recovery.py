@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from studio.catalog.store import CATALOG_NAME, ImageRecord, PromptRecord, Store
-from studio.core.params import PromptSpec
+from studio.catalog.records import ImageRecord, PromptRecord
+from studio.catalog.store import CATALOG_NAME, Store
+from studio.core.targets import PromptSpec
 
 # Tables salvaged from the old file, row by row, as far as they can be read.
 # The prompt library's tables too (imported rows exist nowhere else), texts before what refers to

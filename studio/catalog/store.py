@@ -8,8 +8,7 @@ that have no row (a kill between the rename and the commit) from their own metad
 
 A catalog that is damaged, unreadable, not ours, or empty while images lie beside it is never
 taken as new: opening it raises `CatalogError` naming the file and the fix (`studio.recovery`
-rebuilds it from the PNGs).
-"""
+rebuilds it from the PNGs)."""
 
 from __future__ import annotations
 
@@ -17,23 +16,31 @@ import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import threading
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from studio.catalog.records import REFUSED, STATUSES, SafetyVerdict
+from studio.catalog.files import TMP_PREFIX, atomic_write, unwritable_error
+from studio.catalog.records import (
+    REFUSED,
+    STATUSES,
+    CharacterRecord,
+    ImageRecord,
+    OpenReport,
+    PromptRecord,
+    SafetyVerdict,
+    StoredImage,
+    record_from_png,
+)
+from studio.catalog.schema import MIGRATIONS
 from studio.core.config import setting
 from studio.core.errors import CatalogError
-from studio.core.metadata import json_safe, parse_parameters
-from studio.core.params import REQUEST_FIELDS, PromptSpec, RenderRequest, Target
+from studio.core.metadata import json_safe
 
-TMP_PREFIX = ".tmp-"
 CATALOG_NAME = "catalog.sqlite"
 RECOVER_HINT = (
     "Rebuild it from the images' own metadata with `python dataprep.py --recover` (the old file "
@@ -41,569 +48,8 @@ RECOVER_HINT = (
 )
 
 
-def _file_mode() -> int:
-    # The permissions a plain open() would give, as for the catalog itself (mkstemp uses 0600).
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-FILE_MODE = _file_mode()
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # Statement by statement: executescript() would commit the migration's open transaction.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _create_tables(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE images (
-            id INTEGER PRIMARY KEY,
-            cache_key TEXT NOT NULL UNIQUE,   -- hash of everything that affects the pixels
-            sha256 TEXT NOT NULL,             -- of the PNG file, which is also its name
-            path TEXT NOT NULL,               -- relative to the data folder
-            target TEXT NOT NULL,             -- episode, season or studio
-            season INTEGER,
-            episode INTEGER,
-            style TEXT,
-            image_index INTEGER NOT NULL DEFAULT 0,
-            prompt TEXT NOT NULL,
-            negative_prompt TEXT NOT NULL,
-            model TEXT NOT NULL,
-            sampler TEXT NOT NULL,
-            steps INTEGER NOT NULL,
-            cfg REAL NOT NULL,
-            width INTEGER NOT NULL,
-            height INTEGER NOT NULL,
-            seed INTEGER NOT NULL,
-            placeholder INTEGER NOT NULL,     -- 1: made by the untrained demo model
-            provenance TEXT NOT NULL,         -- JSON, as in the PNG's studio chunk
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX images_by_target ON images (target, season, episode, style);
-        CREATE TABLE prompts (
-            key TEXT PRIMARY KEY,             -- the LLM cache key that produced it
-            target TEXT NOT NULL,
-            season INTEGER,
-            episode INTEGER,
-            style TEXT,
-            spec TEXT NOT NULL,               -- JSON PromptSpec
-            trace TEXT,                       -- JSON self-ask trace, for seasons
-            llm_model TEXT NOT NULL,
-            template_hash TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX prompts_by_target ON prompts (target, season, episode, style);
-        CREATE TABLE llm_cache (
-            key TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            response TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        );
-        """,
-    )
-
-
-def _create_covers(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE covers (
-            season INTEGER NOT NULL,
-            episode INTEGER NOT NULL,
-            cache_key TEXT NOT NULL,          -- the image chosen as the episode's cover
-            PRIMARY KEY (season, episode)
-        );
-        CREATE INDEX images_by_created ON images (created_at)
-        """,
-    )
-
-
-def _create_campaigns(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE campaigns (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL,
-            data TEXT NOT NULL,               -- JSON: the brief and every step's output
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        )
-        """,
-    )
-
-
-def _add_modes(db: sqlite3.Connection) -> None:
-    # init_image and mask_image: sha256 of files in inputs/; outpaint: JSON [left, right, up,
-    # down]. (No comments in the SQL: ADD COLUMN copies them into the table's schema text.)
-    _run_script(
-        db,
-        """
-        ALTER TABLE images ADD COLUMN mode TEXT NOT NULL DEFAULT 'txt2img';
-        ALTER TABLE images ADD COLUMN strength REAL;
-        ALTER TABLE images ADD COLUMN init_image TEXT;
-        ALTER TABLE images ADD COLUMN mask_image TEXT;
-        ALTER TABLE images ADD COLUMN outpaint TEXT
-        """,
-    )
-
-
-def _add_characters(db: sqlite3.Connection) -> None:
-    # characters: every version of every character's descriptor (the newest is current);
-    # images get the IP-Adapter reference (sha256 of a file in inputs/) and its scale.
-    _run_script(
-        db,
-        """
-        CREATE TABLE characters (
-            name TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            descriptor TEXT NOT NULL,
-            portrait TEXT NOT NULL,
-            source TEXT NOT NULL,
-            llm_key TEXT,
-            note TEXT NOT NULL DEFAULT '',
-            created_at TEXT NOT NULL,
-            PRIMARY KEY (name, version)
-        );
-        ALTER TABLE images ADD COLUMN reference_image TEXT;
-        ALTER TABLE images ADD COLUMN reference_scale REAL
-        """,
-    )
-
-
-def _add_library(db: sqlite3.Connection) -> None:
-    # The prompt library (studio.library): every distinct prompt text once, the things that use
-    # it (catalog images, prompt records, imported rows, improved ideas), vectors per embedding
-    # space (the usearch index beside the catalog is rebuilt from them), perceptual hashes.
-    _run_script(
-        db,
-        """
-        CREATE TABLE library_texts (
-            id INTEGER PRIMARY KEY,
-            text TEXT NOT NULL UNIQUE,
-            created_at TEXT NOT NULL
-        );
-        CREATE TABLE library_items (
-            id INTEGER PRIMARY KEY,
-            text_id INTEGER NOT NULL REFERENCES library_texts (id),
-            kind TEXT NOT NULL,               -- image, prompt or import
-            ref TEXT NOT NULL,                -- cache key, prompt record key, site:id
-            target TEXT,
-            season INTEGER,
-            episode INTEGER,
-            style TEXT,
-            model TEXT,
-            placeholder INTEGER,
-            image_key TEXT,
-            url TEXT,
-            width INTEGER,
-            height INTEGER,
-            source_site TEXT,
-            parents TEXT NOT NULL DEFAULT '[]', -- JSON: refs it was improved or revised from
-            created_at TEXT NOT NULL,
-            UNIQUE (kind, ref)
-        );
-        CREATE INDEX library_items_by_text ON library_items (text_id);
-        CREATE TABLE library_vectors (
-            space TEXT NOT NULL,              -- embedder name (ids: texts, or items for images)
-            id INTEGER NOT NULL,
-            vector BLOB NOT NULL,             -- float32, unit length
-            PRIMARY KEY (space, id)
-        );
-        CREATE TABLE library_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        CREATE TABLE image_hashes (
-            item_id INTEGER PRIMARY KEY,      -- a library item with an image
-            phash INTEGER NOT NULL            -- 64-bit perceptual hash, as a signed integer
-        )
-        """,
-    )
-
-
-def _add_jobs(db: sqlite3.Connection) -> None:
-    # Batch jobs (studio.jobs): what each run of dataprep.py did and how far it got, for the
-    # dashboard's Batch jobs page; a running job updates its row as it goes.
-    _run_script(
-        db,
-        """
-        CREATE TABLE jobs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            started_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            finished_at TEXT,
-            status TEXT NOT NULL,             -- running, finished, failed, stopped
-            stage TEXT NOT NULL,              -- prompts, images, done
-            executor TEXT NOT NULL,
-            selection TEXT NOT NULL,
-            prompts_done INTEGER NOT NULL DEFAULT 0,
-            prompts_total INTEGER NOT NULL DEFAULT 0,
-            images_done INTEGER NOT NULL DEFAULT 0,
-            images_total INTEGER NOT NULL DEFAULT 0,
-            failures TEXT NOT NULL DEFAULT '[]',  -- JSON: "what: why"
-            seconds TEXT NOT NULL DEFAULT '{}',   -- JSON: stage -> seconds
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL
-        )
-        """,
-    )
-
-
-def _add_prompt_controls(db: sqlite3.Connection) -> None:
-    # long_prompt: 1 when a prompt past 77 tokens was encoded in chunks; blend_prompt and blend:
-    # prompt interpolation's other prompt and how far towards it (0..1).
-    _run_script(
-        db,
-        """
-        ALTER TABLE images ADD COLUMN long_prompt INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE images ADD COLUMN blend_prompt TEXT;
-        ALTER TABLE images ADD COLUMN blend REAL
-        """,
-    )
-
-
-def _add_controlnet(db: sqlite3.Connection) -> None:
-    # Guided generation (ControlNet): the control map's sha256 in inputs/, its type (scribble,
-    # lineart, canny, depth), how strongly it steers (0..2) and between which fractions of the
-    # denoising (start < end).
-    _run_script(
-        db,
-        """
-        ALTER TABLE images ADD COLUMN control_image TEXT;
-        ALTER TABLE images ADD COLUMN control_type TEXT;
-        ALTER TABLE images ADD COLUMN control_scale REAL;
-        ALTER TABLE images ADD COLUMN control_start REAL;
-        ALTER TABLE images ADD COLUMN control_end REAL
-        """,
-    )
-
-
-def _add_clip_scores(db: sqlite3.Connection) -> None:
-    # CLIP's cosine between an image and a text, once per image, CLIP model, kind and text
-    # (studio.clip_checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
-    # descriptions and the neutral one) or "label" (zero-shot labels a person typed).
-    _run_script(
-        db,
-        """
-        CREATE TABLE image_scores (
-            cache_key TEXT NOT NULL,
-            clip_model TEXT NOT NULL,         -- the clip_model setting: the vector space's name
-            kind TEXT NOT NULL,               -- prompt, failure or label
-            label TEXT NOT NULL,              -- the text scored against the image
-            score REAL NOT NULL,              -- cosine similarity, -1..1
-            created_at TEXT NOT NULL,
-            PRIMARY KEY (cache_key, clip_model, kind, label)
-        )
-        """,
-    )
-
-
-def _add_safety(db: sqlite3.Connection) -> None:
-    # One row per checked image (by its cache key), or per request an image server refused (a
-    # key with no image row); no row: made with no safety filter. See studio.safety.
-    _run_script(
-        db,
-        """
-        CREATE TABLE image_flags (
-            cache_key TEXT PRIMARY KEY,
-            status TEXT NOT NULL CHECK (status IN ('clear', 'flagged', 'unchecked', 'refused')),
-            reason TEXT NOT NULL,             -- in words, shown in the dashboard
-            checker TEXT NOT NULL,            -- the safety_checker setting, or the backend
-            score REAL,                       -- the checker's own measure
-            prompt TEXT,                      -- a refused request's prompt
-            created_at TEXT NOT NULL
-        );
-        CREATE INDEX image_flags_by_status ON image_flags (status, created_at)
-        """,
-    )
-
-
-def _add_strips(db: sqlite3.Connection) -> None:
-    # Denoising strips (studio.strips): an image's intermediate steps as one PNG under strips/,
-    # one per (image, every k steps, decoder); not part of the pixels, so not in the cache key.
-    _run_script(
-        db,
-        """
-        CREATE TABLE strips (
-            cache_key TEXT NOT NULL,          -- the image's
-            every INTEGER NOT NULL,           -- a frame every `every` steps, and the last step
-            decoder TEXT NOT NULL,            -- vae | preview
-            path TEXT NOT NULL,               -- relative to the data folder
-            sha256 TEXT NOT NULL,
-            steps TEXT NOT NULL,              -- JSON: each frame's step, 1-based
-            total INTEGER NOT NULL,           -- the denoising steps the render ran
-            frame_width INTEGER NOT NULL,
-            frame_height INTEGER NOT NULL,
-            columns INTEGER NOT NULL,         -- frames per row
-            max_difference INTEGER,           -- a re-render against the stored PNG, NULL: none
-            created_at TEXT NOT NULL,
-            PRIMARY KEY (cache_key, every, decoder)
-        )
-        """,
-    )
-
-
-# Applied in order, once each, and recorded in the `migrations` table.
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
-    ("001_create_tables", _create_tables),
-    ("002_covers", _create_covers),
-    ("003_campaigns", _create_campaigns),
-    ("004_modes", _add_modes),
-    ("005_characters", _add_characters),
-    ("006_library", _add_library),
-    ("007_jobs", _add_jobs),
-    ("008_prompt_controls", _add_prompt_controls),
-    ("009_clip_scores", _add_clip_scores),
-    ("010_safety", _add_safety),
-    ("011_strips", _add_strips),
-    ("012_controlnet", _add_controlnet),
-]
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """An image's catalog entry: what it was made for and everything that made it."""
-
-    cache_key: str
-    target: str
-    season: int | None
-    episode: int | None
-    style: str | None
-    image_index: int
-    prompt: str
-    negative_prompt: str
-    model: str
-    sampler: str
-    steps: int
-    cfg: float
-    width: int
-    height: int
-    seed: int
-    placeholder: bool
-    provenance: dict[str, Any]
-    mode: str = "txt2img"
-    strength: float | None = None
-    init_image: str | None = None  # sha256 of the init image in the catalog's inputs/
-    mask_image: str | None = None
-    outpaint: tuple[int, int, int, int] | None = None
-    reference_image: str | None = None  # sha256 of the IP-Adapter reference in inputs/
-    reference_scale: float | None = None
-    long_prompt: bool = False
-    blend_prompt: str | None = None
-    blend: float | None = None
-    control_image: str | None = None  # sha256 of the ControlNet's control map in inputs/
-    control_type: str | None = None
-    control_scale: float | None = None
-    control_start: float | None = None
-    control_end: float | None = None
-
-    @classmethod
-    def of(
-        cls,
-        request: RenderRequest,
-        target: Target,
-        image_index: int,
-        model_label: str,
-        placeholder: bool,
-        provenance: dict[str, Any],
-        cache_key: str,
-    ) -> ImageRecord:
-        values = asdict(request)
-        return cls(
-            cache_key=cache_key,
-            target=target.kind,
-            season=target.season,
-            episode=target.episode,
-            style=target.style,
-            image_index=image_index,
-            model=model_label,
-            placeholder=placeholder,
-            provenance=provenance,
-            **values,
-        )
-
-    @property
-    def request(self) -> RenderRequest:
-        return RenderRequest(**{name: getattr(self, name) for name in REQUEST_FIELDS})
-
-    @property
-    def target_of(self) -> Target:
-        return Target(self.target, self.season, self.episode, self.style)
-
-
-@dataclass(frozen=True)
-class StoredImage(ImageRecord):
-    """An image as the catalog holds it: its record, where its PNG is, when it was made."""
-
-    id: int = 0
-    sha256: str = ""
-    path: str = ""  # relative to the data folder
-    created_at: str = ""
-
-    def __getitem__(self, name: str) -> Any:  # row-style access, as templates and tests use
-        return getattr(self, name)
-
-    def summary(self) -> dict[str, Any]:
-        """Every field but the provenance: one row of a table of images."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "provenance"}
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> StoredImage:
-        values = {name: row[name] for name in row.keys()}  # noqa: SIM118 - a Row, not a dict
-        outpaint = values.get("outpaint")
-        return cls(
-            **{
-                **values,
-                "placeholder": bool(values["placeholder"]),
-                "long_prompt": bool(values.get("long_prompt")),
-                "provenance": json.loads(values["provenance"]),
-                "outpaint": tuple(json.loads(outpaint)) if outpaint else None,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class CharacterRecord:
-    """One version of a character's look: the descriptor every prompt uses for them, verbatim,
-    and the portrait prompt. `source`: "llm" (written from the series data), "description" (the
-    data's description, shortened: no LLM was asked) or "edit" (typed by a person)."""
-
-    name: str
-    version: int
-    descriptor: str
-    portrait: str
-    source: str
-    llm_key: str | None = None
-    note: str = ""  # what to know about it, e.g. "not in characters.csv"
-    created_at: str = ""
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> CharacterRecord:
-        return cls(**{name: row[name] for name in row.keys()})  # noqa: SIM118 - a Row
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """A prompt the LLM wrote for a target, with the self-ask trace for seasons."""
-
-    key: str  # the LLM cache key that produced it (seasons: key:style)
-    target: Target
-    spec: PromptSpec
-    llm_model: str
-    template_hash: str
-    trace: list[dict[str, str]] | None = None
-    created_at: str = ""
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> PromptRecord:
-        return cls(
-            key=row["key"],
-            target=Target(row["target"], row["season"], row["episode"], row["style"]),
-            spec=PromptSpec(**json.loads(row["spec"])),
-            llm_model=row["llm_model"],
-            template_hash=row["template_hash"],
-            trace=None if row["trace"] is None else json.loads(row["trace"]),
-            created_at=row["created_at"],
-        )
-
-
-def record_from_png(path: Path) -> ImageRecord | None:
-    """The catalog record a studio PNG describes (its `studio` and `parameters` chunks), or None.
-
-    Images written since the recorded request and model label were added to the provenance are
-    recovered exactly; older ones from the A1111 infotext, where numbers are rounded as written.
-    """
-    try:
-        with Image.open(path) as image:
-            info = dict(image.info)  # text chunks before the image data: no decoding needed
-        provenance = json.loads(info["studio"])
-        infotext = parse_parameters(info.get("parameters", ""))
-        request = provenance.get("request") or {
-            "prompt": infotext["Prompt"],
-            "negative_prompt": infotext["Negative prompt"],
-            "sampler": infotext["Sampler"],
-            "steps": int(infotext["Steps"]),
-            "cfg": float(infotext["CFG scale"]),
-            "width": int(infotext["Size-1"]),
-            "height": int(infotext["Size-2"]),
-            "seed": int(infotext["Seed"]),
-        }
-        return ImageRecord(
-            cache_key=provenance["cache_key"],
-            target=provenance.get("target") or "studio",
-            season=provenance.get("season"),
-            episode=provenance.get("episode"),
-            style=provenance.get("style"),
-            image_index=int(provenance.get("image_index") or 0),
-            prompt=request["prompt"],
-            negative_prompt=request["negative_prompt"],
-            model=provenance.get("model_label") or infotext.get("Model", ""),
-            sampler=request["sampler"],
-            steps=int(request["steps"]),
-            cfg=float(request["cfg"]),
-            width=int(request["width"]),
-            height=int(request["height"]),
-            seed=int(request["seed"]),
-            placeholder=bool(provenance.get("placeholder")),
-            provenance=provenance,
-            mode=request.get("mode", "txt2img"),
-            strength=request.get("strength"),
-            init_image=request.get("init_image"),
-            mask_image=request.get("mask_image"),
-            outpaint=tuple(request["outpaint"]) if request.get("outpaint") else None,
-            reference_image=request.get("reference_image"),
-            reference_scale=request.get("reference_scale"),
-            long_prompt=bool(request.get("long_prompt")),
-            blend_prompt=request.get("blend_prompt"),
-            blend=request.get("blend"),
-            control_image=request.get("control_image"),
-            control_type=request.get("control_type"),
-            control_scale=request.get("control_scale"),
-            control_start=request.get("control_start"),
-            control_end=request.get("control_end"),
-        )
-    except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
-        return None
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` so that `path` is either absent, old, or complete, never partial."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _unwritable(folder: Path, exc: Exception) -> CatalogError:
-    reason = getattr(exc, "strerror", None) or str(exc)
-    return CatalogError(
-        f"The data folder {folder} cannot be written ({reason}). Set {setting('data_dir')} to a "
-        "folder you can write, or fix the folder's permissions."
-    )
-
-
-@dataclass
-class OpenReport:
-    """What the store tidied when it opened."""
-
-    adopted: int = 0  # PNGs without a row, recorded again from their own metadata
-    dropped: int = 0  # rows whose PNG file is gone, removed
 
 
 class Store:
@@ -622,7 +68,7 @@ class Store:
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _unwritable(self.data_dir, exc) from None
+            raise unwritable_error(self.data_dir, exc) from None
         if not rebuilding:
             self._refuse_hollow_catalog()
         self._db: sqlite3.Connection | None = None
@@ -644,7 +90,7 @@ class Store:
         except OSError as exc:
             if self._db is not None:
                 self._db.close()
-            raise _unwritable(self.data_dir, exc) from None
+            raise unwritable_error(self.data_dir, exc) from None
 
     def close(self) -> None:
         with self._lock:
@@ -692,7 +138,7 @@ class Store:
             or "unable to open" in message
             or not os.access(self.data_dir, os.W_OK)
         ):
-            return _unwritable(self.data_dir, exc)
+            return unwritable_error(self.data_dir, exc)
         return CatalogError(
             f"The catalog {self.catalog_path} is damaged or unreadable ({message}). {RECOVER_HINT}."
         )

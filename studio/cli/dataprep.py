@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from studio.core.dataset import load_series, parse_mapping
-    from studio.llm.client import backend_description
+    from studio.llm.choice import backend_description
     from studio.workflows.batch import Selection, run_job
 
     overrides = {k: v for k, v in vars(args).items() if v is not None}
@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
 
     from studio.api import Studio
     from studio.images.executors import open_executor
-    from studio.llm.client import default_concurrency
+    from studio.llm.choice import default_concurrency
 
     with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:
         backend = studio.backend

@@ -2,8 +2,8 @@
 another with the same seed, by moving the text embeddings step by step (`RenderRequest.blend`).
 
     requests = interpolation_requests(base, "a violin on a table", frames=6)
-    images = [result.image() for result in service.make([ImageJob(r) for r in requests])]
-    strip_png(images, requests), animation(images, "gif")
+    images = [result.image() for result in service.make([ImageTask(r) for r in requests])]
+    interpolation_png(images, requests), animation(images, "gif")
 
 The first frame is the start prompt's own request and the last the end prompt's, so both are the
 very images (and catalog entries) the two prompts make alone; the frames between blend the
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from studio.core.errors import ParameterError
 from studio.core.params import RenderRequest
+from studio.images.service import ImageResult
 
 FRAMES = (2, 24)  # how many images a strip may have
 LABEL_HEIGHT = 18
@@ -79,7 +81,7 @@ def strip_image(images: Sequence[Image.Image], blends: Sequence[float]) -> Image
     return sheet
 
 
-def strip_png(images: Sequence[Image.Image], blends: Sequence[float]) -> bytes:
+def interpolation_png(images: Sequence[Image.Image], blends: Sequence[float]) -> bytes:
     buffer = io.BytesIO()
     strip_image(images, blends).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -97,3 +99,27 @@ def animation(images: Sequence[Image.Image], kind: str = "gif", bounce: bool = T
     frames[0].save(buffer, format=kind.upper(), save_all=True, append_images=frames[1:],
                    duration=FRAME_MS, loop=0, **options)  # fmt: skip
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """The images of a prompt interpolation, in order, and the strip and animation of them."""
+
+    start_prompt: str
+    end_prompt: str
+    results: list[ImageResult]
+
+    @property
+    def blends(self) -> list[float]:
+        return [blend_of(r.job.request, self.start_prompt) for r in self.results]
+
+    def images(self) -> list[Any]:
+        return [result.image() for result in self.results]
+
+    def png(self) -> bytes:
+        """The frames side by side with their t, as one PNG."""
+        return interpolation_png(self.images(), self.blends)
+
+    def animation(self, kind: str = "gif") -> bytes:
+        """The frames as a looping GIF or WebP."""
+        return animation(self.images(), kind)

@@ -1,7 +1,7 @@
 """The image service: every image the studio makes, whoever asks, goes through `ImageService.make`.
 
     service = ImageService(store, backend)
-    results = service.make([ImageJob(request, Target("episode", 1, 3), provenance={...})])
+    results = service.make([ImageTask(request, Target("episode", 1, 3), provenance={...})])
     results[0].record.path, results[0].cached, results[0].key
 
 For each job: the cache key (the backend's: everything that affects the pixels), a catalog look-up
@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from studio.catalog.records import REFUSED, SafetyVerdict
-from studio.catalog.store import ImageRecord, Store, StoredImage
+from studio.catalog.records import REFUSED, ImageRecord, SafetyVerdict, StoredImage
+from studio.catalog.store import Store
 from studio.core.errors import ContentRefusedError, RenderError
 from studio.core.inputs import (
     ImageSource,
@@ -36,7 +36,8 @@ from studio.core.inputs import (
     to_rgb,
 )
 from studio.core.metadata import encode_png, format_parameters
-from studio.core.params import STUDIO_TARGET, RenderRequest, Target
+from studio.core.params import RenderRequest
+from studio.core.targets import STUDIO_TARGET, Target
 from studio.core.version import __version__
 from studio.images.backends.base import ImageBackend, StepCallback
 from studio.images.executors import LocalExecutor, RenderExecutor
@@ -54,7 +55,7 @@ class ImageScorer(Protocol):
 
 
 @dataclass(frozen=True)
-class ImageJob:
+class ImageTask:
     """One image to make: the request, what it is for, and what to record about where it came
     from (plain values, e.g. the prompt's key and the LLM that wrote it)."""
 
@@ -70,7 +71,7 @@ class ImageJob:
 
 @dataclass(frozen=True)
 class ImageResult:
-    job: ImageJob
+    job: ImageTask
     record: StoredImage | None  # None when the render failed
     path: Path | None = None  # the PNG in the catalog
     cached: bool = False
@@ -184,7 +185,7 @@ class ImageService:
 
     def make(
         self,
-        jobs: Sequence[ImageJob],
+        jobs: Sequence[ImageTask],
         force: bool = False,
         on_step: StepCallback | None = None,
         on_result: ResultCallback | None = None,
@@ -250,13 +251,13 @@ class ImageService:
             waited = time.perf_counter()
         return [result for result in results if result is not None]
 
-    def _result(self, job: ImageJob, record: StoredImage, cached: bool = False) -> ImageResult:
+    def _result(self, job: ImageTask, record: StoredImage, cached: bool = False) -> ImageResult:
         return ImageResult(job, record, self.store.image_path(record), cached)
 
-    def make_one(self, job: ImageJob, on_step: StepCallback | None = None) -> ImageResult:
+    def make_one(self, job: ImageTask, on_step: StepCallback | None = None) -> ImageResult:
         return self.make([job], on_step=on_step)[0]
 
-    def _store(self, job: ImageJob, key: str, image: Image.Image) -> StoredImage:
+    def _store(self, job: ImageTask, key: str, image: Image.Image) -> StoredImage:
         """Write one image with its parameters inside and its catalog row."""
         request, backend, target = job.request, self.backend, job.target
         image_index = job.image_index
@@ -295,7 +296,7 @@ class ImageService:
             safety=verdict,
         )
 
-    def _record_refusal(self, refused: Sequence[tuple[ImageJob, str]], error: RenderError) -> None:
+    def _record_refusal(self, refused: Sequence[tuple[ImageTask, str]], error: RenderError) -> None:
         """The image server refused these jobs (with their cache keys): say so in the catalog,
         with no image."""
         verdict = SafetyVerdict(REFUSED, str(error), self.backend.label)

@@ -32,13 +32,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from studio.catalog.store import StoredImage
+from studio.catalog.records import StoredImage
 from studio.core.config import setting
 from studio.core.errors import ParameterError, RenderError
 from studio.core.params import RenderRequest
 from studio.images.backends.base import ImageBackend, StepCallback
 from studio.images.executors import LocalExecutor
-from studio.images.service import ImageJob, ImageResult, ImageService
+from studio.images.service import ImageResult, ImageService, ImageTask
 from studio.images.worker import RenderWorker
 
 # name -> what it is, for messages and the dashboard
@@ -50,7 +50,7 @@ FRAME_SIDE = 256  # a frame's longer side at most, in pixels: a long strip stays
 COLUMNS = 8  # frames per row
 LABEL_HEIGHT = 16  # the band under each frame with its step
 
-StripSource = str | StoredImage | ImageResult | ImageJob | RenderRequest
+StripSource = str | StoredImage | ImageResult | ImageTask | RenderRequest
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def compose_strip(
     return strip
 
 
-def strip_png(strip: Image.Image, description: str) -> bytes:
+def denoising_strip_png(strip: Image.Image, description: str) -> bytes:
     info = PngInfo()
     info.add_text("Description", description)
     buffer = io.BytesIO()
@@ -292,10 +292,10 @@ class DenoisingStrips:
                 difference = max_difference(rendered, stored)
         return self._store(record, every, decoder, renderer, collector, difference)
 
-    def _resolve(self, image: StripSource) -> tuple[ImageJob | None, StoredImage | None]:
+    def _resolve(self, image: StripSource) -> tuple[ImageTask | None, StoredImage | None]:
         if isinstance(image, RenderRequest):
-            return ImageJob(image), None
-        if isinstance(image, ImageJob):
+            return ImageTask(image), None
+        if isinstance(image, ImageTask):
             return image, None
         if isinstance(image, ImageResult):
             image = image.record if image.record is not None else image.job
@@ -335,7 +335,7 @@ class DenoisingStrips:
             f"Denoising strip of image {record.cache_key}: a frame every {every} steps "
             f"({', '.join(labels)}), decoded by {DECODERS[decoder]}."
         )
-        png = strip_png(compose_strip(frames, labels, size), description)
+        png = denoising_strip_png(compose_strip(frames, labels, size), description)
         row = self.store.add_strip(
             {
                 "cache_key": record.cache_key,

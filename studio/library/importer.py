@@ -23,7 +23,7 @@ from studio.core.errors import LibraryImportError
 from studio.library.items import NewItem
 
 if TYPE_CHECKING:
-    from studio.library.backends.catalog import CatalogLibrary
+    from studio.library.backends.base import LibraryDB
 
 REQUIRED = ("id", "prompt")
 OPTIONAL = ("url", "width", "height", "source_site")
@@ -91,7 +91,7 @@ def _count_lines(path: Path) -> int:
 
 
 def import_rows(
-    db: CatalogLibrary,
+    db: LibraryDB,
     path: Path,
     source_site: str | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,

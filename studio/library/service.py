@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from studio.catalog.store import PromptRecord
+from studio.catalog.records import PromptRecord
 from studio.core.config import setting
 from studio.core.errors import StudioError, one_line
 from studio.core.inputs import ImageSource, read_image, to_rgb
 from studio.core.metadata import parse_parameters, read_png_metadata
-from studio.core.params import PromptSpec, Target
-from studio.library.backends.catalog import CatalogLibrary, check_filters
+from studio.core.targets import PromptSpec, Target
+from studio.library.backends.base import LibraryDB, check_filters
+from studio.library.backends.catalog import CatalogLibrary
 from studio.library.importer import ImportReport, import_rows
 from studio.library.items import LibraryItem
 from studio.writing.prompting import PART_ORDER
@@ -155,7 +156,7 @@ class Library:
         self._on_status = on_status or (lambda line: None)
 
     @cached_property
-    def db(self) -> CatalogLibrary:
+    def db(self) -> LibraryDB:
         settings = self.studio.settings
         if settings.library_db:
             from studio.library.backends.postgres import ServerLibrary
@@ -401,13 +402,13 @@ class Library:
         """3 specific English prompts for `idea` (any language), written by the LLM from the
         library's closest prompts; kept as prompt records (target `idea`) with the idea and the
         examples they came from."""
-        from studio.writing.prompting import _data_block, base_negative, fit_parts, load_template
+        from studio.writing.prompting import base_negative, data_block, fit_parts, load_template
 
         idea = check_query(idea, "idea")
         examples = self.search(idea, k=IMPROVE_EXAMPLES, on_progress=on_progress)
         template = load_template("library_improve.md")
         data = {"idea": idea, "examples": [hit.text for hit in examples]}
-        messages = template.messages(idea_json=_data_block(data))
+        messages = template.messages(idea_json=data_block(data))
         answer = self.studio.llm.generate_json(messages, IMPROVE_SCHEMA, max_tokens=700,
                                                refresh=refresh)  # fmt: skip
         english = " ".join(answer.data["idea_in_english"].split())

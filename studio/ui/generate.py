@@ -3,9 +3,10 @@ batch job uses) with the dashboard's provenance."""
 
 from __future__ import annotations
 
-from studio.core.params import STUDIO_TARGET, PromptSpec, RenderRequest, Target
+from studio.core.params import RenderRequest
+from studio.core.targets import STUDIO_TARGET, PromptSpec, Target
 from studio.images.backends.base import StepCallback
-from studio.images.service import ImageJob, ImageResult, ImageService
+from studio.images.service import ImageResult, ImageService, ImageTask
 
 
 def generate_image(
@@ -20,4 +21,4 @@ def generate_image(
     provenance = {"made_in": "dashboard"}
     if spec is not None:
         provenance |= {"prompt_style": spec.style, "rationale": spec.rationale}
-    return images.make_one(ImageJob(request, target, provenance=provenance), on_step=on_step)
+    return images.make_one(ImageTask(request, target, provenance=provenance), on_step=on_step)

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from studio.catalog.store import Store, StoredImage
+from studio.catalog.records import StoredImage
+from studio.catalog.store import Store
 from studio.core.errors import ConfigError, ParameterError, one_line
 from studio.core.prompt_syntax import parse_prompt
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from studio.catalog.job_log import JobLog
-from studio.catalog.store import CharacterRecord, PromptRecord, Store, StoredImage
+from studio.catalog.records import CharacterRecord, PromptRecord, StoredImage
+from studio.catalog.store import Store
 from studio.core.config import Settings, setting
 from studio.core.dataset import Episode, Series
 from studio.core.errors import DatasetError, LLMUnavailableError, StudioError
-from studio.core.params import RenderRequest, Target
+from studio.core.params import RenderRequest
+from studio.core.targets import Target
 from studio.images.executors import RenderExecutor
-from studio.images.service import ImageJob, ImageResult, ImageService
+from studio.images.service import ImageResult, ImageService, ImageTask
 from studio.llm.client import LLM
 from studio.writing.cast import (
     PORTRAIT_NEGATIVE,
@@ -224,12 +226,12 @@ def portrait_job(
     record: CharacterRecord,
     llm_model: str = "",
     llm_answers: dict[str, str] | None = None,
-) -> ImageJob:
+) -> ImageTask:
     """The reference portrait of one version of a character's look (`llm_answers`: the LLM's
     answer it was written from, kept in the PNG so that a lost catalog gets it back)."""
     negative = merge_phrases(PORTRAIT_NEGATIVE, base_negative())
     seed = derive_seed(settings.seed, f"character:{record.name}", 0)
-    return ImageJob(
+    return ImageTask(
         settings_request(settings, record.portrait, negative, seed),
         Target("character", style=record.name),
         record.version - 1,
@@ -271,7 +273,7 @@ class PromptTask:
 
 
 def _task_key(kind: str, templates: tuple[str, ...], data: Any, settings: Settings) -> str:
-    from studio.llm.client import choose_backend
+    from studio.llm.choice import choose_backend
 
     choice = choose_backend(settings)
     payload = {
@@ -362,7 +364,7 @@ def write_prompts(
     refresh: bool = False,
     progress: Progress = no_progress,
     on_progress: Callable[[int, int], None] | None = None,
-) -> list[ImageJob]:
+) -> list[ImageTask]:
     """Ask the LLM (or its cache) for every planned prompt, `llm.concurrency` calls at a time;
     record them; return the image jobs, in plan order whatever order the answers came in."""
     store, count = images.store, images.backend.count_tokens
@@ -390,7 +392,7 @@ def write_prompts(
         answers = ask_all(tasks, llm, series, count, refresh, on_done=done)
     finally:
         bar.close()
-    jobs: list[ImageJob] = []
+    jobs: list[ImageTask] = []
     for task in planned:  # characters first: their looks go into the other prompts
         if task.kind != "character":
             continue
@@ -436,13 +438,13 @@ def write_prompts(
 
 def _episode_jobs(
     settings: Settings, store: Store, episode: Episode, result: EpisodePrompt, llm: LLM
-) -> list[ImageJob]:
+) -> list[ImageTask]:
     save_episode_prompt(store, episode, result, llm.model)
     jobs = []
     for index in range(max(settings.images_per_episode, settings.candidates)):
         seed = derive_seed(settings.seed, episode.id, index)
         jobs.append(
-            ImageJob(
+            ImageTask(
                 _request(settings, result.spec, seed),
                 Target("episode", episode.season, episode.episode),
                 index,
@@ -460,7 +462,7 @@ def _season_jobs(
     result: SeasonPrompts,
     llm: LLM,
     summary: Summary,
-) -> list[ImageJob]:
+) -> list[ImageTask]:
     season_id = series.seasons[season].id
     jobs = []
     for style, spec in result.specs.items():
@@ -477,7 +479,7 @@ def _season_jobs(
         summary.prompts.append((f"{season_id} {style}", spec))
         seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)
         jobs.append(
-            ImageJob(
+            ImageTask(
                 _request(settings, spec, seed),
                 Target("season", season, None, style),
                 0,
@@ -491,7 +493,7 @@ def _season_jobs(
     return jobs
 
 
-def with_reference(job: ImageJob, images: ImageService, settings: Settings) -> ImageJob:
+def with_reference(job: ImageTask, images: ImageService, settings: Settings) -> ImageTask:
     """`job` conditioned on the portrait of its most important character, when the backend has
     an IP-Adapter and that character has a portrait; else `job` as it is."""
     cast = job.provenance.get("cast") or []
@@ -512,7 +514,7 @@ def with_reference(job: ImageJob, images: ImageService, settings: Settings) -> I
 
 
 def render_jobs(
-    jobs: list[ImageJob],
+    jobs: list[ImageTask],
     images: ImageService,
     summary: Summary,
     force: bool = False,

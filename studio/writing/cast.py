@@ -14,18 +14,19 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from studio.catalog.store import CharacterRecord, Store, StoredImage
+from studio.catalog.records import CharacterRecord, StoredImage
+from studio.catalog.store import Store
 from studio.core.dataset import Series
 from studio.core.errors import DatasetError, StudioError
 from studio.core.params import CLIP_WINDOW
 from studio.llm.client import LLM
 from studio.writing.prompting import (
     TokenCounter,
-    _data_block,
-    _phrases,
+    data_block,
     fit_parts,
     fit_text,
     load_template,
+    split_phrases,
 )
 
 LOOK_ORDER = ("person", "face", "hair", "clothing", "palette")
@@ -133,7 +134,7 @@ def clean_field(text: str, name: str) -> str:
     words = [re.escape(w) for w in [name, *_name_words(name)] if w]
     named = re.compile(rf"(?i)\b(?:{'|'.join(words)})\b(?:'s)?") if words else None
     kept: dict[str, str] = {}
-    for phrase in _phrases(text.replace(";", ",")):
+    for phrase in split_phrases(text.replace(";", ",")):
         phrase = _LABEL.sub("", phrase)
         if named is not None:
             phrase = named.sub("", phrase)
@@ -147,7 +148,7 @@ def fit_descriptor(parts: dict[str, str], count: TokenCounter) -> str:
     """The look's phrases in LOOK_ORDER, each cut to its first clause, within DESCRIPTOR_TOKENS:
     first every field's extra phrases go, then whole fields (in LOOK_DROP order)."""
     phrases = {
-        name: [p for p in (_short_phrase(x) for x in _phrases(parts.get(name, ""))) if p]
+        name: [p for p in (_short_phrase(x) for x in split_phrases(parts.get(name, ""))) if p]
         for name in LOOK_ORDER
     }
 
@@ -184,7 +185,7 @@ def write_look(
     name = check_name(series, name)
     template = load_template("character_look.md")
     messages = template.messages(
-        series_title=series.title, character_json=_data_block(character_data(series, name))
+        series_title=series.title, character_json=data_block(character_data(series, name))
     )
     answer = llm.generate_json(messages, CHARACTER_SCHEMA, max_tokens=300, refresh=refresh)
     parts = {key: clean_field(str(value), name) for key, value in answer.data.items()}
@@ -275,7 +276,7 @@ def edit_look(
     """A person's new version of `name`'s look. Without `portrait`, the current portrait prompt
     gets the new descriptor in place of the old one."""
     name = check_name(series, name)
-    descriptor = ", ".join(_phrases(descriptor))
+    descriptor = ", ".join(split_phrases(descriptor))
     if not descriptor:
         raise StudioError(f"The descriptor of {name} is empty; describe how they look.")
     tokens = count(descriptor)

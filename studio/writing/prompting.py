@@ -20,8 +20,9 @@ from typing import Any
 
 from studio.core.config import PROJECT_ROOT
 from studio.core.dataset import Episode, Series
-from studio.core.params import CLIP_WINDOW, PromptSpec
+from studio.core.params import CLIP_WINDOW
 from studio.core.prompt_syntax import as_plain_text
+from studio.core.targets import PromptSpec
 from studio.llm.client import LLM, JSONAnswer
 
 PROMPTS_DIR = PROJECT_ROOT / "prompts"
@@ -32,13 +33,13 @@ PART_ORDER = ("subject", "setting", "details", "lighting", "composition", "style
 # ...and the order in which phrases are dropped when the prompt is too long for CLIP ("cast":
 # the descriptors of the people in the picture, the least important first).
 DROP_ORDER = ("details", "composition", "cast", "lighting", "setting", "style", "subject")
-_SHORT = {"type": "string", "minLength": 2, "maxLength": 160}
+SHORT_TEXT = {"type": "string", "minLength": 2, "maxLength": 160}  # schema of a short LLM phrase
 
 EPISODE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "rationale": {"type": "string", "minLength": 2, "maxLength": 240},
-        **{part: _SHORT for part in PART_ORDER},
+        **{part: SHORT_TEXT for part in PART_ORDER},
         "cast": {"type": "array", "maxItems": 0},  # see episode_schema: the episode's names
         "negative_prompt": {"type": "string", "maxLength": 200},
     },
@@ -149,8 +150,9 @@ def templates_hash(*names: str) -> str:
     return digest.hexdigest()
 
 
-def _phrases(text: str) -> list[str]:
-    # Written text, not AUTOMATIC1111 syntax: brackets in an LLM's phrase are no weights.
+def split_phrases(text: str) -> list[str]:
+    """The comma-separated phrases of `text`, trimmed. Written text, not AUTOMATIC1111 syntax:
+    brackets in an LLM's phrase are no weights."""
     text = as_plain_text(text.replace("\n", " "))
     return [p.strip(" .;") for p in text.split(",") if p.strip(" .;")]
 
@@ -159,7 +161,7 @@ def merge_phrases(*texts: str) -> str:
     """Comma-separated phrases of all `texts`, each once, in order of first appearance."""
     seen: dict[str, str] = {}
     for text in texts:
-        for phrase in _phrases(text):
+        for phrase in split_phrases(text):
             seen.setdefault(phrase.lower(), phrase)
     return ", ".join(seen.values())
 
@@ -176,7 +178,7 @@ def fit_parts(
     after the subject. A descriptor is dropped whole, never cut, the least important first (after
     details and composition); the first one stays.
     """
-    phrases = {name: _phrases(parts.get(name, "")) for name in PART_ORDER}
+    phrases = {name: split_phrases(parts.get(name, "")) for name in PART_ORDER}
     people = [" ".join(d.split()) for d in cast if d.strip()]
 
     def joined() -> str:
@@ -201,7 +203,7 @@ def fit_parts(
 
 def fit_text(text: str, count: TokenCounter, limit: int = CLIP_WINDOW) -> str:
     """A comma-separated list shortened from its end until it fits `limit` tokens."""
-    phrases = _phrases(text)
+    phrases = split_phrases(text)
     while len(phrases) > 1 and count(", ".join(phrases)) > limit:
         phrases.pop()
     return _truncate_words(", ".join(phrases), count, limit)
@@ -214,8 +216,9 @@ def _truncate_words(text: str, count: TokenCounter, limit: int) -> str:
     return " ".join(words).rstrip(",")
 
 
-def _data_block(data: dict[str, Any]) -> str:
-    # JSON keeps the data a quoted value: no text in it can close the block or open a new one.
+def data_block(data: dict[str, Any]) -> str:
+    """`data` as the JSON block a template quotes: no text in it can close the block or open a
+    new one."""
     return json.dumps(data, ensure_ascii=False, indent=1)
 
 
@@ -246,7 +249,7 @@ def ask_episode(
     the same whatever the characters' looks are, so it can run while they are being written."""
     template = load_template("episode_meta.md")
     messages = template.messages(
-        series_title=series.title, episode_json=_data_block(episode_data(series, episode))
+        series_title=series.title, episode_json=data_block(episode_data(series, episode))
     )
     schema = episode_schema(list(dict.fromkeys(episode.characters)))
     return llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
@@ -335,7 +338,7 @@ def season_data(series: Series, season: int) -> dict[str, Any]:
 def _styles_schema(keys: list[str]) -> dict[str, Any]:
     style = {
         "type": "object",
-        "properties": {part: _SHORT for part in _STYLE_PARTS},
+        "properties": {part: SHORT_TEXT for part in _STYLE_PARTS},
         "required": list(_STYLE_PARTS),
         "additionalProperties": False,
     }
@@ -358,7 +361,7 @@ class SeasonAnswers:
 def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> SeasonAnswers:
     """Self-ask: the LLM asks and answers its follow-up questions, then writes 5 style prompts
     from them (two calls in a row; the same whatever the characters' looks are)."""
-    data_json = _data_block(season_data(series, season))
+    data_json = data_block(season_data(series, season))
     ask = load_template("season_self_ask.md")
     trace_answer = llm.generate_json(
         ask.messages(series_title=series.title, season_json=data_json),

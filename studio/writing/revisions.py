@@ -15,22 +15,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from studio.catalog.store import StoredImage
+from studio.catalog.records import StoredImage
 from studio.core.dataset import Series
 from studio.core.errors import one_line
-from studio.core.params import PromptSpec
+from studio.core.targets import PromptSpec
 from studio.llm.client import LLM
 from studio.writing.prompting import (
-    _SHORT,
     PART_ORDER,
+    SHORT_TEXT,
     TokenCounter,
-    _data_block,
-    _phrases,
     cast_schema,
+    data_block,
     fit_parts,
     kept_cast,
     load_template,
     picture_cast,
+    split_phrases,
 )
 
 MAX_REQUEST = 300  # characters in a change request
@@ -51,7 +51,7 @@ def revision_schema(names: Sequence[str]) -> dict[str, Any]:
         "type": "object",
         "properties": {
             **steps,
-            **{part: _SHORT for part in PART_ORDER},
+            **{part: SHORT_TEXT for part in PART_ORDER},
             "cast": cast_schema(names),
         },
         "required": [*steps, *PART_ORDER, "cast"],
@@ -61,7 +61,7 @@ def revision_schema(names: Sequence[str]) -> dict[str, Any]:
 
 REALITY_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {part: _SHORT for part in REALITY_PARTS},
+    "properties": {part: SHORT_TEXT for part in REALITY_PARTS},
     "required": list(REALITY_PARTS),
     "additionalProperties": False,
 }
@@ -115,7 +115,7 @@ def revise_prompt(
         "characters": names,
         "change_request": request,
     }
-    messages = template.messages(series_title=series.title, image_json=_data_block(data))
+    messages = template.messages(series_title=series.title, image_json=data_block(data))
     answer = llm.generate_json(messages, revision_schema(names), max_tokens=600)
     cast = picture_cast(series, answer.data["cast"], looks or {})
     prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
@@ -158,10 +158,10 @@ def reality_prompt(
     reality = check_reality(reality)
     template = load_template("alternate_reality.md")
     data = {"look": descriptor, "scene": scene, "reality": reality}
-    messages = template.messages(series_title=series.title, reality_json=_data_block(data))
+    messages = template.messages(series_title=series.title, reality_json=data_block(data))
     answer = llm.generate_json(messages, REALITY_SCHEMA, max_tokens=300)
     parts = {
-        "subject": ", ".join([*_phrases(scene)[:2], answer.data["costume"]]),
+        "subject": ", ".join([*split_phrases(scene)[:2], answer.data["costume"]]),
         **{part: answer.data[part] for part in ("setting", "details", "lighting", "style")},
     }
     prompt = fit_parts(parts, count, cast=[descriptor] if descriptor else [])

@@ -17,16 +17,17 @@ from typing import Any
 
 from PIL import Image
 
-from studio.catalog.store import PromptRecord, Store, StoredImage
+from studio.catalog.records import PromptRecord, StoredImage
+from studio.catalog.store import Store
 from studio.core.dataset import Episode, Series
-from studio.core.params import PromptSpec, Target
+from studio.core.targets import PromptSpec, Target
 from studio.llm.client import LLM
 from studio.writing.prompting import (
-    _SHORT,
+    SHORT_TEXT,
     TokenCounter,
-    _data_block,
     base_negative,
     cast_schema,
+    data_block,
     episode_data,
     fit_parts,
     fit_text,
@@ -54,7 +55,7 @@ def storyboard_schema(moments: int, names: Sequence[str]) -> dict[str, Any]:
         "properties": {
             "title": {"type": "string", "minLength": 2, "maxLength": 80},
             "cast": cast_schema(names),
-            **{part: _SHORT for part in MOMENT_PARTS},
+            **{part: SHORT_TEXT for part in MOMENT_PARTS},
         },
         "required": ["title", "cast", *MOMENT_PARTS],
         "additionalProperties": False,
@@ -105,7 +106,7 @@ def write_storyboard(
     messages = template.messages(
         series_title=series.title,
         moments=str(moments),
-        episode_json=_data_block(episode_data(series, episode)),
+        episode_json=data_block(episode_data(series, episode)),
     )
     schema = storyboard_schema(moments, list(dict.fromkeys(episode.characters)))
     answer = llm.generate_json(messages, schema, max_tokens=220 * moments, refresh=refresh)
@@ -187,7 +188,7 @@ def strip(pictures: Sequence[Image.Image], gap: int = 8, height: int = 384) -> I
     return canvas
 
 
-def strip_png(paths: Sequence[Any]) -> bytes:
+def storyboard_png(paths: Sequence[Any]) -> bytes:
     """The strip of the PNG files at `paths`, as PNG bytes."""
     pictures = []
     for path in paths:

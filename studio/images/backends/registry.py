@@ -46,14 +46,11 @@ def open_image_backend(settings: Settings) -> ImageBackend:
 
         return OpenAIImagesBackend.from_settings(settings)
     from studio.core.config import lora_folder, parse_controlnets
+    from studio.images.backends.diffusers.adapters import resolve_ip_adapter
     from studio.images.backends.diffusers.fast_path import fast_path_for
-    from studio.images.backends.diffusers.renderer import (
-        Renderer,
-        pick_device,
-        resolve_image_model,
-        resolve_ip_adapter,
-        resolve_preview_vae,
-    )
+    from studio.images.backends.diffusers.models import pick_device
+    from studio.images.backends.diffusers.renderer import Renderer
+    from studio.images.backends.diffusers.weights import resolve_image_model, resolve_preview_vae
     from studio.images.loras import LoraFolder
 
     model = resolve_image_model(name, settings.cache_dir)

@@ -15,71 +15,22 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from studio.catalog.store import Store
-from studio.core.errors import StudioError
+from studio.library.backends.base import FACETS_SQL, where_clause
 from studio.library.items import LibraryItem, NewItem, image_item, prompt_item
 from studio.library.vector_index import Match, VectorIndex, unit
 
-FILTERS = ("season", "episode", "target", "style", "model", "placeholder", "since", "until",
-           "source_site")  # fmt: skip
 CHUNK = 20_000  # rows per read when (re)building an index
-FACETS = ("target", "style", "model", "source_site")  # filters whose values can be listed
-FACETS_SQL = {
-    name: f"SELECT DISTINCT {name} FROM library_items WHERE {name} IS NOT NULL ORDER BY 1"
-    for name in FACETS
-}
 
 
 def space_file(space: str) -> str:
     """A file name for a vector space's index: `openai:m@host` -> `openai-m-host.usearch`."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", space).strip("-") + ".usearch"
-
-
-def check_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
-    """The filters that are set, checked: unknown names and unreadable dates are errors."""
-    unknown = sorted(set(filters) - set(FILTERS))
-    if unknown:
-        raise StudioError(
-            f"Unknown library filter {', '.join(unknown)}; the filters are {', '.join(FILTERS)}."
-        )
-    chosen = {name: value for name, value in filters.items() if value not in (None, "")}
-    for name in ("since", "until"):
-        if name in chosen:
-            value = chosen[name]
-            try:
-                chosen[name] = (
-                    value if isinstance(value, date) else date.fromisoformat(str(value))
-                ).isoformat()
-            except ValueError:
-                raise StudioError(
-                    f"The {name} filter {value!r} is not a date; write it as YYYY-MM-DD."
-                ) from None
-    return chosen
-
-
-def where_clause(filters: Mapping[str, Any], mark: str = "?") -> tuple[str, list[Any]]:
-    """Checked `filters` as an SQL condition on library_items, with `mark` for each value, and
-    the values: one definition for the catalog (SQLite, `?`) and the server (PostgreSQL, `%s`)."""
-    clauses, values = [], []
-    for name, value in filters.items():
-        if name == "since":
-            clauses.append(f"created_at >= {mark}")
-            values.append(value)
-        elif name == "until":
-            clauses.append(f"created_at < {mark}")
-            values.append((date.fromisoformat(value) + timedelta(days=1)).isoformat())
-        elif name == "placeholder":
-            clauses.append(f"placeholder = {mark}")
-            values.append(bool(value))
-        else:
-            clauses.append(f"{name} = {mark}")
-            values.append(value)
-    return " AND ".join(clauses) or "TRUE", values
 
 
 def select_in(
@@ -99,7 +50,7 @@ def _now() -> str:
 
 
 class CatalogLibrary:
-    """The library's tables in one catalog, and its vector indexes beside it."""
+    """The library's tables in one catalog, and its vector indexes beside it (a `LibraryDB`)."""
 
     def __init__(self, store: Store, on_status: Callable[[str], None] | None = None):
         self.store = store

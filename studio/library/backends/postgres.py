@@ -1,8 +1,8 @@
 """The prompt library on a PostgreSQL server with pgvector, shared by a team: each member's
 catalog pushes its images and prompt records there, and every member searches all of them.
 
-    python -m studio.library_server ~/library-server   # a server on this machine, for a try
-    export STUDIO_LIBRARY_DB='postgresql://...'         # the URL it prints (or the team's server)
+    python -m studio.library.local_server ~/library-server  # one on this machine, to try
+    export STUDIO_LIBRARY_DB='postgresql://...'              # the URL it prints, or the team's
 
 A team runs one PostgreSQL with pgvector instead, e.g.
 `docker run -p 5432:5432 -e POSTGRES_PASSWORD=... pgvector/pgvector:pg16`, and each member sets
@@ -18,21 +18,16 @@ and prompt record keys LLM cache keys, so the same thing pushed by two catalogs 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
-import signal
 import sqlite3
 import struct
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +43,8 @@ from studio.catalog.store import Store
 from studio.core.config import setting
 from studio.core.errors import LibraryServerError, StudioError
 from studio.core.remote import mask_password
-from studio.library.backends.catalog import FACETS_SQL, select_in, where_clause
+from studio.library.backends.base import FACETS_SQL, where_clause
+from studio.library.backends.catalog import select_in
 from studio.library.items import LibraryItem, NewItem, image_item, prompt_item
 from studio.library.vector_index import EXACT_LIMIT, EXPANSION_SEARCH, Match, unit
 
@@ -208,7 +204,7 @@ def connect(url: str) -> psycopg.Connection:
     except psycopg.Error as exc:
         raise LibraryServerError(
             f"The prompt library's server {shown}, set in {setting('library_db')}, cannot be "
-            f"reached ({_cause(exc, url)}). Start it (`python -m studio.library_server DIR` "
+            f"reached ({_cause(exc, url)}). Start it (`python -m studio.library.local_server DIR` "
             f"runs one on this machine), correct the URL, {_leave_empty()}."
         ) from None
     try:
@@ -281,8 +277,8 @@ def _enable_pgvector(pg: psycopg.Connection, shown: str, url: str) -> None:
 
 
 class ServerLibrary:
-    """The library's tables on a PostgreSQL server with pgvector; what this catalog pushed there
-    is recorded in the catalog. The same methods as `CatalogLibrary`."""
+    """The library's tables on a PostgreSQL server with pgvector (a `LibraryDB`); what this
+    catalog pushed there is recorded in the catalog."""
 
     def __init__(self, url: str, store: Store, on_status: Callable[[str], None] | None = None):
         self.store = store
@@ -638,61 +634,3 @@ class ServerLibrary:
             ).fetchall():
                 counts[kind] = count
         return counts
-
-
-# A local server ---------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Start PostgreSQL with pgvector (pgserver) in a folder, print the URL, wait for Ctrl-C."""
-    parser = argparse.ArgumentParser(
-        prog="python -m studio.library_server",
-        description="Run a PostgreSQL server with pgvector on this machine for the prompt "
-        "library (library_db, STUDIO_LIBRARY_DB) until Ctrl-C. A team runs one server for "
-        "everyone instead, e.g. the pgvector/pgvector Docker image.",
-    )
-    parser.add_argument(
-        "folder", type=Path, help="where the server keeps its data; made if missing, reused after"
-    )
-    folder = parser.parse_args(argv).folder.expanduser().resolve()
-    try:
-        import pgserver
-    except ImportError:
-        print("Error: pgserver is not installed; run `pip install pgserver==0.1.4`.",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    if not folder.parent.is_dir():
-        print(f"Error: {folder.parent} does not exist; give a folder in one that does.",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    # Ctrl-C (even when started in the background, which ignores it) and a kill stop the server.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        server = pgserver.get_server(folder, cleanup_mode="stop")
-    except Exception as exc:  # pgserver's own failures: initdb, pg_ctl, permissions
-        print(f"Error: PostgreSQL could not start in {folder} ({exc}); see {folder / 'log'}.",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    try:
-        url = server.get_uri()
-        try:
-            connect(url).close()  # pgvector enabled, the tables made
-        except LibraryServerError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
-            return 1
-        print(f"The prompt library's server is running, its data in {folder}.")
-        print("For the studio on this machine, set:")
-        print(f"    export STUDIO_LIBRARY_DB='{url}'")
-        print("Ctrl-C stops it; start it again with the same folder to go on.", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("Stopping the server.")
-        return 0
-    finally:
-        server.cleanup()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
