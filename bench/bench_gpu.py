@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PEAK_TFLOPS = 790.0  # H100/H200 dense bf16/fp16
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-TOLERANCE = 3  # levels of 255, as in tests/test_fast_path.py
+TOLERANCE = 3  # levels of 255, as in tests/images/test_fast_path.py
 PROMPT = "a detective examining a clue by gaslight, oil painting, dramatic lighting"
 
 # Stable Diffusion 1.5's component configs (v1-5's unet, vae and text_encoder config.json).

@@ -1,4 +1,5 @@
-"""Time the prompt library's vector search (`studio.vector_index.VectorIndex`) and its recall.
+"""Time the prompt library's vector search (`studio.library.vector_index.VectorIndex`) and its
+recall.
 
 Run: `python bench/bench_library.py [--sizes 10000,100000,1000000] [--queries 200] [--real 10000]
 [--real-queries 100] [--ef 256] [--seed 0]`; a quick check: `--sizes 2000,20000 --real 500`.
@@ -607,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     import usearch
 
     print(
-        f"Vector search of the prompt library: studio.vector_index.VectorIndex (usearch "
+        f"Vector search of the prompt library: studio.library.vector_index.VectorIndex (usearch "
         f"{usearch.__version__} HNSW, f16, M={CONNECTIVITY}, ef_add={EXPANSION_ADD}, product "
         f"ef={EXPANSION_SEARCH}; filters of <= {EXACT_LIMIT:,} ids are exact), k={K}, "
         f"{os.cpu_count()} CPU cores, seed {args.seed}"

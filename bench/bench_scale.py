@@ -86,7 +86,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def server_part(args: argparse.Namespace) -> None:
-    from tests.fakes import FakeOpenAIServer
+    from tests.support.fakes import FakeOpenAIServer
 
     print(f"\n== LLM calls to an OpenAI-compatible server ({args.latency:g} s per answer) ==")
     for concurrency in args.llm_concurrency:
@@ -114,7 +114,7 @@ def ray_part(args: argparse.Namespace) -> None:
     from studio.core.dataset import load_series
     from studio.images.ray_executor import STUDIO_PACKAGE, RayExecutor
     from studio.workflows.batch import Selection, run_job
-    from tests.fakes import FakeBackend
+    from tests.support.fakes import FakeBackend
 
     series = load_series(SAMPLE_SERIES)[0]
     episodes = [(e.season, e.episode) for e in series.episodes][: args.images]

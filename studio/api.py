@@ -16,7 +16,7 @@ image backend once; `dataprep.py`, the dashboard, the benchmarks and the tests a
         hits = studio.library.search("castelo à noite", k=5)  # prompts by meaning, any language
     rec.path, rec.cached, rec.key   # the PNG in the catalog, whether it was already there, its key
 
-Expected failures raise `studio.errors.StudioError` subclasses whose message says what to do.
+Expected failures raise `studio.core.errors.StudioError` subclasses whose message says what to do.
 The LLM and the image model load on first use: opening a studio is cheap.
 """
 
@@ -207,7 +207,7 @@ class Studio:
         canny_thresholds: tuple[int, int] | None = None,
     ) -> RenderRequest:
         """`request` guided by a ControlNet: `control_image` made into what `control_type`'s
-        ControlNet reads (`studio.control.control_map`: a sketch normalised to white lines on
+        ControlNet reads (`studio.images.control.control_map`: a sketch normalised to white lines on
         black, Canny edges, a depth map given or estimated by the `depth_model`) at the request's
         size, stored in the catalog and named by its sha256. Unset values come from `request`,
         else scribble, scale 1, start 0, end 1."""

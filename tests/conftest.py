@@ -1,10 +1,25 @@
-"""Tests run offline, on the CPU, in temporary folders; nothing touches the home folder."""
+"""Tests run offline, on the CPU, in temporary folders; nothing touches the home folder.
+
+The quick tier is `python -m pytest -m "not slow"`: a test is slow when it carries `slow` or a
+resource marker (`llm_model`, `ray`, `browser`, `postgres`, `compile`, `e2e`; registered in
+pytest.ini), or when it uses the sample catalog (a whole batch job, made once per session).
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.fakes import FakeBackend
+from tests.support.fakes import FakeBackend
+
+RESOURCE_MARKERS = ("llm_model", "ray", "browser", "postgres", "compile", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "sample_catalog" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+        if any(item.get_closest_marker(name) for name in RESOURCE_MARKERS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +31,7 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory: pytest.TempPathFactory, shared_cache):
     """The batch job's catalog of the whole sample, made once for the session; tests copy it."""
-    from tests.catalogs import build_sample_catalog
+    from tests.support.catalogs import build_sample_catalog
 
     return build_sample_catalog(tmp_path_factory.mktemp("catalog"), shared_cache)
 

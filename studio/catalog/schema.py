@@ -134,8 +134,8 @@ def _add_characters(db: sqlite3.Connection) -> None:
 
 
 def _add_library(db: sqlite3.Connection) -> None:
-    # The prompt library (studio.library): every distinct prompt text once, the things that use
-    # it (catalog images, prompt records, imported rows, improved ideas), vectors per embedding
+    # The prompt library (studio.library.service): every distinct prompt text once, the things that
+    # use it (catalog images, prompt records, imported rows, improved ideas), vectors per embedding
     # space (the usearch index beside the catalog is rebuilt from them), perceptual hashes.
     _run_script(
         db,
@@ -182,8 +182,8 @@ def _add_library(db: sqlite3.Connection) -> None:
 
 
 def _add_jobs(db: sqlite3.Connection) -> None:
-    # Batch jobs (studio.jobs): what each run of dataprep.py did and how far it got, for the
-    # dashboard's Batch jobs page; a running job updates its row as it goes.
+    # Batch jobs (studio.catalog.job_log): what each run of dataprep.py did and how far it got, for
+    # the dashboard's Batch jobs page; a running job updates its row as it goes.
     _run_script(
         db,
         """
@@ -240,7 +240,7 @@ def _add_controlnet(db: sqlite3.Connection) -> None:
 
 def _add_clip_scores(db: sqlite3.Connection) -> None:
     # CLIP's cosine between an image and a text, once per image, CLIP model, kind and text
-    # (studio.clip_checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
+    # (studio.vision.checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
     # descriptions and the neutral one) or "label" (zero-shot labels a person typed).
     _run_script(
         db,
@@ -279,8 +279,9 @@ def _add_safety(db: sqlite3.Connection) -> None:
 
 
 def _add_strips(db: sqlite3.Connection) -> None:
-    # Denoising strips (studio.strips): an image's intermediate steps as one PNG under strips/,
-    # one per (image, every k steps, decoder); not part of the pixels, so not in the cache key.
+    # Denoising strips (studio.images.strips): an image's intermediate steps as one PNG under
+    # strips/, one per (image, every k steps, decoder); not part of the pixels, so not in the cache
+    # key.
     _run_script(
         db,
         """

@@ -7,8 +7,8 @@ when the store opens it removes stale temporaries, drops rows whose file is gone
 that have no row (a kill between the rename and the commit) from their own metadata.
 
 A catalog that is damaged, unreadable, not ours, or empty while images lie beside it is never
-taken as new: opening it raises `CatalogError` naming the file and the fix (`studio.recovery`
-rebuilds it from the PNGs)."""
+taken as new: opening it raises `CatalogError` naming the file and the fix
+(`studio.catalog.recovery` rebuilds it from the PNGs)."""
 
 from __future__ import annotations
 
@@ -263,7 +263,7 @@ class Store:
                 self._set_verdict(record.cache_key, SafetyVerdict(**verdict), created)
             return adopted
 
-    # Safety verdicts (studio.safety) ------------------------------------------------------------
+    # Safety verdicts (studio.images.safety) -------------------------------------------------------
 
     def _set_verdict(
         self,
@@ -586,7 +586,7 @@ class Store:
             self._db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*values.values(), job_id))
 
     def jobs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest batch jobs' rows, newest first (see studio.jobs.JobRecord)."""
+        """The newest batch jobs' rows, newest first (see studio.catalog.job_log.JobRecord)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)
@@ -599,7 +599,7 @@ class Store:
             found.append(values)
         return found
 
-    # Denoising strips (studio.strips) -----------------------------------------------------------
+    # Denoising strips (studio.images.strips) ----------------------------------------------------
 
     def add_strip(self, values: dict[str, Any], png: bytes) -> dict[str, Any]:
         """Store a strip's PNG under strips/ by content and record it (the `strips` table's

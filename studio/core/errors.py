@@ -73,7 +73,7 @@ class ImagesUnavailableError(OpenAIImagesError):
 
 class PromptRefusedError(OpenAIImagesError, ContentRefusedError):
     """The server's safety system refused the prompt (or the input image); the image service
-    records the refusal in the catalog (`studio.safety`), with no image."""
+    records the refusal in the catalog (`studio.images.safety`), with no image."""
 
 
 class RateLimitedError(OpenAIImagesError):

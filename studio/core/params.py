@@ -117,7 +117,7 @@ def round_to_multiple(value: int, multiple: int) -> int:
 class RenderRequest:
     """Everything that decides an image's pixels besides the model.
 
-    Input images are named by the sha256 of their normalised PNG (see `studio.inputs`), so a
+    Input images are named by the sha256 of their normalised PNG (see `studio.core.inputs`), so a
     request is a plain value: hashable, comparable, and a complete cache key.
     """
 

@@ -12,8 +12,9 @@ factor to 1.3; groups nest and multiply. `BREAK` ends a 75-token chunk and start
 Where AUTOMATIC1111 silently reads `(word:abc)` as the text "word:abc" at 1.1 and lets an
 unclosed bracket weight the rest of the prompt, this parser refuses both, saying where and how to
 write it instead: a prompt that weights something other than what its author meant is worse than
-an error. The weights themselves are applied by compel (studio.prompt_embeds), which takes the
-(text, weight) fragments made here. Torch-free: requests are checked with it before any model work.
+an error. The weights themselves are applied by compel
+(studio.images.backends.diffusers.prompt_embeds), which takes the (text, weight) fragments made
+here. Torch-free: requests are checked with it before any model work.
 """
 
 from __future__ import annotations

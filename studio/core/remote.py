@@ -1,6 +1,6 @@
 """Talking about remote servers (the LLM's, OpenAI Images'): URLs shown without credentials,
-waits and tries in words, a server's Retry-After. Shared by `studio.llm` and
-`studio.openai_images`.
+waits and tries in words, a server's Retry-After. Shared by `studio.llm.openai_compat` and
+`studio.images.backends.openai_images`.
 """
 
 from __future__ import annotations

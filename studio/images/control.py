@@ -35,7 +35,7 @@ from studio.core.params import CONTROL_TYPES
 CANNY_THRESHOLDS = (100, 200)  # OpenCV's hysteresis thresholds, as A1111's canny module
 SKETCH_TYPES = frozenset({"scribble", "lineart"})
 ASPECT_TOLERANCE = 0.01  # a control image this close to the request's aspect ratio is resized
-DEMO_CONTROLNET = "demo"  # a tiny untrained ControlNet for the demo model (studio.render)
+DEMO_CONTROLNET = "demo"  # a tiny untrained ControlNet for the demo model (diffusers backend)
 
 
 def fit_control(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -1,5 +1,5 @@
 """Where the image service's renders run: here (`LocalExecutor`), or on Ray workers
-(`studio.ray_executor.RayExecutor`, for `executor = "ray"`). Torch-free.
+(`studio.images.ray_executor.RayExecutor`, for `executor = "ray"`). Torch-free.
 
 An executor takes the batches the image service has planned (each a list of requests that can
 share a pipeline call) and yields, in any order, each batch's images or the RenderError it failed

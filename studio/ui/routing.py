@@ -9,7 +9,7 @@ app ignores `pages/` in every session
 supported setting to turn that mode off: `client.showSidebarNavigation` only hides the legacy
 navigation menu. So a page opened first after a start (a bookmark to /studio) would run without
 dashboard.py's frame; `route_through_dashboard` runs dashboard.py in its place instead. Public
-API only (tests/test_routing.py checks). Renaming the folder would make all of this unneeded.
+API only (tests/ui/test_routing.py checks). Renaming the folder would make all of this unneeded.
 """
 
 from __future__ import annotations

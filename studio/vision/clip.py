@@ -1,6 +1,6 @@
 """CLIP embeddings for the prompt library's image search: texts and images in one vector space.
 
-    from studio.clip import open_clip
+    from studio.vision.clip import open_clip
     clip = open_clip("openai/clip-vit-base-patch32")  # the clip_model setting
     scores = clip.texts(["a lighthouse at dusk"]) @ clip.images([Image.open("still.png")]).T
 

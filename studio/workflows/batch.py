@@ -598,8 +598,9 @@ def run_job(
 ) -> Summary:
     """Prompts, then (unless `dry_run`) images; returns the counts for the closing summary.
 
-    The job's stage, counts and failures are written to the catalog as it goes (studio.jobs),
-    for the dashboard's Batch jobs page; `summary.stages` says where the time went.
+    The job's stage, counts and failures are written to the catalog as it goes
+    (studio.catalog.job_log), for the dashboard's Batch jobs page; `summary.stages` says where the
+    time went.
     """
     started = time.perf_counter()
     summary = Summary(placeholder=images.backend.placeholder, dry_run=dry_run)

@@ -39,7 +39,7 @@ class Capabilities:
 
     modes: tuple[str, ...] = MODES
     samplers: tuple[str, ...] = SAMPLER_NAMES  # empty: the backend has no sampler choice
-    sizes: tuple[tuple[int, int], ...] = ()  # empty: any size within studio.params.LIMITS
+    sizes: tuple[tuple[int, int], ...] = ()  # empty: any size within studio.core.params.LIMITS
     seeds: bool = True  # False: the same request may give other pixels (a hosted model)
     negative_prompt: bool = True
     steps_and_cfg: bool = True
@@ -47,7 +47,7 @@ class Capabilities:
     max_batch: int = 1  # requests per call at most
     ip_adapter: bool = False  # True: takes a reference image (an IP-Adapter is loaded)
     # True: `render` reports every step's latents and `decode_latents` decodes them, so an image
-    # can have a denoising strip (studio.strips); a hosted API returns only finished images
+    # can have a denoising strip (studio.images.strips); a hosted API returns only finished images
     intermediates: bool = False
     # True: prompt weights, BREAK, long prompts, blends and LoRA tags (a diffusers pipeline)
     prompt_syntax: bool = True

@@ -24,9 +24,9 @@ tests run it on the CPU with the tiny model). What it does:
 - the VAE decodes one image at a time from `vae_slicing_from` images a batch and in tiles above
   `vae_tiling_from` pixels, so the decode never holds the memory of a whole big batch.
 
-The fast path's output equals the eager path's within a tolerance (tests/test_fast_path.py: the
-same seed, the same image up to a few levels); the cache keys do not change with it, and the PNG's
-provenance says which path made an image.
+The fast path's output equals the eager path's within a tolerance
+(tests/images/test_fast_path.py: the same seed, the same image up to a few levels); the cache
+keys do not change with it, and the PNG's provenance says which path made an image.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     arguments = encoder.arguments(["a (red:1.3) door"], ["blurry"], long=False)
     pipe(**arguments, ...)  # prompt_embeds, negative_prompt_embeds (and SDXL's pooled ones)
 
-Prompts are parsed by `studio.prompt_syntax` (AUTOMATIC1111's syntax, strictly) into weighted
+Prompts are parsed by `studio.core.prompt_syntax` (AUTOMATIC1111's syntax, strictly) into weighted
 fragments, which compel's `EmbeddingsProvider` turns into embeddings: weights above 1 scale a
 fragment's vectors, weights below 1 blend towards the prompt without it (compel's MASK mode). With
 `long=True` a prompt past 75 tokens is encoded in 77-token chunks that are concatenated, as

@@ -219,7 +219,7 @@ class Renderer:
         self._controlnet_models: dict[str, Any] = {}
         self.loras = loras  # where <lora:name:w> tags find their files
         self._loaded_loras: dict[int, set[str]] = {}  # id(unet) -> adapters loaded into it
-        self.fast_path = fast_path  # None: eager, as loaded (studio.fast_path)
+        self.fast_path = fast_path  # None: eager, as loaded (see .fast_path)
         self.fast_info: dict[str, Any] = {}  # what the fast path did, once the model is loaded
         self.compile_cache = compile_cache or Path(".") / "inductor"
         self.preview_vae = preview_vae  # a tiny VAE (TAESD) for the live preview
@@ -270,7 +270,7 @@ class Renderer:
 
     def decode_latents(self, latents: torch.Tensor, mode: str = "txt2img") -> Image.Image:
         """The first latent of a batch decoded by the full VAE of `mode`'s pipeline, as that
-        pipeline decodes its final latents (the denoising strip's frames, studio.strips)."""
+        pipeline decodes its final latents (the denoising strip's frames, studio.images.strips)."""
         with self._lock, torch.no_grad():
             pipe = self.inpaint_pipe if mode in INPAINT_MODES else self.pipe
             vae, config = pipe.vae, pipe.vae.config
