@@ -202,3 +202,17 @@ def test_init_images_of_any_size_are_fitted_and_their_masks_follow(studio, tmp_p
     assert (big.width, big.height) == (2048, 1360)
     made = studio.generate("x", mode="img2img", init_image=tmp_path / "odd.png", strength=0.5)
     assert Image.open(made.path).size == (96, 64)
+
+
+def test_users_scripts_keep_their_imports():
+    import inspect
+
+    import studio
+    import studio.core.errors as core_errors
+    import studio.errors as public_errors
+    from studio.errors import StudioError
+
+    assert callable(studio.open_studio) and studio.Studio.__name__ == "Studio"
+    assert StudioError is core_errors.StudioError
+    classes = {n for n, c in vars(core_errors).items() if inspect.isclass(c)}
+    assert classes <= set(public_errors.__all__)

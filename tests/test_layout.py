@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +33,7 @@ LAYERS = {
     "api": 7,
     "ui": 8,
     "cli": 8,
+    "errors": 9,  # studio.errors: the public re-export of core.errors for users' scripts
 }
 HEAVY = ("torch", "diffusers", "transformers", "compel", "peft", "accelerate")
 HEAVY_HOME = "studio.images.backends.diffusers"
@@ -227,3 +229,10 @@ def test_no_module_imports_another_modules_private_names():
         if alias.name.startswith("_") and not alias.name.startswith("__")
     )
     assert private == []
+
+
+def test_pyproject_lists_every_package_of_studio():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    folders = {module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert folders == listed - {"studio.prompts", "studio.assets"}

@@ -20,6 +20,15 @@ from studio.core.params import CONTROL_TYPES, REFERENCE_SCALE, SAMPLER_NAMES, ch
 from studio.core.remote import redact_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def resource_dir(name: str) -> Path:
+    """The project's `prompts/` or `assets/`: beside the package in a checkout (and an editable
+    install), inside it (`studio/<name>`) when installed from a wheel."""
+    beside = PROJECT_ROOT / name
+    return beside if beside.is_dir() else PACKAGE_DIR / name
+
 SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
 CHARACTER_CHOICES = ("cast", "all", "none")
 FAST_PATH_CHOICES = ("auto", "on", "off")

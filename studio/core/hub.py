@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from studio.core.config import PROJECT_ROOT
+from studio.core.config import resource_dir
 
 SD, SDXL = "sd", "sdxl"  # model families: SD 1.x/2.x and SDXL
-CLIP_TOKENIZER_DIR = PROJECT_ROOT / "assets" / "clip-tokenizer"
+CLIP_TOKENIZER_DIR = resource_dir("assets") / "clip-tokenizer"
 
 
 def hub_offline() -> bool:

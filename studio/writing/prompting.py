@@ -18,14 +18,14 @@ from functools import cache
 from string import Template as StringTemplate
 from typing import Any
 
-from studio.core.config import PROJECT_ROOT
+from studio.core.config import resource_dir
 from studio.core.dataset import Episode, Series
 from studio.core.params import CLIP_WINDOW
 from studio.core.prompt_syntax import as_plain_text
 from studio.core.targets import PromptSpec
 from studio.llm.client import LLM, JSONAnswer
 
-PROMPTS_DIR = PROJECT_ROOT / "prompts"
+PROMPTS_DIR = resource_dir("prompts")
 TokenCounter = Callable[[str], int]
 
 # The parts of an image prompt, in the order they are written...

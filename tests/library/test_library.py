@@ -484,3 +484,23 @@ def test_facets_list_the_values_to_filter_by(studio):
     assert {"episode", "season", "studio"} <= set(facets["target"])
     assert "noir" in facets["style"]
     assert facets["model"] == ["demo-v1 (placeholder)"]
+
+
+def test_both_library_databases_have_every_library_db_method_with_its_signature():
+    import inspect
+
+    from studio.library.backends.base import LibraryDB
+    from studio.library.backends.catalog import CatalogLibrary
+    from studio.library.backends.postgres import ServerLibrary
+
+    def public(cls) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(member)
+            for name, member in vars(cls).items()
+            if not name.startswith("_") and callable(member)
+        }
+
+    contract = public(LibraryDB)
+    assert contract
+    for db in (CatalogLibrary, ServerLibrary):
+        assert {name: public(db).get(name) for name in contract} == contract, db.__name__
