@@ -6,18 +6,23 @@ JSON file with `episodes`, `seasons` and `characters` lists, or a single episode
 episodes `season, episode, title, summary, characters`; seasons `season, title, summary`;
 characters `name, description`. `mapping` renames other column names to these, in every table;
 a mapped column that no table has is an error. CSV files may separate columns with `,` `;` tab or
-`|` (found from the header line). Bad rows are reported with file, line and reason and skipped;
-over-long texts are cut (at a sentence end where there is one) and their rows kept, with a
-warning. Loading fails only when no episode is usable.
+`|` (found from the header line), in the encodings spreadsheets write (UTF-8, with or without a
+BOM, UTF-16 with a BOM, or Windows-1252), with decimal commas in number columns (`1,0`). Bad rows
+are reported with file, line and reason and skipped, a row whose quote is never closed among them
+(the lines it ran over are read on their own); over-long texts are cut (at a sentence end where
+there is one) and their rows kept, with a warning. Loading fails only when no episode is usable.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,12 @@ ABSURD_LENGTH = 100_000  # longer than this is no summary: the row is skipped, n
 DELIMITERS = (",", ";", "\t", "|")  # ties go to the first
 MAX_SEASON = 1000
 MAX_EPISODE = 10000
+# What a field's undecodable bytes are, by the encoding its file was read in.
+NOT_DECODABLE = {
+    "UTF-8": "bytes that are not UTF-8",
+    "cp1252": "bytes that are neither UTF-8 nor Windows-1252 (cp1252)",
+    "UTF-16": "bytes that are not UTF-16",
+}
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,14 @@ class _Row:
     file: str
     line: int
     values: dict[str, str]
+    encoding: str  # what its file was read as, to say which bytes are bad
+
+
+@dataclass(frozen=True)
+class _Record:
+    line: int  # where the row starts, from 1
+    cells: list[str]
+    error: str = ""  # why the row cannot be read; the lines it ran over are read on their own
 
 
 @dataclass
@@ -169,18 +188,51 @@ def parse_mapping(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _decode(raw: bytes) -> str:
-    # Undecodable bytes become lone surrogates, so each bad row can be reported on its own.
-    return raw.decode("utf-8-sig", errors="surrogateescape")
+def _decode(path: Path) -> tuple[str, str]:
+    """The file's text and the encoding it was read as, decided for the whole file.
+
+    A byte order mark says UTF-8 or UTF-16 (LE or BE). Without one: UTF-8 when the bytes are
+    UTF-8, or when at least as many of its non-ASCII characters are valid UTF-8 as not (a UTF-8
+    file with a bad row); otherwise Windows-1252, what Excel writes in Western locales.
+    Undecodable bytes become lone surrogates, so each row holding some is reported on its own.
+    """
+    text, encoding = _decode_bytes(path, path.read_bytes())
+    return text.removeprefix("\ufeff"), encoding  # a second BOM, as some writers add one
+
+
+def _decode_bytes(path: Path, raw: bytes) -> tuple[str, str]:
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8) :].decode("utf-8", "surrogateescape"), "UTF-8"
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16", "surrogatepass"), "UTF-16"
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"{path} starts with a UTF-16 byte order mark but is not UTF-16 ({exc.reason} "
+                f"at byte {exc.start}); save it again, as UTF-8 or UTF-16."
+            ) from None
+    try:
+        return raw.decode("utf-8"), "UTF-8"
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "surrogateescape")
+    bad = sum(1 for ch in text if _is_bad(ch))
+    if bad <= sum(1 for ch in text if ch > "\x7f") - bad:
+        return text, "UTF-8"
+    return raw.decode("cp1252", "surrogateescape"), "cp1252"
+
+
+def _is_bad(ch: str) -> bool:
+    # No decoded text holds a lone surrogate: they stand for bytes that could not be decoded.
+    return "\ud800" <= ch <= "\udfff"
 
 
 def _has_bad_bytes(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return any(_is_bad(ch) for ch in text)
 
 
-def _delimiter(text: str) -> str:
+def _delimiter(header: str) -> str:
     """The one of DELIMITERS that splits the header line into the most columns, quotes respected."""
-    header = text.partition("\n")[0].rstrip("\r")
+    header = header.rstrip("\r\n")
     best, most = DELIMITERS[0], 1
     for candidate in DELIMITERS:
         try:
@@ -192,24 +244,85 @@ def _delimiter(text: str) -> str:
     return best
 
 
-def _csv_table(path: Path, table: str) -> _Table:
-    text = _decode(path.read_bytes())
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
+def _lines(first: int, last: int) -> str:
+    return f"line {first}" if first == last else f"lines {first}-{last}"
+
+
+def _quote_error(lines: list[str], first: int, delimiter: str) -> str:
+    """Why a row read over several lines, from line `first`, is not well quoted ("" if it is).
+
+    A quoted cell may hold line breaks, but one whose quote is never closed, or is closed in
+    mid-cell, runs on over the rows after it: a strict reading of the row's lines tells.
+    """
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise DatasetError(f"{path} is empty: it needs a header row and data rows.") from None
+        for _ in reader:
+            pass
+    except csv.Error as exc:
+        taken = _lines(first + 1, first + len(lines) - 1)
+        if "unexpected end of data" in str(exc):
+            cause = "an unclosed quote runs to the end of the file"
+        else:
+            cause = (
+                f"a quoted cell runs on until a quote ends it mid-cell on line "
+                f"{first + reader.line_num - 1}"
+            )
+        return (
+            f"{cause}, taking {taken} with it: the row is skipped and the lines it took are read "
+            "on their own (close the quote; a quote inside a quoted cell is written twice)"
+        )
+    return ""
+
+
+def _records(lines: list[str], delimiter: str) -> Iterator[_Record]:
+    """The CSV rows of `lines`, each with the line it starts on.
+
+    No line is lost without a word: a row that cannot be read (above all one whose quote is
+    never closed, which takes the rows after it into one cell) comes back with its `error`, and
+    reading starts again on the line after its first, so the rows it ran over are read too.
+    """
+    start = 0  # the line (from 0) the current reader started on
+    while start < len(lines):
+        reader = csv.reader(itertools.islice(lines, start, None), delimiter=delimiter)
+        first = start  # the line (from 0) the next row starts on
+        for cells in reader:
+            end = start + reader.line_num
+            error = _quote_error(lines[first:end], first + 1, delimiter) if end > first + 1 else ""
+            if error:
+                yield _Record(first + 1, [], error)
+                start = first + 1
+                break
+            yield _Record(first + 1, cells)
+            first = end
+        else:
+            return
+
+
+def _csv_table(path: Path, table: str) -> _Table:
+    text, encoding = _decode(path)
+    # The csv module refuses a cell over a process-wide limit (131,072 characters by default),
+    # which would stop the whole file at one long cell; no cell is longer than the file. The
+    # limit only ever goes up, so other readers in the process are not cut short.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    lines = io.StringIO(text, newline="").readlines()
+    if not lines:
+        raise DatasetError(f"{path} is empty: it needs a header row and data rows.")
+    records = _records(lines, _delimiter(lines[0]))
+    first = next(records)
+    if first.error:
+        raise DatasetError(f"{path}: its header line cannot be read: {first.error}.")
+    header = [h.strip() for h in first.cells]
     rows = []
-    line = reader.line_num + 1
-    for cells in reader:
-        start, line = line, reader.line_num + 1
-        if not any(c.strip() for c in cells):
+    for record in records:
+        if record.error:
+            values = {"__error__": record.error}
+        elif not any(c.strip() for c in record.cells):
             continue
-        if len(cells) > len(header):
-            error = f"{len(cells)} cells for {len(header)} columns"
-            rows.append(_Row(path.name, start, {"__error__": error}))
-            continue
-        rows.append(_Row(path.name, start, dict(zip(header, cells, strict=False))))
+        elif len(record.cells) > len(header):
+            values = {"__error__": f"{len(record.cells)} cells for {len(header)} columns"}
+        else:
+            values = dict(zip(header, record.cells, strict=False))
+        rows.append(_Row(path.name, record.line, values, encoding))
     return _Table(path.name, table, header, rows)
 
 
@@ -222,7 +335,7 @@ def _check_columns(file: str, table: str, columns: list[str]) -> None:
         )
 
 
-def _json_table(path: Path, data: dict[str, Any], table: str) -> _Table:
+def _json_table(path: Path, data: dict[str, Any], table: str, encoding: str) -> _Table:
     items = data.get(table, [])
     if not isinstance(items, list):
         raise DatasetError(f"{path.name}: {table!r} has to be a list of objects.")
@@ -231,7 +344,7 @@ def _json_table(path: Path, data: dict[str, Any], table: str) -> _Table:
     columns: dict[str, None] = {}  # in order of first appearance
     for index, item in enumerate(items, start=1):
         if not isinstance(item, dict):
-            rows.append(_Row(label, index, {"__error__": "not an object"}))
+            rows.append(_Row(label, index, {"__error__": "not an object"}, encoding))
             continue
         values = {}
         for key, value in item.items():
@@ -239,7 +352,7 @@ def _json_table(path: Path, data: dict[str, Any], table: str) -> _Table:
                 value = "; ".join(str(v) for v in value)
             values[str(key)] = "" if value is None else str(value)
         columns.update(dict.fromkeys(values))
-        rows.append(_Row(label, index, values))
+        rows.append(_Row(label, index, values, encoding))
     return _Table(label, table, list(columns), rows)
 
 
@@ -268,17 +381,29 @@ def _mapped_rows(table: _Table, mapping: dict[str, str]) -> list[_Row]:
     if not mapping:
         return table.rows
     return [
-        _Row(row.file, row.line, {mapping.get(k, k): v for k, v in row.values.items()})
+        replace(row, values={mapping.get(k, k): v for k, v in row.values.items()})
         for row in table.rows
     ]
+
+
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
 def _int(value: str, name: str, maximum: int) -> int:
     text = value.strip()
     if not text:
         raise ValueError(f"missing {name} number")
+    number_text = text
+    if _DECIMAL_COMMA.fullmatch(text):  # spreadsheets in many locales write 1.0 as "1,0"
+        whole, fraction = text.split(",")
+        if len(fraction) == 3:
+            raise ValueError(
+                f"{name} number {text!r} is ambiguous: {whole} with a decimal comma, or "
+                f"{whole}{fraction} with a thousands separator; write it without the comma"
+            )
+        number_text = f"{whole}.{fraction}"
     try:
-        number = float(text)  # spreadsheets write 3 as "3.0"
+        number = float(number_text)  # spreadsheets write 3 as "3.0"
     except ValueError:
         number = float("nan")
     if not number.is_integer():
@@ -314,12 +439,12 @@ def _cut(text: str, limit: int, unit: str) -> tuple[str, str]:
     return text[: limit - 1] + "…", "mid-word (it has no spaces)"
 
 
-def _text(values: dict[str, str], name: str, notes: list[str], required: bool = False) -> str:
+def _text(row: _Row, name: str, notes: list[str], required: bool = False) -> str:
     """The field's text, single-spaced; an over-long one is cut, with a note in `notes`."""
-    text = " ".join((values.get(name) or "").split())
+    text = " ".join((row.values.get(name) or "").split())
     if _has_bad_bytes(text):
         raise ValueError(
-            f"bad encoding in {name}: bytes that are not UTF-8 (save the file as UTF-8)"
+            f"bad encoding in {name}: {NOT_DECODABLE[row.encoding]} (save the file as UTF-8)"
         )
     if required and not text:
         raise ValueError(f"empty {name}")
@@ -360,9 +485,9 @@ def _parse_episodes(rows: list[_Row], issues: list[RowIssue]) -> list[Episode]:
                 raise ValueError(row.values["__error__"])
             season = _int(row.values.get("season", ""), "season", MAX_SEASON)
             number = _int(row.values.get("episode", ""), "episode", MAX_EPISODE)
-            summary = _text(row.values, "summary", notes, required=True)
-            title = _text(row.values, "title", notes) or f"Episode {number}"
-            characters = _split_names(_text(row.values, "characters", notes))
+            summary = _text(row, "summary", notes, required=True)
+            title = _text(row, "title", notes) or f"Episode {number}"
+            characters = _split_names(_text(row, "characters", notes))
         except ValueError as exc:
             issues.append(RowIssue(row.file, row.line, str(exc)))
             continue
@@ -382,7 +507,10 @@ def _parse_episodes(rows: list[_Row], issues: list[RowIssue]) -> list[Episode]:
     return sorted(episodes, key=lambda e: (e.season, e.episode))
 
 
-def _parse_seasons(rows: list[_Row], issues: list[RowIssue]) -> dict[int, Season]:
+def _parse_seasons(
+    rows: list[_Row], with_episodes: set[int], issues: list[RowIssue]
+) -> dict[int, Season]:
+    """The seasons table's seasons that have episodes (in `with_episodes`); the rest reported."""
     seasons: dict[int, Season] = {}
     lines: dict[int, int] = {}
     for row in rows:
@@ -391,20 +519,24 @@ def _parse_seasons(rows: list[_Row], issues: list[RowIssue]) -> dict[int, Season
             if "__error__" in row.values:
                 raise ValueError(row.values["__error__"])
             number = _int(row.values.get("season", ""), "season", MAX_SEASON)
-            title = _text(row.values, "title", notes)
-            season = Season(number, title, _text(row.values, "summary", notes))
+            title = _text(row, "title", notes)
+            season = Season(number, title, _text(row, "summary", notes))
         except ValueError as exc:
             issues.append(RowIssue(row.file, row.line, str(exc)))
             continue
-        if number in seasons:
+        if number in lines:
             issues.append(
                 RowIssue(
                     row.file, row.line, f"duplicate season {number} (first at line {lines[number]})"
                 )
             )
             continue
+        lines[number] = row.line
+        if number not in with_episodes:
+            issues.append(RowIssue(row.file, row.line, f"season {number} has no episodes"))
+            continue
         _kept(row, notes, issues)
-        seasons[number], lines[number] = season, row.line
+        seasons[number] = season
     return seasons
 
 
@@ -415,8 +547,8 @@ def _parse_characters(rows: list[_Row], issues: list[RowIssue]) -> dict[str, Cha
         try:
             if "__error__" in row.values:
                 raise ValueError(row.values["__error__"])
-            name = _text(row.values, "name", notes, required=True)
-            description = _text(row.values, "description", notes)
+            name = _text(row, "name", notes, required=True)
+            description = _text(row, "description", notes)
         except ValueError as exc:
             issues.append(RowIssue(row.file, row.line, str(exc)))
             continue
@@ -458,12 +590,15 @@ def _read_tables(path: Path) -> tuple[str, list[_Table]]:
         return _folder_title(path), tables
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(_decode(path.read_bytes()))
+            text, encoding = _decode(path)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or "episodes" not in data:
             raise DatasetError(f"{path} has to be a JSON object with an 'episodes' list.")
-        return str(data.get("title") or path.stem), [_json_table(path, data, t) for t in FIELDS]
+        return str(data.get("title") or path.stem), [
+            _json_table(path, data, t, encoding) for t in FIELDS
+        ]
     if path.suffix.lower() in {".csv", ".tsv", ".txt"}:
         return path.stem, [_csv_table(path, "episodes")]
     raise DatasetError(f"{path}: expected a folder, a .json file or an episodes .csv file.")
@@ -484,7 +619,7 @@ def load_series(
     tables = {table.name: _mapped_rows(table, mapping) for table in read}
     issues: list[RowIssue] = []
     episodes = _parse_episodes(tables["episodes"], issues)
-    seasons = _parse_seasons(tables.get("seasons", []), issues)
+    seasons = _parse_seasons(tables.get("seasons", []), {e.season for e in episodes}, issues)
     characters = _parse_characters(tables.get("characters", []), issues)
     if not episodes:
         skipped = [f"{i.where}: {i.reason}" for i in issues if i.skipped]
@@ -492,7 +627,4 @@ def load_series(
         raise DatasetError(f"No usable episode in {path}: {detail}.")
     for number in sorted({e.season for e in episodes} - set(seasons)):
         seasons[number] = Season(number, f"Season {number}")
-    for number in sorted(set(seasons) - {e.season for e in episodes}):
-        issues.append(RowIssue("seasons", number, f"season {number} has no episodes"))
-        del seasons[number]
     return Series(title, dict(sorted(seasons.items())), episodes, characters), issues

@@ -51,12 +51,16 @@ def test_bad_rows_are_reported_with_file_line_and_reason_and_the_rest_loads(tmp_
 
 
 def test_bad_encoding_is_reported_per_row(tmp_path):
+    # A UTF-8 file (its first row says so) with one row pasted from a cp1252 file: that row is
+    # reported, the rest loads. (A file whose only non-ASCII bytes are cp1252 is read as cp1252.)
     csv_path = write(
         tmp_path / "eps.csv",
-        b"season,episode,title,summary\n1,1,Ok,Fine summary here.\n1,2,Bad,Caf\xe9 in Lisbon.\n",
+        "season,episode,title,summary\n1,1,Ok,Café at the harbour.\n".encode()
+        + b"1,2,Bad,Caf\xe9 in Lisbon.\n",
     )
     series, issues = load_series(csv_path)
     assert [e.id for e in series.episodes] == ["S01E01"]
+    assert series.episodes[0].summary == "Café at the harbour."
     assert issues[0].line == 3 and "not UTF-8" in issues[0].reason
 
 
@@ -336,3 +340,181 @@ def test_row_issue_reads_well_either_way():
     assert str(RowIssue("eps.csv", 3, "empty summary")) == "skipped eps.csv:3: empty summary"
     shortened = RowIssue("eps.csv", 4, "summary is 5000 characters long", skipped=False)
     assert str(shortened) == "shortened eps.csv:4: summary is 5000 characters long"
+
+
+# --- what spreadsheets write: encodings, separators, decimal commas -----------------------------
+
+
+EXCEL_EPISODES = (
+    "temporada;episódio;título;resumo;personagens\r\n"
+    "1,0;1;Café;À beira-mar, uma tempestade chega à vila.;João, Inês\r\n"
+    "1;2,0;Ação;Pão, vinho e um segredo.;Inês\r\n"
+    "1,5;3;Meio;Uma temporada que não existe.;João\r\n"
+    "1;1,000;Mil;Mil ou um?;João\r\n"
+)
+PT_MAPPING = [
+    "season=temporada",
+    "episode=episódio",
+    "title=título",
+    "summary=resumo",
+    "characters=personagens",
+]
+
+
+def test_excel_cp1252_semicolons_and_decimal_commas(tmp_path):
+    folder = tmp_path / "série"
+    folder.mkdir()
+    write(folder / "episodes.csv", EXCEL_EPISODES, "cp1252")
+    write(folder / "seasons.csv", "temporada;título\r\n1,0;Verão\r\n", "cp1252")
+    series, issues = load_series(folder, parse_mapping(PT_MAPPING))
+    assert [(e.id, e.title) for e in series.episodes] == [("S01E01", "Café"), ("S01E02", "Ação")]
+    assert series.episodes[0].summary == "À beira-mar, uma tempestade chega à vila."
+    assert series.episodes[0].characters == ("João", "Inês")
+    assert series.seasons[1].title == "Verão"
+    assert [(i.file, i.line, i.skipped) for i in issues] == [
+        ("episodes.csv", 4, True),
+        ("episodes.csv", 5, True),
+    ]
+    assert issues[0].reason == "season number '1,5' is not a whole number"
+    assert "'1,000' is ambiguous: 1 with a decimal comma, or 1000 with a thousands" in (
+        issues[1].reason
+    )
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: text.encode("utf-8"),
+        lambda text: text.encode("utf-8-sig"),
+        lambda text: text.encode("utf-16"),  # BOM, then the machine's byte order
+        lambda text: ("\ufeff" + text).encode("utf-16"),  # as a writer adding its own BOM
+        lambda text: ("\ufeff" + text).encode("utf-16-le"),
+        lambda text: ("\ufeff" + text).encode("utf-16-be"),
+        lambda text: text.encode("cp1252"),
+    ],
+    ids=["utf-8", "utf-8-bom", "utf-16", "utf-16-two-boms", "utf-16-le", "utf-16-be", "cp1252"],
+)
+def test_unicode_text_exports_in_every_encoding(tmp_path, encode):
+    # Excel's "Unicode text" is UTF-16 with a BOM, tab-separated.
+    text = (
+        "season\tepisode\ttitle\tsummary\r\n"
+        "1\t1\tCafé\tÀ beira-mar; a storm, then “calm”.\r\n"
+        "1\t2\tNo accent\tPlain.\r\n"
+    )
+    series, issues = load_series(write(tmp_path / "eps.txt", encode(text)))
+    assert issues == []
+    assert [(e.title, e.summary) for e in series.episodes] == [
+        ("Café", "À beira-mar; a storm, then “calm”."),
+        ("No accent", "Plain."),
+    ]
+
+
+def test_encoding_is_decided_per_file_so_a_cp1252_file_loses_no_row(tmp_path):
+    csv_path = write(
+        tmp_path / "eps.csv",
+        b"season,episode,title,summary\n1,1,Ok,Fine summary here.\n1,2,Caf\xe9,In Lisbon.\n",
+    )
+    series, issues = load_series(csv_path)
+    assert issues == []
+    assert [e.title for e in series.episodes] == ["Ok", "Café"]
+
+
+def test_bytes_no_encoding_knows_are_reported_per_row(tmp_path):
+    # 0x81 is not a character in cp1252 either.
+    csv_path = write(
+        tmp_path / "eps.csv",
+        b"season;episode;summary\n1;1;Caf\xe9.\n1;2;Bad \x81 byte.\n",
+    )
+    series, issues = load_series(csv_path)
+    assert [e.summary for e in series.episodes] == ["Café."]
+    [issue] = issues
+    assert issue.line == 3 and "neither UTF-8 nor Windows-1252" in issue.reason
+
+
+def test_broken_utf16_says_so(tmp_path):
+    path = write(tmp_path / "eps.txt", ("season\tepisode\tsummary\r\n").encode("utf-16") + b"x")
+    with pytest.raises(DatasetError, match="byte order mark but is not UTF-16"):
+        load_series(path)
+
+
+def test_json_in_cp1252_and_utf16(tmp_path):
+    data = {"episodes": [{"season": "1,0", "episode": 1, "summary": "À beira-mar."}]}
+    for encoding in ("cp1252", "utf-16"):
+        path = write(tmp_path / f"{encoding}.json", json.dumps(data, ensure_ascii=False), encoding)
+        series, issues = load_series(path)
+        assert issues == [] and series.episodes[0].summary == "À beira-mar."
+
+
+# --- rows the CSV reader cannot read -------------------------------------------------------------
+
+
+def test_a_cell_over_the_csv_field_limit_is_reported_and_the_rest_loads(tmp_path):
+    summary = "A word, then another. " * 7000  # 154,000 characters, over csv's 131,072
+    csv_path = write(
+        tmp_path / "eps.csv",
+        f'season,episode,title,summary\n1,1,Long,"{summary}"\n1,2,Fine,Short.\n',
+    )
+    series, issues = load_series(csv_path)
+    assert [e.episode for e in series.episodes] == [2]
+    [issue] = issues
+    assert (issue.line, issue.skipped) == (2, True)
+    assert f"summary is {len(summary.strip())} characters long, over {ABSURD_LENGTH}" in (
+        issue.reason
+    )
+
+
+def test_an_unclosed_quote_is_reported_and_the_rows_it_took_are_read(tmp_path):
+    csv_path = write(
+        tmp_path / "eps.csv",
+        "season,episode,title,summary,characters\n"
+        '1,1,Oops,"An unclosed quote summary,A\n'
+        "1,2,Fine,Summary two,A\n"
+        "1,3,Three,Summary three,A\n",
+    )
+    series, issues = load_series(csv_path)
+    assert [(e.episode, e.summary) for e in series.episodes] == [
+        (2, "Summary two"),
+        (3, "Summary three"),
+    ]
+    [issue] = issues
+    assert str(issue).startswith(
+        "skipped eps.csv:2: an unclosed quote runs to the end of the file, taking lines 3-4 with "
+        "it: the row is skipped and the lines it took are read on their own"
+    )
+
+
+def test_a_quote_closed_mid_cell_on_a_later_line_is_reported(tmp_path):
+    # The quote opened on line 2 is closed by the one opening line 3's summary.
+    csv_path = write(
+        tmp_path / "eps.csv",
+        "season,episode,title,summary\n"
+        '1,1,Oops,"Unclosed\n'
+        '1,2,Fine,"Summary two"\n'
+        "1,3,Three,Summary three\n",
+    )
+    series, issues = load_series(csv_path)
+    assert [e.episode for e in series.episodes] == [2, 3]
+    [issue] = issues
+    assert issue.line == 2
+    assert issue.reason.startswith(
+        "a quoted cell runs on until a quote ends it mid-cell on line 3, taking line 3 with it"
+    )
+
+
+def test_a_header_with_an_unclosed_quote_fails_with_the_reason(tmp_path):
+    csv_path = write(tmp_path / "eps.csv", 'season,episode,"summary\n1,1,A storm.\n')
+    with pytest.raises(DatasetError, match="header line cannot be read: an unclosed quote"):
+        load_series(csv_path)
+
+
+# --- seasons -------------------------------------------------------------------------------------
+
+
+def test_a_season_without_episodes_is_named_in_words(tmp_path):
+    folder = tmp_path / "show"
+    folder.mkdir()
+    write(folder / "episodes.csv", "season,episode,summary\n1,1,A storm.\n")
+    write(folder / "seasons.csv", "season,title\n1,One\n2,Two\n")
+    series, issues = load_series(folder)
+    assert set(series.seasons) == {1}
+    assert [str(issue) for issue in issues] == ["skipped seasons.csv:3: season 2 has no episodes"]
