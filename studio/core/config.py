@@ -183,6 +183,25 @@ def setting(name: str) -> str:
     return f"{name} ({ENV_VARS[name]})"
 
 
+# The API key of OpenAI and of other servers that want one (LLM, Images, embeddings). A secret:
+# looked up like a setting's env var but kept out of `Settings` (see `openai_api_key`).
+API_KEY_ENV = "OPENAI_API_KEY"
+
+
+def _dotenv() -> dict[str, str]:
+    """The variables `.env` in the working directory sets (unset ones left out)."""
+    return {k: v for k, v in dotenv_values(".env").items() if v is not None}
+
+
+def openai_api_key() -> str:
+    """OPENAI_API_KEY from the environment, else from `.env`: the settings' lookup, less the flag
+    (a flag shows in `ps` and shell history) and studio.toml (which gets committed). "" for none.
+
+    Never a field of `Settings`, so it cannot reach a repr, a cache key, the catalog, a PNG or the
+    job log: callers give it to their HTTP client and to nothing else."""
+    return os.environ.get(API_KEY_ENV) or _dotenv().get(API_KEY_ENV) or ""
+
+
 def _coerce(name: str, value: Any, kind: type, source: str) -> Any:
     try:
         if kind is Path:
@@ -212,7 +231,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     `overrides` may carry `_sources`: {setting: how the caller names it}, e.g. a CLI flag, so
     that errors point at what the user typed; by default an override is named by its setting.
     """
-    dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    dotenv = _dotenv()
     file_values, file_name = _config_file_values()
     known = {f.name: f for f in fields(Settings)}
     unknown = sorted(set(file_values) - set(known))
@@ -220,25 +239,56 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
         raise ConfigError(f"{file_name} has unknown keys {unknown}; known keys: {sorted(known)}.")
     chosen: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    kinds = {name: type(getattr(Settings(), name)) for name in known}
-    kinds.update({"series": Path, "data_dir": Path, "cache_dir": Path})
     for name in known:
-        env = ENV_VARS.get(name, "")
         if overrides and overrides.get(name) is not None:
             value, source = overrides[name], overrides.get("_sources", {}).get(name, name)
-        elif env and os.environ.get(env):
-            value, source = os.environ[env], env
-        elif env and dotenv.get(env):
-            value, source = dotenv[env], f".env {env}"
-        elif name in file_values:
-            value, source = file_values[name], f"{file_name} ({name})"
         else:
-            continue
-        chosen[name] = _coerce(name, value, kinds[name], source)
+            found = _found(name, dotenv, file_values, file_name)
+            if found is None:
+                continue
+            value, source = found
+        chosen[name] = _coerce(name, value, _kind(name), source)
         sources[name] = source
     settings = replace(Settings(), **chosen)
     check_settings(settings, sources)
     return settings
+
+
+def _kind(name: str) -> type:
+    return Path if name in {"series", "data_dir", "cache_dir"} else type(getattr(Settings(), name))
+
+
+def _found(
+    name: str, dotenv: dict[str, str], file_values: dict[str, Any], file_name: str
+) -> tuple[Any, str] | None:
+    """`name`'s value below the flags, and where it was found (as messages name it): its env
+    var, `.env`, the config file; None when it is in none of them."""
+    env = ENV_VARS.get(name, "")
+    if env and os.environ.get(env):
+        return os.environ[env], env
+    if env and dotenv.get(env):
+        return dotenv[env], f".env {env}"
+    if name in file_values:
+        return file_values[name], f"{file_name} ({name})"
+    return None
+
+
+def source_of(settings: Settings, name: str) -> str:
+    """Where `settings`' value of `name` was set, for a message that says what to fix: the env
+    var, `.env {VAR}` or `studio.toml ({name})` when the value found there is the one in use,
+    else `setting(name)`: a flag (the CLI shows its own) or a keyword given in Python."""
+    try:
+        file_values, file_name = _config_file_values()
+    except ConfigError:
+        file_values, file_name = {}, ""
+    found = _found(name, _dotenv(), file_values, file_name)
+    if found is not None:
+        try:
+            if _coerce(name, found[0], _kind(name), found[1]) == getattr(settings, name):
+                return found[1]
+        except ConfigError:
+            pass  # not the value in use, then
+    return setting(name)
 
 
 def check_settings(settings: Settings, sources: dict[str, str] | None = None) -> None:

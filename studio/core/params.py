@@ -18,6 +18,14 @@ from typing import Any
 from studio.core.errors import ParameterError
 
 CLIP_WINDOW = 77  # tokens, BOS and EOS included
+# The longest prompt, negative prompt or blend prompt, in characters, wherever it comes from (the
+# Studio page, the CLI, Python, HTTP) and the longest prompt the prompt library imports. Generous
+# for real prompts: CLIP reads 77 tokens (about 300 characters) per chunk, so 2,000 characters
+# is 6 or more long-prompt chunks, past where later chunks still steer the image, and longer than
+# AUTOMATIC1111 prompts heavy with weights and LoRA tags. Not more: every prompt is written into
+# each PNG's metadata, the catalog and the library, whose "improve" quotes five of them to the
+# embedded LLM within its 4,096-token context.
+MAX_PROMPT = 2000
 
 # Sampler names as AUTOMATIC1111 shows them; studio.render maps each to a diffusers scheduler.
 SAMPLER_NAMES = (
@@ -99,6 +107,15 @@ def check_value(name: str, value: Any) -> None:
         raise ParameterError(
             f"`{name}` has to be divisible by {limit.multiple} but is {value}; "
             f"try {round_to_multiple(value, limit.multiple)}."
+        )
+
+
+def check_prompt_length(name: str, text: str) -> None:
+    """Raise `ParameterError` when `text` (the `name`, e.g. "negative prompt") is longer than
+    MAX_PROMPT characters."""
+    if len(text) > MAX_PROMPT:
+        raise ParameterError(
+            f"The {name} is {len(text):,} characters long; keep it under {MAX_PROMPT:,}."
         )
 
 
@@ -208,6 +225,8 @@ class RenderRequest:
             )
         for name in LIMITS:
             check_value(name, getattr(self, name))
+        for name in ("prompt", "negative_prompt", "blend_prompt"):  # before parsing them
+            check_prompt_length(name.replace("_", " "), getattr(self, name) or "")
         if not self.prompt.strip() and self.mode != "variation":
             raise ParameterError("The prompt is empty; write what the image should show.")
         check_sampler(self.sampler)

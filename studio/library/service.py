@@ -34,6 +34,7 @@ from studio.core.config import setting
 from studio.core.errors import StudioError, one_line
 from studio.core.inputs import ImageSource, read_image, to_rgb
 from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.core.params import MAX_PROMPT
 from studio.core.targets import PromptSpec, Target
 from studio.library.backends.base import LibraryDB, check_filters
 from studio.library.backends.catalog import CatalogLibrary
@@ -52,7 +53,12 @@ if TYPE_CHECKING:
     from studio.llm.client import LLM
     from studio.vision.clip import ClipModel
 
-MAX_QUERY = 1000  # characters in a search query or an idea
+# Characters in a search query or an idea: the studio's one prompt limit, so that any prompt it
+# takes can be pasted in to find its neighbours or be improved.
+MAX_QUERY = MAX_PROMPT
+# Characters of each library example `improve` quotes to the LLM: its style is in the first few
+# hundred, and five whole prompts besides the idea would not fit the embedded LLM's context.
+EXAMPLE_CHARS = 600
 MAX_K = 100
 SEARCH_SYNC = 1000  # texts a search embeds before it answers; the rest wait for `sync`
 PHASH_DISTANCE = 10  # of 64 bits: a resized or recompressed copy stays well under it
@@ -407,7 +413,7 @@ class Library:
         idea = check_query(idea, "idea")
         examples = self.search(idea, k=IMPROVE_EXAMPLES, on_progress=on_progress)
         template = load_template("library_improve.md")
-        data = {"idea": idea, "examples": [hit.text for hit in examples]}
+        data = {"idea": idea, "examples": [hit.text[:EXAMPLE_CHARS] for hit in examples]}
         messages = template.messages(idea_json=data_block(data))
         answer = self.studio.llm.generate_json(messages, IMPROVE_SCHEMA, max_tokens=700,
                                                refresh=refresh)  # fmt: skip

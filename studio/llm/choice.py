@@ -1,15 +1,14 @@
 """Which chat backend the settings pick, decided without a network call: a server when
-llm_base_url or OPENAI_API_KEY is set, else the embedded model. `make_backend` makes it;
-`default_concurrency` says how many calls it takes at once.
+llm_base_url or OPENAI_API_KEY (from the environment or .env) is set, else the embedded model.
+`make_backend` makes it; `default_concurrency` says how many calls it takes at once.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from studio.core.config import Settings
+from studio.core.config import Settings, openai_api_key, source_of
 from studio.core.remote import DEFAULT_OPENAI_BASE_URL, redact_url
 from studio.llm.base import ChatBackend, default_model
 from studio.llm.embedded import EMBEDDED_MODEL_NAME, EmbeddedBackend
@@ -38,9 +37,9 @@ class BackendChoice:
 
 
 def choose_backend(settings: Settings) -> BackendChoice:
-    """A server when llm_base_url (OPENAI_BASE_URL, --llm-base-url) or OPENAI_API_KEY is set,
-    else the embedded model."""
-    if settings.llm_base_url or os.environ.get("OPENAI_API_KEY"):
+    """A server when llm_base_url (OPENAI_BASE_URL, --llm-base-url) or OPENAI_API_KEY (the
+    environment's or .env's) is set, else the embedded model."""
+    if settings.llm_base_url or openai_api_key():
         base_url = settings.llm_base_url or DEFAULT_OPENAI_BASE_URL
         return BackendChoice("openai", base_url, settings.llm_model or default_model(base_url))
     return BackendChoice("embedded", model=EMBEDDED_MODEL_NAME)
@@ -57,7 +56,11 @@ def make_backend(settings: Settings, on_status: Callable[[str], None] | None = N
     choice = choose_backend(settings)
     if choice.kind == "openai":
         return OpenAIBackend(
-            choice.model, choice.base_url, timeout=settings.llm_timeout, on_status=on_status
+            choice.model,
+            choice.base_url,
+            timeout=settings.llm_timeout,
+            on_status=on_status,
+            url_setting=source_of(settings, "llm_base_url"),  # messages name where it was set
         )
     return EmbeddedBackend(settings.cache_dir, slots=default_concurrency(settings))
 

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat server (OpenAI, Ollama, vLLM, a llama.cpp server, LM Studio)
 through the `openai` client: one deadline for all the tries of a call, our own retries and status
 lines, and the server's structured-output mode negotiated once. URLs are shown only through
-`redact_url`.
+`redact_url`; the API key (OPENAI_API_KEY, from the environment or .env) goes to the client only,
+and is scrubbed from whatever the server says back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from studio.core.config import setting
+from studio.core.config import openai_api_key, setting
 from studio.core.errors import LLMError, LLMUnavailableError
 from studio.core.remote import (
     DEFAULT_OPENAI_BASE_URL,
@@ -62,8 +63,9 @@ class _Call:
         return time.monotonic() - self.started
 
 
-def _server_error(exc: Any) -> str:
-    """The server's error, briefly: `HTTP 500 "the message"`."""
+def _server_error(exc: Any, secret: str = "") -> str:
+    """The server's error, briefly: `HTTP 500 "the message"`, without `secret` (the API key,
+    which a careless server may quote back)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         message = body.get("message") or body.get("detail") or body.get("error") or body
@@ -76,16 +78,20 @@ def _server_error(exc: Any) -> str:
             message = ""
     if not isinstance(message, str):
         message = json.dumps(message, ensure_ascii=False)
-    message = redact_text(" ".join(message.split()))
+    message = _without(redact_text(" ".join(message.split())), secret)
     if len(message) > 160:
         message = message[:157] + "..."
     return f'HTTP {exc.status_code} "{message}"' if message else f"HTTP {exc.status_code}"
 
 
-def _connection_problem(exc: BaseException) -> str:
+def _connection_problem(exc: BaseException, secret: str = "") -> str:
     cause = exc.__cause__ or exc
-    text = redact_text(" ".join(str(cause).split()))[:160]
+    text = _without(redact_text(" ".join(str(cause).split())), secret)[:160]
     return f"{cause.__class__.__name__}: {text}" if text else cause.__class__.__name__
+
+
+def _without(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
 
 
 def _with_schema_message(messages: Messages, schema: dict[str, Any]) -> Messages:
@@ -111,7 +117,8 @@ class OpenAIBackend:
     starts, and every `heartbeat` seconds while a try is pending, from the calling thread), or to
     `logging` without one. The structured-output mode the server supports is found by the first
     call (by each of the first calls, when they run at once) and kept. The base URL's
-    credentials are never shown: `where()` is redacted.
+    credentials are never shown: `where()` is redacted. `url_setting` names where the URL was set,
+    for messages (`studio.core.config.source_of`; default: the llm_base_url setting).
     """
 
     def __init__(
@@ -126,6 +133,7 @@ class OpenAIBackend:
         backoff: float = 1.0,
         heartbeat: float | None = 10.0,
         on_status: Callable[[str], None] | None = None,
+        url_setting: str = "",
     ):
         import openai
 
@@ -137,9 +145,11 @@ class OpenAIBackend:
         self.backoff = backoff
         self.heartbeat = heartbeat
         self.on_status = on_status
+        self.url_setting = url_setting or setting("llm_base_url")
+        self._api_key = api_key or openai_api_key()  # for the client, and to scrub messages
         self.client = openai.OpenAI(
             base_url=self._base_url,
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            api_key=self._api_key or "not-needed",  # servers of our own may want none
             timeout=self.timeout,
             max_retries=0,  # our own loop retries, under one deadline per call
         )
@@ -282,8 +292,8 @@ class OpenAIBackend:
         if isinstance(exc, (self._openai.APITimeoutError, _TryTimeoutError)):
             return "timed out"
         if isinstance(exc, self._openai.APIConnectionError):
-            return f"could not connect ({_connection_problem(exc)})"
-        return f"got {_server_error(exc)}"
+            return f"could not connect ({_connection_problem(exc, self._api_key)})"
+        return f"got {_server_error(exc, self._api_key)}"
 
     def _gave_up(self, last: BaseException | None, made: int, call: _Call) -> LLMError:
         url, took = self.where(), seconds_text(call.elapsed())
@@ -292,16 +302,16 @@ class OpenAIBackend:
             within = tries_text(made) if made else "the time this call had left"
             return LLMUnavailableError(
                 f"The LLM server at {url} did not answer within {within} ({took} s); "
-                f"start the server, check OPENAI_BASE_URL, or raise {setting('llm_timeout')} "
-                f"(now {seconds_text(self.timeout)} s)."
+                f"start the server, check {self.url_setting}, or raise "
+                f"{setting('llm_timeout')} (now {seconds_text(self.timeout)} s)."
             )
         if isinstance(last, openai.APIConnectionError):
             return LLMUnavailableError(
-                f"No LLM answered at {url} ({_connection_problem(last)}; {tries_text(made)} in "
-                f"{took} s). Start the server or fix OPENAI_BASE_URL; or unset OPENAI_BASE_URL "
-                "and OPENAI_API_KEY to use the embedded model."
+                f"No LLM answered at {url} ({_connection_problem(last, self._api_key)}; "
+                f"{tries_text(made)} in {took} s). Start the server or fix {self.url_setting}; "
+                "or clear it and OPENAI_API_KEY to use the embedded model."
             )
-        error = _server_error(last)
+        error = _server_error(last, self._api_key)
         if last.status_code == 429:
             return LLMError(
                 f"The LLM server at {url} kept refusing with {error} (too many requests) in "
@@ -323,25 +333,26 @@ class OpenAIBackend:
         url = self.where()
         if exc.status_code in (401, 403):
             return LLMUnavailableError(
-                f"The LLM server at {url} refused the key ({_server_error(exc)}): check "
-                "OPENAI_API_KEY."
+                f"The LLM server at {url} refused the key ({_server_error(exc, self._api_key)}): "
+                "check OPENAI_API_KEY (in the environment or .env)."
             )
         if exc.status_code == 404:
             return self._not_found(call, model)
         return LLMError(
-            f"The LLM server at {url} rejected the request with {_server_error(exc)}; retrying "
-            f"will not help: fix what it names, or choose another {setting('llm_model')}."
+            f"The LLM server at {url} rejected the request with "
+            f"{_server_error(exc, self._api_key)}; retrying will not help: fix what it names, or "
+            f"choose another {setting('llm_model')}."
         )
 
     def _no_api_error(self) -> LLMUnavailableError:
         url = self.where().rstrip("/")
         if urlsplit(url).path.endswith("/v1"):
             hint = (
-                f"check {setting('llm_base_url')}: it should be the root of the server's "
+                f"check {self.url_setting}: it should be the root of the server's "
                 "OpenAI API (Ollama: http://HOST:11434/v1)"
             )
         else:
-            hint = f"set {setting('llm_base_url')} to {url}/v1"
+            hint = f"set {self.url_setting} to {url}/v1"
         return LLMUnavailableError(
             f"There is no OpenAI-compatible API at {url} (it answered 404 Not Found); {hint}."
         )
@@ -371,7 +382,7 @@ class OpenAIBackend:
         if model in names:
             return LLMUnavailableError(
                 f"The LLM server at {url} serves {model!r} but answered 404 Not Found to a chat "
-                f"request: check that {setting('llm_base_url')} is the root of its OpenAI API."
+                f"request: check that {self.url_setting} is the root of its OpenAI API."
             )
         served = f"it serves {_listing(names)}" if names else "it serves no models"
         return LLMUnavailableError(
@@ -416,7 +427,9 @@ class OpenAIBackend:
             if known is None:
                 self._say(f"structured output: {mode} ({self.where()})")
             return text
-        answers = "; ".join(f"{mode}: {_server_error(exc)}" for mode, exc in rejected)
+        answers = "; ".join(
+            f"{mode}: {_server_error(exc, self._api_key)}" for mode, exc in rejected
+        )
         raise LLMError(
             f"The LLM server at {self.where()} rejected every structured-output mode "
             f"({answers}). Check the server's log and that it runs {model!r} as a chat model, "

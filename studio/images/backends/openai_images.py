@@ -20,11 +20,12 @@ from is returned in the image's `info["revised_prompt"]`.
 
 The server is `images_base_url` (STUDIO_IMAGES_BASE_URL) when set, else the LLM's server
 (`llm_base_url`, OPENAI_BASE_URL), else OpenAI itself; its key is OPENAI_API_KEY, read from the
-environment and never stored, logged or shown (server messages are scrubbed of it; URLs are shown
-through `redact_url`). Each image has one deadline for all its tries: 429s (not "out of quota"),
-500s, 502-504s and refused connections are tried again with a growing backoff (or the server's
-Retry-After); a request that times out is not, as the server may still be making, and charging for,
-that image. Every failure is an `OpenAIImagesError` (a `RenderError`) that says what to do.
+environment or .env and never stored, logged or shown (server messages are scrubbed of it; URLs
+are shown through `redact_url`). Each image has one deadline for all its tries: 429s (not "out of
+quota"), 500s, 502-504s and refused connections are tried again with a growing backoff (or the
+server's Retry-After); a request that times out is not, as the server may still be making, and
+charging for, that image. Every failure is an `OpenAIImagesError` (a `RenderError`) that says
+what to do.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from studio.core.config import API_KEY_ENV, openai_api_key
 from studio.core.errors import (
     ConfigError,
     ImageInputError,
@@ -76,7 +78,7 @@ log = logging.getLogger(__name__)
 IMAGES_BASE_URL = ("images_base_url", "STUDIO_IMAGES_BASE_URL")
 IMAGES_TIMEOUT = ("images_timeout", "STUDIO_IMAGES_TIMEOUT")
 DEFAULT_TIMEOUT = 300.0  # seconds per try: gpt-image-1 can take minutes for a large image
-KEY_ENV = "OPENAI_API_KEY"
+KEY_ENV = API_KEY_ENV
 
 _REFUSED_CODES = {"content_policy_violation", "moderation_blocked"}
 _TRANSIENT = {408, 409, 429, 500, 502, 503, 504}  # waiting may help
@@ -141,7 +143,8 @@ class OpenAIImagesBackend:
 
     `timeout` is per try; `deadline` (default: `timeout` x `tries`) bounds all the tries of one
     image together, backoffs included. `on_status` hears a line before each retry (default:
-    logging). The API key comes from `api_key` or OPENAI_API_KEY and is only given to the client.
+    logging). The API key comes from `api_key` or OPENAI_API_KEY (the environment's, else .env's)
+    and is only given to the client.
     """
 
     def __init__(
@@ -162,7 +165,7 @@ class OpenAIImagesBackend:
         self._base_url = (
             base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
         ).rstrip("/")
-        self._api_key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
+        self._api_key = api_key if api_key is not None else openai_api_key()
         self.timeout = float(timeout)
         self.tries = max(1, int(tries))
         self.deadline = float(deadline) if deadline else self.timeout * self.tries
@@ -357,8 +360,8 @@ class OpenAIImagesBackend:
         host = urlsplit(self._base_url).hostname or ""
         if not self._api_key and (host == "openai.com" or host.endswith(".openai.com")):
             raise ImagesUnavailableError(
-                f"{self.label} needs an API key: set {KEY_ENV} (it is read from the environment "
-                "and never stored), or choose another image_model (STUDIO_IMAGE_MODEL)."
+                f"{self.label} needs an API key: set {KEY_ENV} (in the environment or .env; it "
+                "is never stored), or choose another image_model (STUDIO_IMAGE_MODEL)."
             )
 
     @property
