@@ -29,6 +29,7 @@ def resource_dir(name: str) -> Path:
     beside = PROJECT_ROOT / name
     return beside if beside.is_dir() else PACKAGE_DIR / name
 
+
 SAMPLE_SERIES = PROJECT_ROOT / "data" / "sample"
 CHARACTER_CHOICES = ("cast", "all", "none")
 FAST_PATH_CHOICES = ("auto", "on", "off")
