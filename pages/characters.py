@@ -227,7 +227,7 @@ if series is not None:
         try:
             name = check_name(series, chosen)
         except StudioError as exc:
-            st.error(f"{exc} Pick one below.")
+            st.error(f"{ui.escape_markdown(str(exc))} Pick one below.")
     with ui.guard("Showing the characters"):
         if name is None:
             cast_grid(series, studio)

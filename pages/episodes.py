@@ -199,7 +199,10 @@ if series is not None:
     chosen = st.query_params.get("episode")
     episode = next((e for e in series.episodes if e.id == chosen), None)
     if chosen and episode is None:
-        st.error(f"No episode {chosen} in {series.title}; pick one below.")
+        st.error(
+            f"No episode {ui.escape_markdown(chosen)} in {ui.escape_markdown(series.title)}; "
+            "pick one below."
+        )
     if episode is None:
         episode_list(series, store)
     else:

@@ -281,17 +281,17 @@ def results_section(library) -> None:
         return
     if results["kind"] == "text":
         hits = results["hits"]
-        st.subheader(f"{len(hits)} prompts like “{results['query']}”")
+        st.subheader(f"{len(hits)} prompts like “{ui.escape_markdown(results['query'])}”")
         if not hits:
             st.info("Nothing found: loosen the filters, or embed the waiting prompts.")
         ui.placeholder_banner(*_catalog_rows(hits))
         hit_grid(library, hits, "text")
         return
     found = results["found"]
-    st.subheader(f"What {results['name']} finds")
+    st.subheader(f"What {ui.escape_markdown(results['name'])} finds")
     st.caption("Looked for: " + ", ".join(found.used))
     for note in found.notes:
-        st.info(note, icon=":material/info:")
+        st.info(ui.escape_markdown(note), icon=":material/info:")
     ui.placeholder_banner(*_catalog_rows(found.images))
     st.markdown(f"**Catalog images like it ({len(found.images)})**")
     if found.images:

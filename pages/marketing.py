@@ -204,7 +204,7 @@ if series is not None:
     if linked in saved:
         st.session_state.setdefault("mk_campaign", linked)
     elif linked:
-        st.error(f"No saved campaign {linked}; pick one under Saved campaigns.")
+        st.error(f"No saved campaign {ui.escape_markdown(linked)}; pick one under Saved campaigns.")
     campaign_id = st.session_state.get("mk_campaign")
     views = (["Campaign"] if campaign_id else []) + ["New campaign", "Saved campaigns"]
     pending = st.session_state.pop("mk_view_pending", None)

@@ -62,8 +62,8 @@ MODE_KEY = "st_mode_choice"
 REMEMBERED = (MODE_KEY, "st_init_from", "st_init_catalog", "st_mask_from")
 
 
-def playground(request, guide: dict | None = None) -> None:
-    if st.button("Generate", type="primary", key="st_generate"):
+def playground(request, guide: dict | None = None, blocked: bool = False) -> None:
+    if st.button("Generate", type="primary", key="st_generate", disabled=blocked):
         with ui.guard("Generating the image"):
             request = ui.with_seed_choice(PREFIX, request)
             if guide is not None:  # the control image is made and stored on Generate only
@@ -183,7 +183,7 @@ def guided_controls(request, controlnets: tuple[str, ...]) -> dict | None:
     return guide
 
 
-def comparison_grid(request) -> None:
+def comparison_grid(request, blocked: bool = False) -> None:
     st.caption("Everything but the chosen parameters stays as set above.")
     left, right = st.columns(2)
     x_name = left.selectbox("Columns vary", list(AXES), key="st_grid_x")
@@ -193,7 +193,7 @@ def comparison_grid(request) -> None:
     y_text = ""
     if y_name != "(none)":
         y_text = right.text_input("Row values", EXAMPLE_VALUES[y_name], key=f"st_grid_y_{y_name}")
-    if st.button("Render the grid", key="st_grid_render"):
+    if st.button("Render the grid", key="st_grid_render", disabled=blocked):
         with ui.guard("Rendering the grid"):
             x = parse_axis(x_name, x_text)
             y = parse_axis(y_name, y_text) if y_name != "(none)" else None
@@ -217,7 +217,7 @@ def comparison_grid(request) -> None:
         )
 
 
-def interpolation(request) -> None:
+def interpolation(request, blocked: bool = False) -> None:
     st.caption(
         "From the prompt above to another, with the same seed and settings: the text "
         "embeddings move a step at a time (DALL-E 2's text diffs)."
@@ -229,7 +229,7 @@ def interpolation(request) -> None:
         height=80,
     )
     frames = st.slider("Images", INTERPOLATION_FRAMES[0], 12, 5, key="st_morph_frames")
-    if st.button("Render the interpolation", key="st_morph_render"):
+    if st.button("Render the interpolation", key="st_morph_render", disabled=blocked):
         with ui.guard("Rendering the interpolation"):
             made = ui.interpolate(ui.with_seed_choice(PREFIX, request), end, frames)
             st.session_state["st_morph"] = {
@@ -358,7 +358,7 @@ def mode_options(mode: str, strength: bool) -> dict:
     return options
 
 
-def mode_panel(mode: str, request, source, options: dict) -> None:
+def mode_panel(mode: str, request, source, options: dict, blocked: bool = False) -> None:
     """The init image (with the mask canvas for inpaint), Generate, and the results."""
     if source is None:
         st.info(
@@ -396,7 +396,7 @@ def mode_panel(mode: str, request, source, options: dict) -> None:
     else:
         st.image(picture, caption="Init image", width=min(CANVAS_SIDE, max(picture.width, 192)))
     label = f"Make {options['n']} variations" if mode == "variation" else "Generate"
-    if st.button(label, type="primary", key="st_generate"):
+    if st.button(label, type="primary", key="st_generate", disabled=blocked):
         with ui.guard(f"Making the image ({MODE_LABELS.get(mode, mode)})"):
             mask = options.get("mask")
             if drawing is not None:
@@ -490,22 +490,24 @@ with ui.guard("Opening the Studio"):
             size=mode == "txt2img",
         )
         request = ui.prompt_extras(PREFIX, request)
+        # A prompt whose syntax is wrong says so once, under the prompt; nothing renders it.
+        blocked = ui.prompt_error(request) is not None
         guide = guided_controls(request, can.controlnet) if mode == "txt2img" else None
     with results:
         if mode != "txt2img":
-            mode_panel(mode, request, source, options)
+            mode_panel(mode, request, source, options, blocked)
         elif can.steps_and_cfg:
             single, grid, morph = st.tabs(
                 ["Single image", "Comparison grid", "Prompt interpolation"]
             )
             with single:
-                playground(request, guide)
+                playground(request, guide, blocked)
             with grid:
-                comparison_grid(request)
+                comparison_grid(request, blocked)
             with morph:
-                interpolation(request)
+                interpolation(request, blocked)
         else:  # a backend without steps, CFG or samplers has nothing for the grid to vary
-            playground(request, guide)
+            playground(request, guide, blocked)
 st.session_state["st_remembered"] = {
     key: st.session_state[key] for key in REMEMBERED if key in st.session_state
 }

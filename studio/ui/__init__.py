@@ -22,7 +22,7 @@ from studio.ui.controls import (
     send_to_studio,
     with_seed_choice,
 )
-from studio.ui.errors import guard, placeholder_banner
+from studio.ui.errors import escape_markdown, guard, placeholder_banner
 from studio.ui.lineage import (
     REVISION_QUESTIONS,
     change_request,
@@ -40,7 +40,7 @@ from studio.ui.progress import (
     stage_progress,
     step_progress,
 )
-from studio.ui.prompt import prompt_extras
+from studio.ui.prompt import prompt_error, prompt_extras
 from studio.ui.resources import (
     capabilities,
     current_backend,
@@ -69,6 +69,7 @@ __all__ = [
     "defaults_from_row",
     "defaults_from_settings",
     "denoising_strip_panel",
+    "escape_markdown",
     "generate",
     "generate_many",
     "guard",
@@ -80,6 +81,7 @@ __all__ = [
     "open_catalog",
     "paginate",
     "placeholder_banner",
+    "prompt_error",
     "prompt_extras",
     "queue_controls",
     "refused_requests",

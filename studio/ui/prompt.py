@@ -11,7 +11,9 @@ import streamlit as st
 from studio.core.config import lora_folder, setting
 from studio.core.errors import StudioError
 from studio.core.params import CLIP_WINDOW, RenderRequest
+from studio.core.prompt_syntax import parse_prompt
 from studio.images.loras import LoraFolder
+from studio.ui.errors import escape_markdown
 from studio.ui.resources import capabilities, current_backend, current_settings
 
 
@@ -55,18 +57,31 @@ def prompt_extras(prefix: str, request: RenderRequest) -> RenderRequest:
                 tags.append(f"<lora:{name}:{weight:g}>")
         if tags:
             request = replace(request, prompt=f"{request.prompt.rstrip()} {' '.join(tags)}")
-        _token_note(request)
+        error = prompt_error(request)
+        if error is None:
+            _token_note(request)
+    if error is not None:  # under the expander, seen while it is closed; the only place it shows
+        st.error(escape_markdown(error), icon=":material/error:")
     return request
 
 
-def _token_note(request: RenderRequest) -> None:
-    from studio.core.prompt_syntax import parse_prompt
-
+def prompt_error(request: RenderRequest) -> str | None:
+    """What is wrong with the prompt's syntax (weights, brackets, LoRA tags), for a backend that
+    reads it; None when nothing is. The Studio shows it once and renders nothing until fixed."""
+    if not capabilities().prompt_syntax:
+        return None
     try:
-        parsed = parse_prompt(request.prompt)
-        tokens = current_backend().count_tokens(parsed.plain)
+        parse_prompt(request.prompt)
     except StudioError as exc:
-        st.error(str(exc))
+        return str(exc)
+    return None
+
+
+def _token_note(request: RenderRequest) -> None:
+    try:
+        tokens = current_backend().count_tokens(parse_prompt(request.prompt).plain)
+    except StudioError as exc:  # the model's tokenizer, say, cannot be loaded
+        st.error(escape_markdown(str(exc)))
         return
     if tokens <= CLIP_WINDOW:
         st.caption(f"{tokens} of {CLIP_WINDOW} tokens.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -208,23 +209,117 @@ def test_a_user_who_cannot_enable_pgvector_is_told_what_to_ask_for(server_url):
     assert "STUDIO_LIBRARY_DB" in str(caught.value)
 
 
-def test_the_command_runs_a_server_prints_its_url_and_stops_on_ctrl_c(server_url, tmp_path):
-    folder = tmp_path / "lib"
+def start_command(folder: Path) -> tuple[subprocess.Popen, str, list[str]]:
+    """`python -m studio.library.local_server folder` running: the process, its URL, its lines."""
     command = [sys.executable, "-m", "studio.library.local_server", str(folder)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any("STUDIO_LIBRARY_DB=" in line for line in lines):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(lines)
+        lines.append(process.stdout.readline())
+    return process, lines[-1].split("STUDIO_LIBRARY_DB=", 1)[1].strip().strip("'"), lines
+
+
+def stop_command(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGINT)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while not any("STUDIO_LIBRARY_DB=" in line for line in lines):
-            assert process.poll() is None and time.monotonic() < deadline, lines
-            lines.append(process.stdout.readline())
-        url = lines[-1].split("STUDIO_LIBRARY_DB=", 1)[1].strip().strip("'")
-        with psycopg.connect(url) as pg:  # pgvector and the tables are there
-            assert pg.execute("SELECT count(*) FROM library_texts").fetchone() == (0,)
-            assert pg.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        return process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def local_server(server_url, tmp_path_factory):
+    """The command's server (server_url first: it skips where pgserver cannot run)."""
+    folder = tmp_path_factory.mktemp("local-server") / "lib"
+    process, url, lines = start_command(folder)
+    yield url, folder, lines
+    stop_command(process)
+
+
+def password_of(folder: Path) -> str:
+    return (folder / "pgpass").read_text().strip().split(":")[-1]
+
+
+def without_password(url: str) -> str:
+    return url.split("&passfile=", 1)[0]
+
+
+def test_the_local_server_asks_every_connection_for_its_password(local_server):
+    url, folder, lines = local_server
+    with psycopg.connect(url) as pg:
+        hba = Path(pg.execute("SHOW hba_file").fetchone()[0]).read_text()
+        rules = pg.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
+    entries = [line.split() for line in hba.splitlines() if line.strip() and line[0] != "#"]
+    assert entries and all(entry[-1] == "scram-sha-256" for entry in entries), hba
+    assert "trust" not in hba
+    assert {method for _, method in rules} == {"scram-sha-256"}
+    assert ("local", "scram-sha-256") in rules
+
+    bare = without_password(url)  # the URL without its password file: refused
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(bare)
+    wrong = bare.replace("postgres@", "postgres:guess@")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(wrong)
+    with pytest.raises(LibraryServerError, match="refuses its user or password") as caught:
+        connect(wrong)
+    assert "guess" not in str(caught.value) and "passfile=" in str(caught.value)
+    right = bare.replace("postgres@", f"postgres:{password_of(folder)}@")
+    psycopg.connect(right).close()  # the password, given in the URL instead, works
+
+
+def test_the_local_server_has_an_owner_only_socket_and_no_port(local_server):
+    url, folder, lines = local_server
+    with psycopg.connect(url) as pg:
+        config = Path(pg.execute("SHOW config_file").fetchone()[0]).read_text()
+        read = dict(  # the last word of the files the server reads, for each setting
+            pg.execute(
+                "SELECT DISTINCT ON (name) name, setting FROM pg_file_settings WHERE name IN "
+                "('listen_addresses', 'unix_socket_permissions') ORDER BY name, seqno DESC"
+            ).fetchall()
+        )
+        listening = pg.execute("SHOW listen_addresses").fetchone()[0]
+        socket = Path(pg.execute("SHOW unix_socket_directories").fetchone()[0]) / ".s.PGSQL.5432"
+    assert "listen_addresses = ''" in config and "unix_socket_permissions = 0700" in config
+    assert read == {"listen_addresses": "", "unix_socket_permissions": "0700"}
+    assert listening == ""
+    mode = socket.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o700
+    assert stat.S_IMODE((folder / "pgpass").stat().st_mode) == 0o600
+
+    password = password_of(folder)  # shown nowhere: not in the URL, its output or the log
+    assert len(password) >= 32
+    assert password not in "".join(lines) and "passfile=" in url
+    assert password not in (folder / "log").read_text()
+
+
+def test_the_library_works_with_the_url_the_command_prints(local_server, tmp_path, shared_cache):
+    url, _, _ = local_server
+    with small_studio(tmp_path / "data", shared_cache, library_db=url) as made:
+        made.generate(LIGHTHOUSE, seed=3)
+        assert isinstance(made.library.db, ServerLibrary)
+        assert top(made.library.search("a lighthouse at dawn", k=1)) == LIGHTHOUSE
+
+
+def test_the_command_runs_a_server_prints_its_url_and_stops_on_ctrl_c(server_url, tmp_path):
+    folder = tmp_path / "lib"
+    process, url, _ = start_command(folder)
+    with psycopg.connect(url) as pg:  # pgvector and the tables are there
+        assert pg.execute("SELECT count(*) FROM library_texts").fetchone() == (0,)
+        assert pg.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+    assert stop_command(process) == 0
     assert not (folder / "postmaster.pid").exists()  # the server was stopped
+
+    process, again, _ = start_command(folder)  # the same folder: the same password and URL
+    try:
+        assert again == url
+        with psycopg.connect(url) as pg:
+            assert pg.execute("SHOW unix_socket_permissions").fetchone() == ("0700",)
+            assert pg.execute("SELECT count(*) FROM library_texts").fetchone() == (0,)
+    finally:
+        assert stop_command(process) == 0

@@ -8,6 +8,7 @@ import pytest
 from studio.catalog.store import Store
 from studio.images.backends.diffusers.demo import build_demo_lora
 from studio.images.backends.diffusers.weights import resolve_image_model
+from tests.support.markdown import shown
 from tests.ui.test_dashboard import app_env, open_page  # noqa: F401 - app_env is a fixture
 
 STUDIO = "pages/studio.py"
@@ -60,14 +61,25 @@ def test_a_long_prompt_warns_until_long_prompts_are_on(app_env):  # noqa: F811
     assert row.long_prompt
 
 
+RENDER_BUTTONS = ("st_generate", "st_grid_render", "st_morph_render")
+
+
 @pytest.mark.slow
-def test_bad_weights_are_an_error_box(app_env):  # noqa: F811
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [("a (unclosed street", "is never closed"), ("a (detective:abc) street", "has to be a number")],
+)
+def test_a_prompt_syntax_error_shows_once_and_nothing_renders_it(app_env, prompt, message):  # noqa: F811
     at = open_page(STUDIO)
-    at.text_area(key="st_prompt").set_value("a (detective:abc) street")
+    at.text_area(key="st_prompt").set_value(prompt)
     at.run()
-    at.button(key="st_generate").click().run()
     assert not at.exception
-    assert any("has to be a number" in e.value for e in at.error)
+    [error] = at.error  # once, under the prompt: no render button can repeat it
+    assert message in error.value and "write \\(" in shown(error.value)  # as written
+    assert all(at.button(key=key).disabled for key in RENDER_BUTTONS)
+    at.text_area(key="st_prompt").set_value("a (detective:1.2) street")
+    run_ok(at)
+    assert not any(at.button(key=key).disabled for key in RENDER_BUTTONS)
 
 
 @pytest.mark.slow

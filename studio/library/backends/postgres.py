@@ -4,9 +4,9 @@ catalog pushes its images and prompt records there, and every member searches al
     python -m studio.library.local_server ~/library-server  # one on this machine, to try
     export STUDIO_LIBRARY_DB='postgresql://...'              # the URL it prints, or the team's
 
-A team runs one PostgreSQL with pgvector instead, e.g.
-`docker run -p 5432:5432 -e POSTGRES_PASSWORD=... pgvector/pgvector:pg16`, and each member sets
-library_db (STUDIO_LIBRARY_DB) to `postgresql://postgres:...@host:5432/postgres`.
+A team runs one PostgreSQL with pgvector instead, reachable only on loopback or a private
+network and with a password (docs/prompt-library.md has the recipe), and each member sets
+library_db (STUDIO_LIBRARY_DB) to `postgresql://user:password@host:5432/db`.
 
 The tables mirror the catalog's (`006_library`) and are made on first connect. The vectors of
 every space (embedder) share one table, whose `vector` column has no fixed dimension; each space
@@ -58,6 +58,9 @@ PGVECTOR_HNSW = (0, 5, 0)  # the first pgvector with HNSW indexes
 # their ids are committed in order and "no vector after the newest" stays a sound way to find work.
 SCHEMA_LOCK = 0x5EA1_0001
 WRITE_LOCK = 0x5EA1_0002
+
+# libpq's words when the server wants a password it did not get or refuses the one it got
+AUTH_FAILED = re.compile(r"no password supplied|authentication failed")
 
 # Raised when SCHEMA changes. The statements run only on a server whose tables are of another
 # version: CREATE INDEX IF NOT EXISTS locks its table against writes even when the index is there.
@@ -202,6 +205,14 @@ def connect(url: str) -> psycopg.Connection:
     try:
         pg = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
+        if AUTH_FAILED.search(str(exc)):
+            raise LibraryServerError(
+                f"The prompt library's server {shown}, set in {setting('library_db')}, refuses "
+                f"its user or password ({_cause(exc, url)}). Give the password in the URL "
+                "(postgresql://user:password@host:5432/db) or name a password file in it "
+                "(`passfile=`, as the URL `python -m studio.library.local_server` prints does), "
+                f"{_leave_empty()}."
+            ) from None
         raise LibraryServerError(
             f"The prompt library's server {shown}, set in {setting('library_db')}, cannot be "
             f"reached ({_cause(exc, url)}). Start it (`python -m studio.library.local_server DIR` "
