@@ -3,6 +3,7 @@ permissions a plain open() would give), and the error that names a folder it can
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +12,8 @@ from studio.core.config import setting
 from studio.core.errors import CatalogError
 
 TMP_PREFIX = ".tmp-"
+# What a full disk, a used-up quota or a file-size limit (ulimit -f) answers a write with.
+FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _file_mode() -> int:
@@ -34,13 +37,24 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
 def unwritable_error(folder: Path, exc: Exception) -> CatalogError:
+    """The error for a data folder the catalog cannot write: full, or not writable."""
     reason = getattr(exc, "strerror", None) or str(exc)
+    if getattr(exc, "errno", None) in FULL_DISK_ERRNOS:
+        return CatalogError(
+            f"The data folder {folder} is full ({reason}). Free some space there, or set "
+            f"{setting('data_dir')} to a folder on another disk."
+        )
     return CatalogError(
         f"The data folder {folder} cannot be written ({reason}). Set {setting('data_dir')} to a "
         "folder you can write, or fix the folder's permissions."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,6 +96,13 @@ class JobLog:
         self._written = now
         self.store.update_job(self.id, **values)
 
-    def finish(self, status: str, **values: Any) -> None:
+    def finish(self, status: str, **values: Any) -> bool:
+        """The job's last write: its status, and `failures` saying why when it failed. False when
+        the catalog could not take it (a full disk): the error the job ends with matters more,
+        and the row then reads as stopped once the process is gone."""
         finished = datetime.now(UTC).isoformat(timespec="seconds")
-        self.store.update_job(self.id, status=status, finished_at=finished, **values)
+        try:
+            self.store.update_job(self.id, status=status, finished_at=finished, **values)
+        except (OSError, sqlite3.Error):
+            return False
+        return True

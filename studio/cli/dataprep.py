@@ -12,14 +12,21 @@ The prompt library: `python dataprep.py library import FILE.csv`, `... library s
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import sys
 import time
 from pathlib import Path
 
-from studio.cli.flags import cli_message, flag_of
-from studio.cli.library import library_command, library_progress
-from studio.core.config import ENV_VARS, load_settings
+from studio.cli.flags import OneLineParser, cli_message, flag_of
+from studio.cli.library import (
+    build_library_parser,
+    library_arguments,
+    library_command,
+    library_progress,
+    library_settings,
+)
+from studio.core.config import ENV_VARS, Settings, load_settings
 from studio.core.errors import StudioError
 
 EPISODE_ID = re.compile(r"^\s*[sS]?(\d+)\s*[xXeE:]\s*(\d+)\s*$")
@@ -31,7 +38,7 @@ def parse_episode_ids(text: str) -> set[tuple[int, int]]:
     for item in filter(None, (t.strip() for t in text.split(","))):
         match = EPISODE_ID.match(item)
         if not match:
-            raise argparse.ArgumentTypeError(f"{item!r} is not an episode id like S1E3 or 1x03")
+            raise argparse.ArgumentTypeError(f"{item!r}: not an episode id like S1E3 or 1x03")
         ids.add((int(match.group(1)), int(match.group(2))))
     return ids
 
@@ -41,26 +48,45 @@ def parse_seasons(text: str) -> set[int]:
         return {int(t) for t in text.split(",") if t.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a list of season numbers like 1,2"
+            f"{text!r}: not a list of season numbers like 1,2"
         ) from None
 
 
 def parse_size(text: str) -> tuple[int, int]:
     match = re.match(r"^(\d+)[xX](\d+)$", text.strip())
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512x512")
+        raise argparse.ArgumentTypeError(f"{text!r}: not a size like 512x512 (WxH)")
     return int(match.group(1)), int(match.group(2))
+
+
+def parse_sampler(text: str) -> str:
+    """A sampler's name as the studio spells it (`euler a` -> `Euler a`)."""
+    from studio.core.params import SAMPLER_NAMES
+
+    def squeeze(name: str) -> str:
+        return "".join(name.lower().split())
+
+    found = [name for name in SAMPLER_NAMES if squeeze(name) == squeeze(text)]
+    if found:
+        return found[0]
+    close = difflib.get_close_matches(text, SAMPLER_NAMES, n=1, cutoff=0.6)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: no such sampler{guess}; choose one of {', '.join(SAMPLER_NAMES)}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from studio.core.params import SAMPLER_NAMES as SCHEDULERS
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dataprep.py",
         description=(
             "Write Stable Diffusion prompts for every episode (meta-prompting) and season "
             "(self-ask, 5 styles) of a series with an LLM, render them, and keep prompts and "
-            "images in the catalog under the data folder. Nothing is redone that is already there."
+            "images in the catalog under the data folder. Nothing is redone that is already "
+            "there. The prompt library has its own command: `dataprep.py library "
+            "import|search|index|status` (`dataprep.py library --help` for its flags)."
         ),
         epilog=(
             "LLM: an OpenAI-compatible server when OPENAI_API_KEY or OPENAI_BASE_URL is set "
@@ -162,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = parser.add_argument_group("rendering")
     render.add_argument(
         "--sampler",
-        choices=list(SCHEDULERS),
+        type=parse_sampler,
         metavar="NAME",
         help=f"one of: {', '.join(SCHEDULERS)} (DPM++ 2M Karras)",
     )
@@ -224,13 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(summary, settings, issues: list, model_notes: list[str]) -> None:
+def _print_summary(summary, settings, issues: list) -> None:
     def say(line: str = "") -> None:
         print(line, file=sys.stderr)
 
     say()
-    for note in model_notes:
-        say(f"WARNING: {note}")
     if summary.dry_run:
         for label, spec in summary.prompts:
             say(f"{label}: {spec.prompt}\n    negative: {spec.negative_prompt}")
@@ -264,19 +288,39 @@ def _print_summary(summary, settings, issues: list, model_notes: list[str]) -> N
     )
 
 
+def os_error_message(exc: OSError, data_dir: Path | None) -> str:
+    """An OSError no library call turned into a StudioError, naming its file, else the data
+    folder; a full disk (or a file-size limit) says what to do."""
+    from studio.workflows.batch import WRITE_ADVICE, write_failure
+
+    data_dir = data_dir or Path("data")
+    if exc.errno in WRITE_ADVICE:
+        return write_failure(exc, data_dir)
+    return f"cannot use {exc.filename or data_dir.resolve()}: {exc.strerror or exc}."
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     started = time.perf_counter()
+    out = data_dir = None  # the --out given, and the data folder once the settings are known
     try:
-        if argv[:1] == ["library"]:
-            return library_command(argv[1:])
-        return run(build_parser().parse_args(argv))
+        library_argv = library_arguments(argv)
+        if library_argv is not None:
+            args = build_library_parser().parse_args(library_argv)
+            out = data_dir = args.data_dir
+            settings = library_settings(args)
+            data_dir = settings.data_dir
+            return library_command(args, settings)
+        args = build_parser().parse_args(argv)
+        out = data_dir = args.data_dir
+        settings = job_settings(args)
+        data_dir = settings.data_dir
+        return run(args, settings)
     except StudioError as exc:
-        print(f"Error: {cli_message(str(exc))}", file=sys.stderr)
+        print(f"Error: {cli_message(str(exc), out)}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a folder that cannot be written, a full disk
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"Error: cannot use{where}: {exc.strerror or exc}.", file=sys.stderr)
+    except OSError as exc:  # a file or folder that cannot be used, a full disk
+        print(f"Error: {cli_message(os_error_message(exc, data_dir), out)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -314,18 +358,22 @@ def index_library(studio, summary) -> None:
         summary.notes.append(f"Prompt library: {added} new prompts and images are searchable.")
 
 
-def run(args: argparse.Namespace) -> int:
+def job_settings(args: argparse.Namespace) -> Settings:
+    """The settings, with the flags given first (and each setting's flag, for messages)."""
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    if args.size:
+        overrides["width"], overrides["height"] = args.size
+    overrides["_sources"] = {name: flag_of(name) for name in overrides}
+    return load_settings(overrides)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from studio.core.dataset import load_series, parse_mapping
     from studio.llm.choice import backend_description
     from studio.workflows.batch import Selection, run_job
 
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
-    if args.size:
-        overrides["width"], overrides["height"] = args.size
-    overrides["_sources"] = {name: flag_of(name) for name in overrides}
-    settings = load_settings(overrides)
     if args.recover:
         return recover(settings.data_dir)
     series, issues = load_series(settings.series, parse_mapping(args.map))
@@ -336,18 +384,20 @@ def run(args: argparse.Namespace) -> int:
         f"episodes, {len(series.characters)} characters.",
         file=sys.stderr,
     )
+    # Before the image model is loaded and the catalog created: is there anything to make?
+    selection = Selection(args.seasons, args.episodes, args.only)
+    for note in selection.unknown(series):
+        print(f"WARNING: {note}", file=sys.stderr)
 
     from studio.api import Studio
     from studio.images.executors import open_executor
     from studio.llm.choice import default_concurrency
+    from studio.workflows.estimate import estimate_work
 
     with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:
         backend = studio.backend
-        for note in backend.notes:
-            print(f"WARNING: {note}", file=sys.stderr)
-        selection = Selection(args.seasons, args.episodes, args.only)
-        for note in selection.unknown(series):
-            print(f"WARNING: {note}", file=sys.stderr)
+        for note in backend.notes:  # once, here, before the work: the summary says PLACEHOLDERS
+            print(f"WARNING: {cli_message(note)}", file=sys.stderr)
         # Before any LLM call: a Ray cluster that does not answer leaves the catalog untouched.
         executor = None if args.dry_run else open_executor(settings, backend)
         where = executor.describe() if hasattr(executor, "describe") else "here"
@@ -356,6 +406,14 @@ def run(args: argparse.Namespace) -> int:
             f"LLM: {backend_description(settings)}, {default_concurrency(settings)} at once.",
             file=sys.stderr,
         )
+
+        def print_estimate() -> None:
+            estimate = estimate_work(
+                series, selection, settings, studio.llm, studio.images, args.force, args.dry_run
+            )
+            if not estimate.nothing:
+                print(estimate.line(), file=sys.stderr)
+
         try:
             summary = run_job(
                 series,
@@ -367,11 +425,12 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force,
                 progress=tqdm,
                 executor=executor,
+                on_start=print_estimate,
             )
         finally:
             if executor is not None:
                 executor.close()
         if not args.dry_run:
             index_library(studio, summary)
-    _print_summary(summary, settings, issues, backend.notes)
+    _print_summary(summary, settings, issues)
     return 1 if summary.failed else 0

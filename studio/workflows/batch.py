@@ -7,20 +7,23 @@ episode is reported and the job goes on with the others.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from studio.catalog.job_log import JobLog
 from studio.catalog.records import CharacterRecord, PromptRecord, StoredImage
-from studio.catalog.store import Store
+from studio.catalog.store import CATALOG_NAME, Store
 from studio.core.config import Settings, setting
 from studio.core.dataset import Episode, Series
-from studio.core.errors import DatasetError, LLMUnavailableError, StudioError
+from studio.core.errors import CatalogError, DatasetError, LLMUnavailableError, StudioError
 from studio.core.params import RenderRequest
 from studio.core.targets import Target
 from studio.images.executors import RenderExecutor
@@ -221,6 +224,14 @@ def _prompt_provenance(result: Any, llm: LLM, spec: PromptSpec) -> dict[str, Any
     }
 
 
+def portrait_request(settings: Settings, name: str, portrait: str) -> RenderRequest:
+    """The render request of a character's reference portrait (`portrait`: its prompt)."""
+    negative = merge_phrases(PORTRAIT_NEGATIVE, base_negative())
+    return settings_request(
+        settings, portrait, negative, derive_seed(settings.seed, f"character:{name}", 0)
+    )
+
+
 def portrait_job(
     settings: Settings,
     record: CharacterRecord,
@@ -229,10 +240,8 @@ def portrait_job(
 ) -> ImageTask:
     """The reference portrait of one version of a character's look (`llm_answers`: the LLM's
     answer it was written from, kept in the PNG so that a lost catalog gets it back)."""
-    negative = merge_phrases(PORTRAIT_NEGATIVE, base_negative())
-    seed = derive_seed(settings.seed, f"character:{record.name}", 0)
     return ImageTask(
-        settings_request(settings, record.portrait, negative, seed),
+        portrait_request(settings, record.name, record.portrait),
         Target("character", style=record.name),
         record.version - 1,
         {
@@ -310,7 +319,7 @@ def plan_prompts(series: Series, selection: Selection, settings: Settings) -> li
     return tasks
 
 
-def _ask(task: PromptTask, llm: LLM, series: Series, count: Any, refresh: bool) -> Any:
+def ask_task(task: PromptTask, llm: LLM, series: Series, count: Any, refresh: bool) -> Any:
     """The LLM part of a task (run in a worker thread): nothing here writes the catalog but
     the LLM's answer cache."""
     if task.kind == "character":
@@ -338,7 +347,7 @@ def ask_all(
     workers = max(1, min(llm.concurrency, len(order)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm")
     try:
-        futures = {pool.submit(_ask, task, llm, series, count, refresh): task for task in order}
+        futures = {pool.submit(ask_task, task, llm, series, count, refresh): task for task in order}
         for future in as_completed(futures):
             task = futures[future]
             try:
@@ -349,8 +358,12 @@ def ask_all(
                 results[task.key] = exc
             if on_done:
                 on_done(task, results[task.key])
+    except KeyboardInterrupt:
+        llm.interrupt()  # the workers' calls give up now: the pool (and the exit) need not wait
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        llm.resume()
     return results
 
 
@@ -423,12 +436,13 @@ def write_prompts(
             continue
         if task.kind == "episode":
             result = episode_prompt(series, answer, count, looks)
-            jobs.extend(_episode_jobs(settings, store, task.item, result, llm))
+            save_episode_prompt(store, task.item, result, llm.model)
+            summary.prompts.append((task.item.id, result.spec))
+            jobs.extend(episode_tasks(settings, task.item, result, llm))
         else:
             result = season_prompts(series, task.item, answer, count, looks)
-            jobs.extend(_season_jobs(settings, store, series, task.item, result, llm, summary))
-        if task.kind == "episode":
-            summary.prompts.append((task.item.id, result.spec))
+            _save_season_prompts(store, series, task.item, result, llm, summary)
+            jobs.extend(season_tasks(settings, series, task.item, result, llm))
         if result.cached:
             summary.prompts_cached += 1
         else:
@@ -436,10 +450,10 @@ def write_prompts(
     return jobs
 
 
-def _episode_jobs(
-    settings: Settings, store: Store, episode: Episode, result: EpisodePrompt, llm: LLM
+def episode_tasks(
+    settings: Settings, episode: Episode, result: EpisodePrompt, llm: LLM
 ) -> list[ImageTask]:
-    save_episode_prompt(store, episode, result, llm.model)
+    """The images of an episode's prompt (its candidates, when more than images_per_episode)."""
     jobs = []
     for index in range(max(settings.images_per_episode, settings.candidates)):
         seed = derive_seed(settings.seed, episode.id, index)
@@ -454,17 +468,9 @@ def _episode_jobs(
     return jobs
 
 
-def _season_jobs(
-    settings: Settings,
-    store: Store,
-    series: Series,
-    season: int,
-    result: SeasonPrompts,
-    llm: LLM,
-    summary: Summary,
-) -> list[ImageTask]:
-    season_id = series.seasons[season].id
-    jobs = []
+def _save_season_prompts(
+    store: Store, series: Series, season: int, result: SeasonPrompts, llm: LLM, summary: Summary
+) -> None:
     for style, spec in result.specs.items():
         store.add_prompt(
             PromptRecord(
@@ -476,7 +482,16 @@ def _season_jobs(
                 result.trace,
             )
         )
-        summary.prompts.append((f"{season_id} {style}", spec))
+        summary.prompts.append((f"{series.seasons[season].id} {style}", spec))
+
+
+def season_tasks(
+    settings: Settings, series: Series, season: int, result: SeasonPrompts, llm: LLM
+) -> list[ImageTask]:
+    """The season's posters: one image per style."""
+    season_id = series.seasons[season].id
+    jobs = []
+    for style, spec in result.specs.items():
         seed = derive_seed(settings.seed, f"{season_id}:{style}", 0)
         jobs.append(
             ImageTask(
@@ -585,6 +600,40 @@ def choose_covers(results: list[ImageResult], images: ImageService, summary: Sum
     )
 
 
+# The errors of a data folder that cannot take a write, and what to do about each.
+WRITE_ADVICE = {
+    errno.ENOSPC: "the disk is full; free some space there",
+    errno.EDQUOT: "the disk quota is used up; free some space there",
+    errno.EFBIG: "a file-size limit stops it (`ulimit -f`, or the file system's largest file); "
+    "raise the limit",
+    errno.EROFS: "the file system is read-only; make it writable",
+}
+
+
+def write_failure(exc: OSError | sqlite3.Error, data_dir: Path, images_done: int = 0) -> str:
+    """Why the job could not write to the data folder, naming the file (the error's, else the
+    catalog for SQLite's "disk is full", else the folder), what to do, and that what was finished
+    (`images_done` new images) is kept: for the job's record and the error the user sees."""
+    if isinstance(exc, OSError):
+        where = exc.filename or f"a file in the data folder {data_dir.resolve()}"
+        code, reason = exc.errno, exc.strerror or str(exc)
+    else:
+        where, code, reason = data_dir.resolve() / CATALOG_NAME, errno.ENOSPC, str(exc)
+    advice = WRITE_ADVICE.get(code, WRITE_ADVICE[errno.ENOSPC])
+    kept = f" ({images_done} new images)" if images_done else ""
+    return (
+        f"Could not write {where} ({reason}): {advice}, or set {setting('data_dir')} to a "
+        f"folder on another disk. What was finished is kept{kept}; the next run goes on from "
+        "there."
+    )
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    """SQLite's "database or disk is full" (SQLITE_FULL)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 def run_job(
     series: Series,
     selection: Selection,
@@ -595,12 +644,14 @@ def run_job(
     force: bool = False,
     progress: Progress = no_progress,
     executor: RenderExecutor | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Summary:
     """Prompts, then (unless `dry_run`) images; returns the counts for the closing summary.
 
     The job's stage, counts and failures are written to the catalog as it goes
     (studio.catalog.job_log), for the dashboard's Batch jobs page; `summary.stages` says where the
-    time went.
+    time went. `on_start` runs once the job is recorded, before any work (the CLI prints its
+    estimate there; what it raises is the job's failure).
     """
     started = time.perf_counter()
     summary = Summary(placeholder=images.backend.placeholder, dry_run=dry_run)
@@ -610,6 +661,8 @@ def run_job(
     log = JobLog(images.store, executor.name if executor else "local", selection.describe())
     status = "failed"
     try:
+        if on_start is not None:
+            on_start()
         jobs = write_prompts(
             series,
             selection,
@@ -660,6 +713,12 @@ def run_job(
     except StudioError as exc:
         summary.failed.append(str(exc))
         raise
+    except (OSError, sqlite3.OperationalError) as exc:  # a full disk, a file-size limit
+        if not (_disk_full(exc) if isinstance(exc, sqlite3.Error) else exc.errno in WRITE_ADVICE):
+            raise
+        reason = write_failure(exc, settings.data_dir, summary.images_rendered)
+        summary.failed.append(reason)
+        raise CatalogError(reason) from exc
     finally:
         summary.llm_calls = llm.calls - calls_before
         summary.seconds = time.perf_counter() - started

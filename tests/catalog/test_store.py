@@ -1,4 +1,8 @@
+import errno
 import hashlib
+import os
+
+import pytest
 
 from studio.catalog.files import TMP_PREFIX
 from studio.catalog.records import ImageRecord, PromptRecord
@@ -70,3 +74,28 @@ def test_prompts_and_llm_cache(tmp_path):
     assert store.get_llm_response("nope") is None
     store.put_llm_response("k", "m", "{}")
     assert store.get_llm_response("k") == "{}"
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path, monkeypatch):
+    from studio.catalog import files
+
+    def full(fd, *args, **kwargs):
+        os.close(fd)
+        raise OSError(errno.EFBIG, "File too large")  # as a write past `ulimit -f` says it
+
+    monkeypatch.setattr(files.os, "fdopen", full)
+    target = tmp_path / "images" / "a.png"
+    with pytest.raises(OSError) as error:
+        files.atomic_write(target, b"png")
+    assert error.value.filename == str(target) and error.value.errno == errno.EFBIG
+    assert list(target.parent.iterdir()) == []  # no temporary left behind
+
+
+def test_a_full_data_folder_is_named_full_not_unwritable(tmp_path):
+    from studio.catalog.files import unwritable_error
+
+    full = unwritable_error(tmp_path, OSError(errno.ENOSPC, "No space left on device"))
+    assert "is full (No space left on device)" in str(full) and "STUDIO_DATA_DIR" in str(full)
+    assert "permissions" not in str(full)
+    denied = unwritable_error(tmp_path, PermissionError(errno.EACCES, "Permission denied"))
+    assert "permissions" in str(denied)

@@ -1,7 +1,11 @@
 """dataprep.py as a user runs it: arguments, messages, exit codes, resuming after a kill."""
 
+import errno
 import hashlib
 import os
+import re
+import resource
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -54,11 +58,41 @@ def test_run_then_rerun_does_no_model_work(tmp_path, capsys, fake_llm):
     assert parse_parameters(parameters)["Model"] == "demo-v1 (placeholder)"
 
 
-def test_auto_falls_back_to_the_demo_model_with_a_warning(tmp_path, capsys, fake_llm):
-    code, err = run(capsys, "--out", str(tmp_path), "--episodes", "S1E1", *SMALL)
-    assert code == 0
-    assert err.count("WARNING: No Stable Diffusion weights on disk") == 2  # at start and end
-    assert "PLACEHOLDERS" in err
+def fake_dataprep(*args, env=None, preexec_fn=None):
+    """`dataprep.py ARGS` in a subprocess, with the fake LLM (and the tests' offline env)."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
+    command = [sys.executable, "-m", "tests.support.fake_dataprep", *map(str, args)]
+    return subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, preexec_fn=preexec_fn
+    )
+
+
+def dataprep_py(*args, cwd=None):
+    """The real `python dataprep.py ARGS`, as a user types it."""
+    command = [sys.executable, str(PROJECT_ROOT / "dataprep.py"), *map(str, args)]
+    return subprocess.run(command, cwd=cwd or PROJECT_ROOT, capture_output=True, text=True)
+
+
+def test_auto_falls_back_to_the_demo_model_with_one_whole_warning_and_an_estimate(tmp_path):
+    args = ["--out", tmp_path, "--episodes", "S1E1", *SMALL]
+    first = fake_dataprep(*args)
+    assert first.returncode == 0, first.stderr
+    warnings = [line for line in first.stderr.splitlines() if line.startswith("WARNING:")]
+    assert len(warnings) == 1  # once, before the work
+    assert "(HF_HUB_OFFLINE is set, so nothing is downloaded)" in warnings[0]
+    assert warnings[0].endswith("Set --image-model (STUDIO_IMAGE_MODEL) to a hub id, a diffusers "
+                                "folder or a .safetensors file.")  # fmt: skip
+    assert "PLACEHOLDERS from the demo model" in first.stderr  # and the summary says so
+    # the estimate: one line before the work, with what will be done and a rough time
+    lines = first.stderr.splitlines()
+    (estimate,) = [line for line in lines if line.startswith("To do:")]
+    assert estimate.startswith("To do: 5 LLM calls and 5 images, roughly ")
+    assert re.search(r"\(the embedded LLM ~\d+ s a call on \d+ cores; the demo model ~\d+ s an "
+                     r"image on cpu; a rough guess\)\.$", estimate)  # fmt: skip
+    assert lines.index(estimate) < min(i for i, line in enumerate(lines) if "prompts:" in line)
+    again = fake_dataprep(*args)  # everything cached: no estimate
+    assert again.returncode == 0 and "To do:" not in again.stderr
+    assert "Nothing to do" in again.stderr
 
 
 def test_dry_run_prints_prompts(tmp_path, capsys, fake_llm):
@@ -217,3 +251,154 @@ def test_library_messages_name_this_clis_flags():
     assert flags.cli_message("embeddings (STUDIO_EMBEDDINGS)") == (
         "--embeddings (STUDIO_EMBEDDINGS)"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--sampler", "Eulr"], "Error: --sampler 'Eulr': no such sampler (did you mean 'Euler'?); "
+         "choose one of Euler, Euler a, Heun"),
+        (["--size", "512"], "Error: --size '512': not a size like 512x512 (WxH)."),
+        (["--device", "gpu"], "Error: --device 'gpu': not a choice; choose one of auto, cuda, mps, "
+         "cpu."),
+        (["--steps", "many"], "Error: --steps 'many': not a whole number."),
+        (["--episodes", "S1"], "Error: --episodes 'S1': not an episode id like S1E3 or 1x03."),
+        (["--sampel", "Euler"], "Error: unrecognized arguments: --sampel Euler; see `python "
+         "dataprep.py --help`."),
+        (["library", "stats"], "Error: COMMAND 'stats': not a choice; choose one of import, "
+         "search, index, status."),
+    ],
+)  # fmt: skip
+def test_a_bad_flag_value_is_one_line(args, line):
+    result = dataprep_py(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(line)
+    assert result.stderr.count("\n") == 1 and "usage:" not in result.stderr
+
+
+def test_sampler_names_are_taken_in_any_case_and_spacing():
+    assert dataprep.build_parser().parse_args(["--sampler", "dpm++ 2m  karras"]).sampler == (
+        "DPM++ 2M Karras"
+    )
+
+
+def test_help_names_the_library_command():
+    result = dataprep_py("--help")
+    assert result.returncode == 0
+    description = " ".join(result.stdout.split("options:")[0].split())
+    assert "`dataprep.py library import|search|index|status`" in description
+    assert "`dataprep.py library --help`" in description
+
+
+def test_unknown_episodes_are_refused_before_the_model_loads_or_a_catalog_is_made(tmp_path):
+    out = tmp_path / "new"
+    result = dataprep_py("--out", out, "--episodes", "S9E9", "--image-model", "demo")
+    assert result.returncode == 2
+    assert "Error: Nothing to make: --episodes S09E09: no such episode in the series" in (
+        result.stderr
+    )
+    assert "Image model:" not in result.stderr
+    assert not out.exists()
+
+
+def test_the_damaged_catalog_hint_carries_the_out_given(tmp_path, capsys, fake_llm):
+    out = tmp_path / "my show"
+    out.mkdir()
+    (out / "catalog.sqlite").write_bytes(b"this is no SQLite database, " * 200)
+    command = f"`python dataprep.py --recover --out {shlex.quote(str(out))}`"
+    result = dataprep_py("library", "status", "--out", out)  # the flag after the command
+    assert result.returncode == 2, result.stderr
+    assert "is damaged or unreadable" in result.stderr and command in result.stderr
+    code, err = run(capsys, "--out", str(out), "--image-model", "demo", "--episodes", "S1E1")
+    assert code == 2 and command in err
+    # the command as shown, copied and run, rebuilds that folder's catalog
+    recovered = dataprep_py(*shlex.split(command.strip("`"))[2:])
+    assert recovered.returncode == 0, recovered.stderr
+    assert f"Rebuilding the catalog in {out}" in recovered.stderr
+    assert dataprep_py("library", "status", "--out", out).returncode == 0
+
+
+def test_library_flags_go_before_or_after_the_command():
+    from studio.cli.library import library_arguments
+
+    parse = build_library_parser().parse_args
+    assert parse(["--out", "a", "status"]).data_dir == Path("a")
+    assert parse(["status", "--out", "b"]).data_dir == Path("b")
+    assert parse(["--out", "a", "search", "x", "--out", "b"]).data_dir == Path("b")
+    assert parse(["index", "--library-db", "postgresql://h/db"]).library_db == "postgresql://h/db"
+    assert parse(["status"]).data_dir is None
+    assert library_arguments(["library", "status"]) == ["status"]
+    assert library_arguments(["--out", "d", "library", "status"]) == ["--out", "d", "status"]
+    assert library_arguments(["--out=d", "library", "status"]) == ["--out=d", "status"]
+    assert library_arguments(["--out", "library", "status"]) is None  # a folder named library
+    assert library_arguments(["--data", "x", "library"]) is None
+    assert library_arguments(["--episodes", "S1E1"]) is None
+
+
+def test_a_full_disk_names_the_file_keeps_the_images_and_records_why(tmp_path, capsys, fake_llm):
+    out = tmp_path / "out"
+    args = ["--out", out, "--episodes", "S1E1", "--only", "episodes", "--image-model", "demo"]
+    code, err = run(capsys, *map(str, args), *SMALL)  # one small image, stored
+    assert code == 0, err
+
+    def file_size_limit():  # files over 300 kB: EFBIG "File too large", as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    result = fake_dataprep(
+        *args, "--size", "512x512", "--steps", "2", "--images-per-episode", "2",
+        preexec_fn=file_size_limit,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert line.startswith(f"Error: Could not write {out / 'images'}/")  # the file it wrote
+    assert ".png (File too large): a file-size limit stops it (`ulimit -f`" in line
+    assert "or set --out (STUDIO_DATA_DIR) to a folder on another disk" in line
+    assert "What was finished is kept" in line and "Traceback" not in result.stderr
+    store = Store(out)
+    (kept,) = store.images(target="episode")  # the first run's image stays
+    assert store.image_path(kept).is_file()
+    failed, finished = recent_jobs(store)  # the Batch jobs page says why
+    store.close()
+    assert (failed.state, finished.state) == ("failed", "finished")
+    (reason,) = failed.failures
+    assert f"Could not write {out / 'images'}/" in reason and "(File too large)" in reason
+    assert "data_dir (STUDIO_DATA_DIR)" in reason
+
+
+def test_a_full_disk_mid_run_names_the_file_and_the_rerun_resumes(
+    tmp_path, capsys, fake_llm, monkeypatch
+):
+    from studio.catalog import store as store_module
+
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--episodes", "S1E1", "--only", "episodes", "--image-model", "demo",
+            "--images-per-episode", "4", *SMALL]  # fmt: skip
+    write, written, failed_at = store_module.atomic_write, [], []
+
+    def disk_fills_up(path, data):
+        if len(written) == 2:
+            failed_at.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+        written.append(path)
+
+    monkeypatch.setattr(store_module, "atomic_write", disk_fills_up)
+    code, err = run(capsys, *args)
+    assert code == 2
+    assert (
+        f"Error: Could not write {failed_at[0]} (No space left on device): the disk is full; free "
+        "some space there, or set --out (STUDIO_DATA_DIR) to a folder on another disk. What was "
+        "finished is kept (2 new images); the next run goes on from there."
+    ) in err
+    store = Store(out)
+    assert sorted(store.image_path(row) for row in store.images()) == sorted(written)
+    (job, *_) = recent_jobs(store)
+    store.close()
+    assert job.state == "failed" and "No space left on device" in job.failures[0]
+    assert job.images_done == 2
+
+    monkeypatch.setattr(store_module, "atomic_write", write)
+    code, err = run(capsys, *args)
+    assert code == 0, err
+    assert "Images:  2 rendered, 2 from the catalog" in err

@@ -12,11 +12,12 @@ tensor names), never configured and never downloaded to find out.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from studio.core.config import setting
 from studio.core.errors import RenderError
-from studio.core.hub import hub_snapshot
+from studio.core.hub import hub_offline, hub_snapshot
 from studio.images.backends.diffusers.adapters import (
     CONTROLNET_EXAMPLES,
     ControlNetSource,
@@ -36,6 +37,8 @@ from studio.images.backends.diffusers.models import (
     local_revision,
 )
 from studio.images.control import DEMO_CONTROLNET
+
+DOWNLOAD_REASON_LIMIT = 300  # characters of the hub's message in the demo model's warning
 
 
 def resolve_controlnet(control_type: str, name: str, model: ImageModel) -> ControlNetSource:
@@ -73,6 +76,20 @@ def resolve_controlnet(control_type: str, name: str, model: ImageModel) -> Contr
     return ControlNetSource(control_type, name, str(snapshot), snapshot.name)
 
 
+def download_failure(exc: Exception) -> str:
+    """Why the default weights could not be had, in whole words for the demo model's warning:
+    HF_HUB_OFFLINE when it is set (the hub's own advice, to pass `local_files_only=False`, is no
+    flag of ours), else the first sentence of the hub's message, never cut inside a word."""
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set, so nothing is downloaded"
+    line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    line = line.removeprefix("Got: ")  # huggingface_hub's "Got: ConnectError: ..."
+    sentence = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0].rstrip(".")
+    if len(sentence) > DOWNLOAD_REASON_LIMIT:
+        sentence = sentence[:DOWNLOAD_REASON_LIMIT].rsplit(" ", 1)[0] + "…"
+    return sentence or type(exc).__name__
+
+
 def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
     """Find the weights for `name`; `auto` falls back to the demo model, explicit names never do."""
     if not name.strip():
@@ -92,9 +109,9 @@ def resolve_image_model(name: str, cache_dir: Path) -> ImageModel:
             return ImageModel(DEFAULT_MODEL, "hub", DEFAULT_MODEL, snapshot.name, variant="fp16")
         except Exception as exc:
             demo = resolve_image_model(DEMO_MODEL, cache_dir)
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             demo.notes.append(
-                f"No Stable Diffusion weights on disk and none could be downloaded ({reason}). "
+                f"No Stable Diffusion weights on disk and none could be downloaded "
+                f"({download_failure(exc)}). "
                 "Using the untrained demo model: its images are PLACEHOLDERS, not art. "
                 f"Set {setting('image_model')} to a hub id, a diffusers folder or a "
                 ".safetensors file."
