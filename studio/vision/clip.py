@@ -1,7 +1,7 @@
 """CLIP embeddings for the prompt library's image search: texts and images in one vector space.
 
     from studio.vision.clip import open_clip
-    clip = open_clip("openai/clip-vit-base-patch32")  # the clip_model setting
+    clip = open_clip("openai/clip-vit-base-patch32")  # the clip_model setting; loaded once
     scores = clip.texts(["a lighthouse at dusk"]) @ clip.images([Image.open("still.png")]).T
 
 `clip_model` names a folder (a transformers `CLIPModel` saved with `save_pretrained`: config.json,
@@ -14,6 +14,8 @@ Rows are unit float32 vectors of `projection_dim`, so a dot product is the cosin
 Images always go through the PIL image processor, never torchvision's, so that a vector does not
 depend on which machine computed it; for the same reason the model runs in float32 on the GPU too.
 Importing this module is cheap: torch and transformers are imported when a model is opened.
+A process loads each model once: `open_clip` gives every caller (the prompt library, the CLIP
+checks) the same `ClipModel`, which is kept while the process runs.
 """
 
 from __future__ import annotations
@@ -177,13 +179,40 @@ def _load(name: str, folder: Path) -> ClipModel:
     return ClipModel(name, model, tokenizer, image_processor)
 
 
+# One loaded model per name per process: the prompt library and the CLIP checks share it.
+_loaded: dict[tuple[str, str], ClipModel] = {}
+_loading: dict[tuple[str, str], threading.Lock] = {}  # one lock per name: a name loads once
+_guard = threading.Lock()  # guards the two dicts
+
+
+def _cache_key(name: str) -> tuple[str, str]:
+    """The name, and the folder it names when it is one (a relative path depends on the working
+    directory)."""
+    path = Path(name).expanduser()
+    return (name, str(path.resolve()) if path.is_dir() else "")
+
+
 def open_clip(name: str) -> ClipModel:
-    """Load the CLIP model that the clip_model setting names: a folder or a hub id. Raises
-    ConfigError, naming the setting, the value and the cause, when it cannot be loaded."""
+    """The CLIP model that the clip_model setting names (a folder or a hub id), loaded once per
+    process: every caller gets the same `ClipModel` (it serialises its calls, so threads can
+    share it). Raises ConfigError, naming the setting, the value and the cause, when it cannot be
+    loaded; a failure is not kept, so the next call tries again."""
     name = name.strip()
     if not name:
         raise _clip_error(name, "the name is empty")
-    return _load(name, _find_folder(name))
+    key = _cache_key(name)
+    with _guard:
+        if key in _loaded:
+            return _loaded[key]
+        lock = _loading.setdefault(key, threading.Lock())
+    with lock:  # another thread loading this name: wait for it rather than load a second copy
+        with _guard:
+            if key in _loaded:
+                return _loaded[key]
+        model = _load(name, _find_folder(name))
+        with _guard:
+            _loaded[key] = model
+        return model
 
 
 def build_demo_clip(folder: Path) -> Path:

@@ -144,12 +144,13 @@ def test_generate_with_gpt_image_1(server):
     request = RenderRequest(PROMPT, negative_prompt="fog", width=1536, height=1024, seed=7)
     [image] = make(server.url).render([request], on_step=lambda *a: steps.append(a))
     assert image.mode == "RGB" and image.size == (1536, 1024)
-    assert image.getpixel((10, 10)) == fake_image_colour(PROMPT)
+    sent = f"{PROMPT} Avoid: fog."  # the negative prompt, folded into the prompt
+    assert image.getpixel((10, 10)) == fake_image_colour(sent)
     assert "revised_prompt" not in image.info
     assert steps == [(1, 1, None)]
     [call] = server.images.calls
     assert call.endpoint == "generations"
-    assert call.fields == {"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "1536x1024"}
+    assert call.fields == {"model": "gpt-image-1", "prompt": sent, "n": 1, "size": "1536x1024"}
     assert call.authorization == f"Bearer {KEY}"  # the key, sent as OpenAI wants it
 
 
@@ -273,8 +274,8 @@ def test_cache_key_covers_what_is_sent_and_the_take():
     backend = make("http://user:pw@images.local/v1")
     key = backend.cache_key(SQUARE)
     assert key == make("http://elsewhere/v1").cache_key(SQUARE)
-    # Not sent, so no new call: negative prompt, sampler settings.
-    same = RenderRequest(PROMPT, negative_prompt="fog", steps=50, cfg=3.0, width=1024, height=1024)
+    # Not sent, so no new call: sampler settings. (A negative prompt is: folded into the prompt.)
+    same = RenderRequest(PROMPT, steps=50, cfg=3.0, width=1024, height=1024)
     assert backend.cache_key(same) == key
     # Another prompt, size, model or take (seed) is another paid call.
     assert backend.cache_key(RenderRequest("other", width=1024, height=1024)) != key

@@ -14,9 +14,14 @@ only, at any size, as OpenAI-compatible servers of other models do):
 None of them has samplers, seeds, a negative prompt, steps, CFG or strength: those fields of a
 request are not sent (and are not in the cache key), except the seed, which names a *take*: the
 same request with the same seed is the same paid call, answered from the catalog; another seed asks
-for another image. Inpainting masks are ours (white = repaint), sent as OpenAI wants them: an RGBA
-PNG that is transparent where to repaint (`openai_mask`). DALL-E 3 rewrites prompts; what it drew
-from is returned in the image's `info["revised_prompt"]`.
+for another image. A negative prompt is never dropped silently: it is folded into the prompt sent
+as an instruction the models read, "<prompt> Avoid: <negative prompt>." (`folded_prompt`), so it
+is in the cache key and counts towards the prompt's length; the image's provenance says so
+(`negative_prompt`: "folded into the prompt", and `prompt_sent`) and its A1111 parameters keep the
+`Negative prompt:` line. A variation sends no prompt, so not its negative prompt either, and its
+provenance says that. Inpainting masks are ours (white = repaint), sent as OpenAI wants them: an
+RGBA PNG that is transparent where to repaint (`openai_mask`). DALL-E 3 rewrites prompts; what it
+drew from is returned in the image's `info["revised_prompt"]`.
 
 The server is `images_base_url` (STUDIO_IMAGES_BASE_URL) when set, else the LLM's server
 (`llm_base_url`, OPENAI_BASE_URL), else OpenAI itself; its key is OPENAI_API_KEY, read from the
@@ -128,6 +133,20 @@ def model_spec(model: str) -> ModelSpec:
     if model.startswith("gpt-image-"):
         return MODEL_SPECS["gpt-image-1"]
     return OTHER_MODEL
+
+
+FOLDED = "folded into the prompt"  # provenance["negative_prompt"]: how the negative prompt was used
+NOT_SENT = "not sent: a variation sends no prompt"
+
+
+def folded_prompt(request: RenderRequest) -> str:
+    """The prompt sent for `request`: its prompt, and its negative prompt (if any) as an
+    instruction after it, "<prompt> Avoid: <negative prompt>." (the OpenAI image models have no
+    negative prompt, but read what to leave out from the prompt)."""
+    negative = " ".join(request.negative_prompt.split()).rstrip(" .")
+    if not negative:
+        return request.prompt
+    return f"{request.prompt.rstrip()} Avoid: {negative}.".lstrip()
 
 
 def openai_mask(mask: Image.Image) -> Image.Image:
@@ -244,7 +263,7 @@ class OpenAIImagesBackend:
         """What a request sends to the API, input images named by their sha256."""
         fields: dict[str, Any] = {"size": f"{request.width}x{request.height}"}
         if request.mode != "variation":
-            fields["prompt"] = request.prompt
+            fields["prompt"] = folded_prompt(request)
         if request.init_image:
             fields["image"] = request.init_image
         if request.mode == "inpaint" and request.mask_image:
@@ -264,12 +283,20 @@ class OpenAIImagesBackend:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def provenance(self, request: RenderRequest) -> dict[str, Any]:
-        return {
+        """Model, server, and with a negative prompt how it was used and the prompt sent."""
+        provenance: dict[str, Any] = {
             "image_model": self.identity(),
             "placeholder": False,
             "device": self.device,
             "base_url": self.where(),
         }
+        if request.negative_prompt.strip():
+            if request.mode == "variation":
+                provenance["negative_prompt"] = NOT_SENT
+            else:
+                provenance["negative_prompt"] = FOLDED
+                provenance["prompt_sent"] = folded_prompt(request)
+        return provenance
 
     def count_tokens(self, text: str) -> int:
         """Words, roughly: the Images API has no 77-token window; its limit is in characters
@@ -303,10 +330,16 @@ class OpenAIImagesBackend:
         request.check()
         self.capabilities.check(request, self.label)
         spec = self.spec
-        if spec.max_prompt and len(request.prompt) > spec.max_prompt:
+        prompt = folded_prompt(request)
+        if spec.max_prompt and request.mode != "variation" and len(prompt) > spec.max_prompt:
+            folded = (
+                " with the negative prompt folded into it (Avoid: ...)"
+                if prompt != request.prompt
+                else ""
+            )
             raise ParameterError(
                 f"{self.label} takes prompts of at most {spec.max_prompt:,} characters; this one "
-                f"has {len(request.prompt):,}. Shorten it."
+                f"has {len(prompt):,}{folded}. Shorten it."
             )
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -316,12 +349,12 @@ class OpenAIImagesBackend:
         if spec.b64_by_request:
             kwargs["response_format"] = "b64_json"
         if request.mode == "txt2img":
-            return "generate", {**kwargs, "prompt": request.prompt}
+            return "generate", {**kwargs, "prompt": prompt}
         image = to_rgb(self._input(inputs, request.init_image, "init image"))
         kwargs["image"] = self._upload("image.png", image)
         if request.mode == "variation":
             return "create_variation", kwargs
-        kwargs["prompt"] = request.prompt
+        kwargs["prompt"] = prompt
         if request.mode == "inpaint":
             mask = to_mask(self._input(inputs, request.mask_image, "mask"))
             check_mask_size(mask, image)
