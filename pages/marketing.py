@@ -8,6 +8,7 @@ from studio import ui
 from studio.workflows.marketing.campaign import LANGUAGES, PLATFORMS, STEPS, Brief, post_full_text
 from studio.workflows.marketing.chain import Chain
 from studio.workflows.marketing.export import export_zip, missing_images, review
+from studio.workflows.marketing.reuse import reusable_images
 
 ui.route_through_dashboard(__file__)
 
@@ -44,10 +45,8 @@ def brief_form(series, store) -> Brief:
             key="mk_episode",
         )  # fmt: skip
         brief.season, brief.episode = episode.season, episode.episode
-        for row in store.images(target="episode", season=episode.season, episode=episode.episode):
-            reuse_options[f"Reuse image #{row['image_index'] + 1} (seed {row['seed']})"] = row[
-                "cache_key"
-            ]
+        for option in reusable_images(store, series, episode.season, episode.episode):
+            reuse_options[f"Reuse: {option.label}"] = option.cache_key
     elif brief.source == "season":
         brief.season = ui.season_picker(series, "mk_season", left)
     else:
@@ -64,6 +63,15 @@ def brief_form(series, store) -> Brief:
     brief.call_to_action = left.text_input("Call to action", brief.call_to_action, key="mk_cta")
     choice = right.selectbox("Images", list(reuse_options), key="mk_reuse")
     brief.reuse_image = reuse_options[choice]
+    if len(reuse_options) > 1:  # the episode's images, storyboard panels and portraits
+        with st.expander("A different image per post"):
+            posts = [p for p in brief.platforms for _ in range(brief.posts_per_platform)]
+            per_post = {"As above": None, **{k: v for k, v in reuse_options.items() if v}}
+            for number, platform in enumerate(posts, start=1):
+                picked = st.selectbox(f"Post {number} ({platform})", list(per_post),
+                                      key=f"mk_post_image_{number}")  # fmt: skip
+                if per_post[picked] is not None:
+                    brief.post_images[str(number)] = per_post[picked]
     return brief
 
 
@@ -95,6 +103,8 @@ def show_output(chain, campaign, step: str, store) -> None:
         for number, post in enumerate(posts, start=1):
             with columns[(number - 1) % len(columns)]:
                 label = f"{number}. {post['platform']}"
+                if number <= len(output) and output[number - 1].get("source"):
+                    label += f" · {output[number - 1]['source']}"  # a reused image
                 row = None if number in missing else store.find_image(
                     output[number - 1]["cache_key"])  # fmt: skip
                 if row is not None:
@@ -110,6 +120,8 @@ def show_output(chain, campaign, step: str, store) -> None:
                        "their images.")  # fmt: skip
         for issue in current["issues"]:
             st.warning(issue)
+        for reused in current.get("reused", []):
+            st.caption(f"Reused image · {reused}")
         missing = missing_images(campaign, store)  # what export_zip will mark MISSING
         if missing:
             numbers = ", ".join(str(m.post) for m in missing)

@@ -380,3 +380,118 @@ def test_the_marketing_page_warns_of_missing_images_by_the_download(
         assert missing_images(chain.load(campaign.id), store) == []
     finally:
         st.cache_resource.clear()
+
+
+def test_a_campaign_reuses_a_storyboard_panel_and_a_portrait(tmp_path, shared_cache, series):
+    from studio.workflows.marketing.export import crop_to_aspect
+    from studio.workflows.marketing.reuse import reusable_images
+
+    studio = small_studio(tmp_path, shared_cache, chat=FakeBackend())
+    chain, store = Chain(studio.llm, studio.images, series, studio.settings), studio.store
+    board = studio.storyboard(1, 3)
+    episode = next(e for e in series.episodes if (e.season, e.episode) == (1, 3))
+    name = series.characters_of(episode)[0].name
+    studio.character_portrait(name)
+    portrait = studio.portrait_of(name)
+    panel = board.images[1]
+
+    # The episode offers its storyboard's panels in story order and its cast's portraits.
+    options = reusable_images(store, series, 1, 3)
+    panels = [o for o in options if o.kind == "storyboard"]
+    total = len(board.images)
+    assert [(o.cache_key, o.label) for o in panels] == [
+        (image.cache_key, f"Storyboard panel {n} of {total}")
+        for n, image in enumerate(board.images, start=1)
+    ]
+    assert (portrait.cache_key, f"Portrait of {name}") in [
+        (o.cache_key, o.label) for o in options if o.kind == "portrait"
+    ]
+
+    backend = chain.images.backend
+    real, rendered = backend.render, []
+
+    def counting(requests, **options):
+        rendered.extend(requests)
+        return real(requests, **options)
+
+    backend.render = counting
+    brief = Brief(source="episode", season=1, episode=3, platforms=["Instagram", "X", "TikTok"],
+                  post_images={"1": panel.cache_key, "2": portrait.cache_key})  # fmt: skip
+    campaign = chain.start(brief)
+    chain.run(campaign)
+    images = campaign.steps["images"]
+    assert [i["cache_key"] for i in images[:2]] == [panel.cache_key, portrait.cache_key]
+    assert [i["reused"] for i in images] == [True, True, False]
+    assert images[0]["source"] == "Storyboard panel 2 of S01E03"
+    assert images[1]["source"] == f"Portrait of {name}"
+    # Only the third post rendered (TikTok's 9:16): the panel and the portrait were reused.
+    assert len(rendered) == 1 and rendered[0].width < rendered[0].height
+    review_now = campaign.steps["review"]
+    assert review_now["ok"] and review_now["reused"] == [
+        "Post 1 (Instagram): Storyboard panel 2 of S01E03",
+        f"Post 2 (X): Portrait of {name}",
+    ]
+
+    export = export_zip(campaign, store)
+    assert export.missing == []
+    names, rows, markdown, saved = read_export(export)
+    assert names == ["campaign.json", "images/01-instagram.png", "images/02-x.png",
+                     "images/03-tiktok.png", "posts.csv", "posts.md"]  # fmt: skip
+    archive = zipfile.ZipFile(io.BytesIO(export.data))
+    panel_png = store.image_path(store.find_image(panel.cache_key)).read_bytes()
+    assert archive.read("images/01-instagram.png") == crop_to_aspect(panel_png, "4:5")
+    portrait_png = store.image_path(store.find_image(portrait.cache_key)).read_bytes()
+    assert archive.read("images/02-x.png") == crop_to_aspect(portrait_png, "16:9")
+    assert [r["image_source"] for r in rows] == [
+        "Storyboard panel 2 of S01E03",
+        f"Portrait of {name}",
+        "rendered",
+    ]
+    assert "*Reused image: Storyboard panel 2 of S01E03*" in markdown
+    assert saved["brief"]["post_images"] == {"1": panel.cache_key, "2": portrait.cache_key}
+    assert saved["steps"]["review"]["reused"] == review_now["reused"]
+
+
+def test_the_marketing_page_offers_storyboard_panels_and_portraits_per_post(
+    tmp_path, shared_cache, series, monkeypatch
+):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from studio.llm import client as llm_client
+    from tests.support.catalogs import SMALL_ENV
+
+    for name, value in SMALL_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(llm_client, "make_backend", lambda settings, *_: FakeBackend())
+    studio = small_studio(tmp_path / "data", shared_cache, chat=FakeBackend())
+    board = studio.storyboard(1, 3)
+    episode = next(e for e in series.episodes if (e.season, e.episode) == (1, 3))
+    name = series.characters_of(episode)[0].name
+    studio.character_portrait(name)
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboard.py"),
+                               default_timeout=120)  # fmt: skip
+        at.run()
+        at.switch_page("pages/marketing.py").run()
+        at.radio(key="mk_view").set_value("New campaign").run()
+        at.selectbox(key="mk_episode").select_index(series.episodes.index(episode)).run()
+        assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+        options = at.selectbox(key="mk_reuse").options
+        assert options[0] == "Render new images"
+        panels = [f"Reuse: Storyboard panel {n} of {len(board.images)}"
+                  for n in range(1, len(board.images) + 1)]  # fmt: skip
+        assert all(p in options for p in panels) and f"Reuse: Portrait of {name}" in options
+        at.selectbox(key="mk_post_image_1").set_value(panels[0])
+        at.selectbox(key="mk_post_image_2").set_value(f"Reuse: Portrait of {name}").run()
+        at.button(key="mk_start").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+        (row,) = studio.store.campaigns()
+        saved = studio.store.campaign(row["id"])
+        assert saved["brief"]["post_images"] == {
+            "1": board.images[0].cache_key,
+            "2": studio.portrait_of(name).cache_key,
+        }
+    finally:
+        st.cache_resource.clear()

@@ -151,6 +151,9 @@ class Brief:
     posts_per_platform: int = 1
     call_to_action: str = "Watch the new episode tonight"
     reuse_image: str | None = None  # cache key of a catalog image to use instead of rendering
+    # Per post (its number from 1, as text): the cache key of a catalog image to reuse for it,
+    # ahead of reuse_image; see reuse.reusable_images for what an episode offers.
+    post_images: dict[str, str] = field(default_factory=dict)
 
     def check(self, series: Series) -> None:
         if self.source not in {"episode", "season", "topic"}:

@@ -49,6 +49,7 @@ from studio.workflows.marketing.campaign import (
     tidy_cut,
 )
 from studio.workflows.marketing.export import review
+from studio.workflows.marketing.reuse import describe
 from studio.writing.prompting import base_negative, fit_text, load_template, merge_phrases
 
 Progress = Callable[[str, int, int], None]  # (step, done, total)
@@ -266,19 +267,29 @@ class Chain:
         progress("image_prompts", len(posts), len(posts))
         return prompts
 
+    def _reused(self, brief: Brief, number: int) -> dict[str, Any] | None:
+        """Post `number`'s entry of the images step when it reuses a catalog image, else None."""
+        key = brief.post_images.get(str(number)) or brief.reuse_image
+        if not key:
+            return None
+        row = self.store.find_image(key)
+        if row is None:
+            raise CampaignError(
+                f"The image chosen for post {number} is no longer in the catalog; choose another."
+            )
+        return {"cache_key": row.cache_key, "path": row.path, "reused": True,
+                "source": describe(row)}  # fmt: skip
+
     def _images(self, campaign: Campaign, progress: Progress) -> list[dict[str, Any]]:
         brief, posts = campaign.brief, campaign.steps["posts"]
-        if brief.reuse_image:
-            row = self.store.find_image(brief.reuse_image)
-            if row is None:
-                raise CampaignError("The image chosen for reuse is no longer in the catalog.")
-            progress("images", len(posts), len(posts))
-            return [{"cache_key": row["cache_key"], "path": row["path"], "reused": True}] * len(
-                posts
-            )
+        entries = [self._reused(brief, number) for number in range(1, len(posts) + 1)]
         s = self.settings
-        jobs = []
-        for post, prompt in zip(posts, campaign.steps["image_prompts"], strict=True):
+        jobs, rendered = [], []
+        for index, (post, prompt) in enumerate(
+            zip(posts, campaign.steps["image_prompts"], strict=True)
+        ):
+            if entries[index] is not None:
+                continue
             width, height = aspect_size(PLATFORMS[post["platform"]].aspect, s.width)
             request = RenderRequest(
                 prompt=prompt["prompt"],
@@ -292,8 +303,11 @@ class Chain:
             )
             target = Target("campaign", brief.season, brief.episode, post["platform"])
             jobs.append(ImageTask(request, target, provenance={"made_in": "dashboard"}))
-        done = 0
-        progress("images", 0, len(posts))
+            rendered.append(index)
+        done = len(posts) - len(jobs)
+        progress("images", done, len(posts))
+        if not jobs:  # every post reuses a stored image: nothing to render
+            return entries
 
         def on_result(_result: ImageResult) -> None:
             nonlocal done
@@ -304,12 +318,17 @@ class Chain:
         results = self.images.make(jobs, on_result=on_result, keep_going=True)
         if all(result.record is None for result in results):
             raise RenderError(results[0].error)  # nothing rendered at all: the step failed
-        return [
-            {"cache_key": result.record.cache_key, "path": result.record.path, "reused": False}
-            if result.record is not None
-            else {"cache_key": None, "path": None, "reused": False, "error": result.error}
-            for result in results
-        ]
+        for index, result in zip(rendered, results, strict=True):
+            entries[index] = (
+                {
+                    "cache_key": result.record.cache_key,
+                    "path": result.record.path,
+                    "reused": False,
+                }  # fmt: skip
+                if result.record is not None
+                else {"cache_key": None, "path": None, "reused": False, "error": result.error}
+            )
+        return entries
 
     def _review(self, campaign: Campaign, progress: Progress) -> dict[str, Any]:
         return review(campaign, self.store)

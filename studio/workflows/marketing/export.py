@@ -1,6 +1,6 @@
 """What a campaign hands over: which posts' images are missing and why (`missing_images`),
-the review step's verdict (`review`), and the campaign as a zip (`export_zip`: images/,
-posts.csv, posts.md, campaign.json).
+the review step's verdict (`review`, with where each reused image came from), and the campaign as
+a zip (`export_zip`: images/, posts.csv, posts.md, campaign.json).
 
 A post whose image is gone (its PNG deleted from the data folder, its catalog row removed, or its
 render failed) is never dropped in silence: `missing_images` says which and why, the review lists
@@ -88,7 +88,22 @@ def review(campaign: Campaign, store: Store) -> dict[str, Any]:
             issues.append(f"Post {number} ({post['platform']}): {flag}")
         if number in missing:
             issues.append(missing[number].message)
-    return {"ok": not issues, "issues": issues, "posts": len(posts)}
+    result = {"ok": not issues, "issues": issues, "posts": len(posts)}
+    reused = reused_sources(campaign)
+    if reused:  # where each reused image came from; only campaigns that reuse any have it
+        result["reused"] = [f"Post {n} ({posts[n - 1]['platform']}): {source}"
+                            for n, source in reused.items()]  # fmt: skip
+    return result
+
+
+def reused_sources(campaign: Campaign) -> dict[int, str]:
+    """Post number -> where its reused image came from, for the posts that reuse one."""
+    posts, images = campaign.steps.get("posts", []), campaign.steps.get("images", [])
+    return {
+        number: image.get("source") or "a reused catalog image"
+        for number, image in enumerate(images[: len(posts)], start=1)
+        if image and image.get("reused")
+    }
 
 
 def crop_to_aspect(png: bytes, aspect: str) -> bytes:
@@ -153,7 +168,8 @@ def export_zip(campaign: Campaign, store: Store) -> CampaignExport:
         table = io.StringIO()
         writer = csv.writer(table)
         writer.writerow(["post", "platform", "text", "hashtags", "characters", "limit", "flags",
-                         "image"])  # fmt: skip
+                         "image", "image_source"])  # fmt: skip
+        sources = reused_sources(campaign)
         lines = [f"# {campaign.name}", ""]
         concept = campaign.steps.get("concept")
         if concept:
@@ -164,10 +180,12 @@ def export_zip(campaign: Campaign, store: Store) -> CampaignExport:
             image = names.get(number) or f"MISSING: {missing[number].detail}"
             writer.writerow([number, post["platform"], post["text"], " ".join(checked["hashtags"]),
                              checked["characters"], checked["limit"], "; ".join(checked["flags"]),
-                             image])  # fmt: skip
+                             image, sources.get(number, "rendered")])  # fmt: skip
             lines += [f"## {number}. {post['platform']}", "", post_full_text(checked), ""]
             if number in names:
                 lines += [f"![{post['platform']}]({names[number]})", ""]
+                if number in sources:
+                    lines += [f"*Reused image: {sources[number]}*", ""]
             else:
                 lines += [f"> **MISSING IMAGE:** {image.removeprefix('MISSING: ')}", ""]
         archive.writestr("posts.csv", table.getvalue())
