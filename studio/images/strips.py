@@ -22,6 +22,7 @@ before an inpaint's blend into the init image), or "preview", the tiny preview V
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from studio.catalog.records import StoredImage
+from studio.catalog.recovery import STRIP_KEY
 from studio.core.config import setting
 from studio.core.errors import ParameterError, RenderError
 from studio.core.params import RenderRequest
@@ -183,9 +185,15 @@ def compose_strip(
     return strip
 
 
-def denoising_strip_png(strip: Image.Image, description: str) -> bytes:
+def denoising_strip_png(
+    strip: Image.Image, description: str, values: dict[str, Any] | None = None
+) -> bytes:
+    """The strip as PNG bytes; `values` (its catalog row but path, sha256 and created_at) go in
+    its STRIP_KEY chunk as JSON, so `--recover` can record the strip again from the file alone."""
     info = PngInfo()
     info.add_text("Description", description)
+    if values is not None:
+        info.add_text(STRIP_KEY, json.dumps(values, sort_keys=True))
     buffer = io.BytesIO()
     strip.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
@@ -335,19 +343,17 @@ class DenoisingStrips:
             f"Denoising strip of image {record.cache_key}: a frame every {every} steps "
             f"({', '.join(labels)}), decoded by {DECODERS[decoder]}."
         )
-        png = denoising_strip_png(compose_strip(frames, labels, size), description)
-        row = self.store.add_strip(
-            {
-                "cache_key": record.cache_key,
-                "every": every,
-                "decoder": decoder,
-                "steps": steps,
-                "total": total,
-                "frame_width": size[0],
-                "frame_height": size[1],
-                "columns": min(COLUMNS, len(frames)),
-                "max_difference": difference,
-            },
-            png,
-        )
+        values = {
+            "cache_key": record.cache_key,
+            "every": every,
+            "decoder": decoder,
+            "steps": steps,
+            "total": total,
+            "frame_width": size[0],
+            "frame_height": size[1],
+            "columns": min(COLUMNS, len(frames)),
+            "max_difference": difference,
+        }
+        png = denoising_strip_png(compose_strip(frames, labels, size), description, values)
+        row = self.store.add_strip(values, png)
         return DenoisingStrip.from_row(row, self.store.data_dir, reused=False)
