@@ -14,30 +14,18 @@ from studio.core.params import RenderRequest
 from studio.images.backends.openai_images import (
     FOLDED,
     NOT_SENT,
-    OpenAIImagesBackend,
     folded_prompt,
 )
+from tests.images.test_openai_images import (  # noqa: F401 - fixtures
+    make,
+    no_images_settings,
+    server,
+)
 from tests.support.catalogs import small_studio
-from tests.support.fakes import FakeOpenAIServer, fake_image_colour
+from tests.support.fakes import fake_image_colour
 
 PROMPT = "a lighthouse at night"
 FOLDED_PROMPT = "a lighthouse at night Avoid: fog, text."
-
-
-@pytest.fixture(autouse=True)
-def no_images_settings(monkeypatch):
-    for name in ("STUDIO_IMAGES_BASE_URL", "STUDIO_IMAGES_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server():
-    with FakeOpenAIServer() as fake:
-        yield fake
-
-
-def make(url: str, model: str = "gpt-image-1") -> OpenAIImagesBackend:
-    return OpenAIImagesBackend(model, url, api_key="sk-test", timeout=2.0, backoff=0.01)
 
 
 def test_the_negative_prompt_is_folded_into_the_prompt():
@@ -48,7 +36,7 @@ def test_the_negative_prompt_is_folded_into_the_prompt():
     assert folded_prompt(RenderRequest(PROMPT)) == PROMPT
 
 
-def test_the_server_receives_the_folded_prompt(server):
+def test_the_server_receives_the_folded_prompt(server):  # noqa: F811
     request = RenderRequest(PROMPT, negative_prompt="fog, text", width=1024, height=1024)
     [image] = make(server.url).render([request])
     [call] = server.images.calls
@@ -76,7 +64,7 @@ def test_the_folded_prompt_counts_towards_the_length_limit():
     assert "1,000 characters" in str(error.value)
 
 
-def test_a_variation_sends_no_negative_prompt_and_says_so(server):
+def test_a_variation_sends_no_negative_prompt_and_says_so(server):  # noqa: F811
     backend = make(server.url, "dall-e-2")
     request = RenderRequest("", negative_prompt="fog", mode="variation", strength=0.5,
                             init_image="ab" * 32, width=512, height=512)  # fmt: skip
@@ -85,7 +73,7 @@ def test_a_variation_sends_no_negative_prompt_and_says_so(server):
     assert "prompt" not in backend.sent_fields(request)
 
 
-def test_the_stored_png_keeps_the_negative_prompt_and_says_how_it_was_used(server, tmp_path):
+def test_the_stored_png_keeps_the_negative_prompt_and_says_how_it_was_used(server, tmp_path):  # noqa: F811
     with small_studio(
         tmp_path / "data", tmp_path / "cache", image_model="openai:gpt-image-1",
         images_base_url=server.url, width=1024, height=1024,
