@@ -1,7 +1,8 @@
-"""Studio: a txt2img playground with every parameter, a comparison grid over one or two, and the
-modes that start from an image: img2img, inpaint (a mask painted on the image or uploaded),
-outpaint and variations; txt2img guided by a ControlNet (a sketch drawn or uploaded, Canny edges,
-a depth map). Only the modes and controls the image backend has are shown."""
+"""Studio: a txt2img playground with every parameter, a comparison grid over one or two, a prompt
+interpolation, and the modes that start from an image: img2img, inpaint (a mask painted on the
+image or uploaded), outpaint and variations; each of them may be guided by a ControlNet (a sketch
+drawn or uploaded, Canny edges, a depth map; a picture of any shape, fitted by a resize mode).
+Only the modes and controls the image backend has are shown."""
 
 import io
 
@@ -20,7 +21,13 @@ from studio.core.inputs import (
     read_image,
     to_rgb,
 )
-from studio.core.params import CONTROL_SCALE, OUTPAINT_SIDES, USES_STRENGTH
+from studio.core.params import (
+    CONTROL_RESIZE,
+    CONTROL_SCALE,
+    DEFAULT_CONTROL_RESIZE,
+    OUTPAINT_SIDES,
+    USES_STRENGTH,
+)
 from studio.images.control import CANNY_THRESHOLDS, SKETCH_TYPES
 from studio.images.grid import AXES, compose_grid, grid_requests, parse_axis
 from studio.images.interpolation import FRAMES as INTERPOLATION_FRAMES
@@ -48,6 +55,11 @@ OUTPAINT_AMOUNTS = list(range(64, 513, 64))
 CANVAS_SIDE = 512  # the mask canvas's longer side on screen
 CONTROL_CANVAS_SIDE = 320  # the sketch canvas's longer side on screen
 CONTROL_FROM = ("Draw", "Upload")
+RESIZE_LABELS = {
+    "just resize": "Just resize (stretched)",
+    "crop and resize": "Crop and resize (cut at the centre)",
+    "resize and fill": "Resize and fill (all of it, the rest filled)",
+}
 CONTROL_LABELS = {
     "scribble": "Scribble (a sketch)",
     "lineart": "Line art",
@@ -62,17 +74,23 @@ MODE_KEY = "st_mode_choice"
 REMEMBERED = (MODE_KEY, "st_init_from", "st_init_catalog", "st_mask_from")
 
 
+def with_guide(request, guide: dict | None):
+    """`request` guided as `guide` says (the control image made and stored now, on a button
+    press), or as it is when not guiding."""
+    if guide is None:
+        return request
+    if guide["control_image"] is None:
+        raise ImageInputError(
+            "Guidance is on but there is no control image: draw or upload one, or turn guidance "
+            "off."
+        )
+    return ui.current_studio().guide(request, **guide)
+
+
 def playground(request, guide: dict | None = None, blocked: bool = False) -> None:
     if st.button("Generate", type="primary", key="st_generate", disabled=blocked):
         with ui.guard("Generating the image"):
-            request = ui.with_seed_choice(PREFIX, request)
-            if guide is not None:  # the control image is made and stored on Generate only
-                if guide["control_image"] is None:
-                    raise ImageInputError(
-                        "Guidance is on but there is no control image: draw or upload one, or "
-                        "turn guidance off."
-                    )
-                request = ui.current_studio().guide(request, **guide)
+            request = with_guide(ui.with_seed_choice(PREFIX, request), guide)
             made = ui.generate(request)
             st.session_state["st_last"] = made.key
             if made.cached:
@@ -81,23 +99,32 @@ def playground(request, guide: dict | None = None, blocked: bool = False) -> Non
     row = ui.current_store().find_image(key) if key else None
     if row is not None:
         ui.image_card(row, f"seed {row['seed']} · {row['sampler']}", key="st", actions=False)
-        if row.control_image is not None:
-            st.image(
-                ui.current_store().input_image(row.control_image),
-                caption=f"Control image ({row.control_type}, scale {row.control_scale:g}, "
-                f"steps {row.control_start:g}–{row.control_end:g})",
-                width=192,
-            )
+        control_card(row)
         ui.denoising_strip_panel(row, key="st")
 
 
-def guided_controls(request, controlnets: tuple[str, ...]) -> dict | None:
+def control_card(row) -> None:
+    """The control image an image was guided by, with its settings; nothing when unguided."""
+    if row.control_image is None:
+        return
+    fitted = f", {row.control_resize}" if row.control_resize else ""
+    st.image(
+        ui.current_store().input_image(row.control_image),
+        caption=f"Control image ({row.control_type}, scale {row.control_scale:g}, "
+        f"steps {row.control_start:g}–{row.control_end:g}{fitted})",
+        width=192,
+    )
+
+
+def guided_controls(controlnets: tuple[str, ...], size: tuple[int, int]) -> dict | None:
     """Guided generation (ControlNet), where the backend has ControlNets: the control type, the
-    control image (a sketch drawn or uploaded, a picture for Canny edges, a depth map), scale and
-    the steps it steers. The arguments of `Studio.guide` (the image None until there is one),
-    or None when not guiding."""
+    control image (a sketch drawn on a canvas of the image's `size`, or uploaded; a picture for
+    Canny edges, a depth map), how a picture of another shape is fitted, scale and the steps it
+    steers. The arguments of `Studio.guide` (the image None until there is one), or None when
+    not guiding."""
     if not controlnets:
         return None
+    width, height = size
     on = bool(st.session_state.get("st_cn_on"))
     with st.expander("Guided generation (ControlNet)", expanded=on):
         if not st.checkbox("Guide the composition with a control image", key="st_cn_on"):
@@ -120,20 +147,20 @@ def guided_controls(request, controlnets: tuple[str, ...]) -> dict | None:
         )
         if source == CONTROL_FROM[0]:
             st.caption(
-                f"Draw the outlines ({request.width}x{request.height}); dark on white is "
-                "inverted to the white-on-black lines the model reads."
+                f"Draw the outlines ({width}x{height}); dark on white is inverted to the "
+                "white-on-black lines the model reads."
             )
-            scale = CONTROL_CANVAS_SIDE / max(request.width, request.height)
+            scale = CONTROL_CANVAS_SIDE / max(width, height)
             drawing = st_canvas(
                 fill_color="rgba(0, 0, 0, 0)",
                 stroke_width=st.slider("Pen width", 1, 24, 4, key="st_cn_pen"),
                 stroke_color="#000000",
                 background_color="#FFFFFF",
-                width=round(request.width * scale),
-                height=round(request.height * scale),
+                width=round(width * scale),
+                height=round(height * scale),
                 drawing_mode="freedraw",
                 return_image_data=True,
-                key=f"st_cn_canvas_{request.width}x{request.height}",
+                key=f"st_cn_canvas_{width}x{height}",
             )
             picture = None if drawing is None else drawing.image_data
             guide["control_image"] = None if picture is None else Image.fromarray(picture)
@@ -145,6 +172,14 @@ def guided_controls(request, controlnets: tuple[str, ...]) -> dict | None:
                 key=f"st_cn_upload_{kind}",
             )
             guide["control_image"] = None if upload is None else upload.getvalue()
+            guide["resize"] = st.radio(
+                "A picture of another shape is",
+                list(CONTROL_RESIZE),
+                index=list(CONTROL_RESIZE).index(DEFAULT_CONTROL_RESIZE),
+                format_func=lambda mode: RESIZE_LABELS[mode],
+                key="st_cn_resize",
+                help=f"As AUTOMATIC1111 does, for a picture that is not {width}x{height}'s shape.",
+            )
         if kind == "canny":
             guide["preprocess"] = not st.checkbox(
                 "It is an edge map already", False, key="st_cn_edges"
@@ -183,8 +218,8 @@ def guided_controls(request, controlnets: tuple[str, ...]) -> dict | None:
     return guide
 
 
-def comparison_grid(request, blocked: bool = False) -> None:
-    st.caption("Everything but the chosen parameters stays as set above.")
+def comparison_grid(request, guide: dict | None = None, blocked: bool = False) -> None:
+    st.caption("Everything but the chosen parameters stays as set above, guidance included.")
     left, right = st.columns(2)
     x_name = left.selectbox("Columns vary", list(AXES), key="st_grid_x")
     x_text = left.text_input("Column values", EXAMPLE_VALUES[x_name], key=f"st_grid_x_{x_name}")
@@ -197,7 +232,7 @@ def comparison_grid(request, blocked: bool = False) -> None:
         with ui.guard("Rendering the grid"):
             x = parse_axis(x_name, x_text)
             y = parse_axis(y_name, y_text) if y_name != "(none)" else None
-            requests = grid_requests(request, x, y)
+            requests = grid_requests(with_guide(request, guide), x, y)
             images = [made.image() for made in ui.generate_many(requests, "Cell")]
             sheet = compose_grid(images, x, y)
             buffer = io.BytesIO()
@@ -217,7 +252,7 @@ def comparison_grid(request, blocked: bool = False) -> None:
         )
 
 
-def interpolation(request, blocked: bool = False) -> None:
+def interpolation(request, guide: dict | None = None, blocked: bool = False) -> None:
     st.caption(
         "From the prompt above to another, with the same seed and settings: the text "
         "embeddings move a step at a time (DALL-E 2's text diffs)."
@@ -231,7 +266,8 @@ def interpolation(request, blocked: bool = False) -> None:
     frames = st.slider("Images", INTERPOLATION_FRAMES[0], 12, 5, key="st_morph_frames")
     if st.button("Render the interpolation", key="st_morph_render", disabled=blocked):
         with ui.guard("Rendering the interpolation"):
-            made = ui.interpolate(ui.with_seed_choice(PREFIX, request), end, frames)
+            base = with_guide(ui.with_seed_choice(PREFIX, request), guide)
+            made = ui.interpolate(base, end, frames)
             st.session_state["st_morph"] = {
                 "png": made.png(),
                 "gif": made.animation("gif"),
@@ -253,6 +289,17 @@ def interpolation(request, blocked: bool = False) -> None:
             key=f"st_morph_download_{kind}",
             on_click="ignore",
         )
+
+
+def result_size(request, source, options: dict) -> tuple[int, int]:
+    """The size of the image to make: the request's, or for a mode with an init image, the init
+    image's as the mode uses it (the sketch canvas takes it)."""
+    if source is None:
+        return request.width, request.height
+    try:
+        return mode_size(read_image(source, "init image").size, options.get("outpaint"))
+    except ImageInputError:  # an unreadable init image: the mode panel says why
+        return request.width, request.height
 
 
 def remember_widgets(modes: tuple[str, ...], sent: bool) -> None:
@@ -358,7 +405,9 @@ def mode_options(mode: str, strength: bool) -> dict:
     return options
 
 
-def mode_panel(mode: str, request, source, options: dict, blocked: bool = False) -> None:
+def mode_panel(
+    mode: str, request, source, options: dict, guide: dict | None = None, blocked: bool = False
+) -> None:
     """The init image (with the mask canvas for inpaint), Generate, and the results."""
     if source is None:
         st.info(
@@ -401,12 +450,16 @@ def mode_panel(mode: str, request, source, options: dict, blocked: bool = False)
             mask = options.get("mask")
             if drawing is not None:
                 mask = canvas_mask(drawing.image_data, picture.size)
-            generate_mode(mode, ui.with_seed_choice(PREFIX, request), source, mask, options)
+            values = ui.with_seed_choice(PREFIX, request)
+            generate_mode(mode, values, source, mask, options, guide)
     show_results(mode)
 
 
-def generate_mode(mode: str, values, source, mask, options: dict) -> None:
-    """One call into the studio: the variations, or the image of `mode`; kept for the results."""
+def generate_mode(mode: str, values, source, mask, options: dict, guide: dict | None) -> None:
+    """One call into the studio: the variations, or the image of `mode` (guided as `guide`
+    says); kept for the results."""
+    if guide is not None and guide["control_image"] is None:
+        with_guide(values, guide)  # says what is missing
     fields = {
         name: getattr(values, name) for name in ("negative_prompt", "sampler", "steps", "cfg")
     }
@@ -418,6 +471,7 @@ def generate_mode(mode: str, values, source, mask, options: dict) -> None:
                 prompt=None if options["own_prompt"] else values.prompt,
                 strength=options.get("strength"),
                 seed=values.seed,
+                guide=guide,
                 **fields,
             )
         st.session_state["st_last_variation"] = [result.key for result in made]
@@ -433,7 +487,7 @@ def generate_mode(mode: str, values, source, mask, options: dict) -> None:
             seed=values.seed,
             **fields,
         )
-        made = ui.generate(request)
+        made = ui.generate(with_guide(request, guide))
         st.session_state[f"st_last_{mode}"] = made.key
         cached = made.cached
     if cached:
@@ -460,6 +514,7 @@ def show_results(mode: str) -> None:
 
 def result_card(row, caption: str) -> None:
     ui.image_card(row, caption, key="st", actions=False)
+    control_card(row)
     ui.denoising_strip_panel(row, key="st")
     if st.button("Use as init image", key=f"st_reuse_{row.id}"):
         st.session_state["st_init_pending"] = row.id
@@ -492,10 +547,10 @@ with ui.guard("Opening the Studio"):
         request = ui.prompt_extras(PREFIX, request)
         # A prompt whose syntax is wrong says so once, under the prompt; nothing renders it.
         blocked = ui.prompt_error(request) is not None
-        guide = guided_controls(request, can.controlnet) if mode == "txt2img" else None
+        guide = guided_controls(can.controlnet, result_size(request, source, options))
     with results:
         if mode != "txt2img":
-            mode_panel(mode, request, source, options, blocked)
+            mode_panel(mode, request, source, options, guide, blocked)
         elif can.steps_and_cfg:
             single, grid, morph = st.tabs(
                 ["Single image", "Comparison grid", "Prompt interpolation"]
@@ -503,9 +558,9 @@ with ui.guard("Opening the Studio"):
             with single:
                 playground(request, guide, blocked)
             with grid:
-                comparison_grid(request, blocked)
+                comparison_grid(request, guide, blocked)
             with morph:
-                interpolation(request, blocked)
+                interpolation(request, guide, blocked)
         else:  # a backend without steps, CFG or samplers has nothing for the grid to vary
             playground(request, guide, blocked)
 st.session_state["st_remembered"] = {

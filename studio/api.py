@@ -33,7 +33,7 @@ from studio.core.config import Settings, check_settings, load_settings, setting
 from studio.core.errors import ConfigError, ParameterError
 from studio.core.inputs import ImageSource, read_image
 from studio.core.metadata import parse_parameters, read_png_metadata
-from studio.core.params import OUTPAINT_SIDES, RenderRequest, outpaint_size
+from studio.core.params import CONTROL_FIELDS, OUTPAINT_SIDES, RenderRequest, outpaint_size
 from studio.core.targets import STUDIO_TARGET, Target
 from studio.images.backends.base import ImageBackend, StepCallback
 from studio.images.backends.registry import open_image_backend
@@ -203,21 +203,26 @@ class Studio:
         scale: float | None = None,
         start: float | None = None,
         end: float | None = None,
+        resize: str | None = None,
         preprocess: bool = True,
         canny_thresholds: tuple[int, int] | None = None,
     ) -> RenderRequest:
         """`request` guided by a ControlNet: `control_image` made into what `control_type`'s
         ControlNet reads (`studio.images.control.control_map`: a sketch normalised to white lines on
         black, Canny edges, a depth map given or estimated by the `depth_model`) at the request's
-        size, stored in the catalog and named by its sha256. Unset values come from `request`,
-        else scribble, scale 1, start 0, end 1."""
+        size (a picture of another shape brought to it by the resize mode: just resize, crop and
+        resize, resize and fill), stored in the catalog and named by its sha256. Works in every
+        mode; set the request's size (or init image) first. Unset values come from `request`,
+        else scribble, scale 1, start 0, end 1, crop and resize."""
         from studio.core.inputs import png_bytes
+        from studio.core.params import DEFAULT_CONTROL_RESIZE
         from studio.images.control import CANNY_THRESHOLDS, control_map
 
         def pick(given: Any, current: Any, default: Any) -> Any:
             return given if given is not None else current if current is not None else default
 
         kind = pick(control_type, request.control_type, "scribble")
+        fit = pick(resize, request.control_resize, DEFAULT_CONTROL_RESIZE)
         picture = control_map(
             read_image(control_image, "control image"),
             kind,
@@ -225,6 +230,7 @@ class Studio:
             preprocess=preprocess,
             canny_thresholds=canny_thresholds or CANNY_THRESHOLDS,
             depth_model=self.settings.depth_model,
+            resize=fit,
         )
         guided = replace(
             request,
@@ -233,6 +239,7 @@ class Studio:
             control_scale=pick(scale, request.control_scale, 1.0),
             control_start=pick(start, request.control_start, 0.0),
             control_end=pick(end, request.control_end, 1.0),
+            control_resize=fit,
         )
         guided.check()
         return guided
@@ -253,10 +260,17 @@ class Studio:
         return self.images.make_one(job, on_step=on_step)
 
     def variations(
-        self, image: ImageSource, n: int = 4, prompt: str | None = None, **options: Any
+        self,
+        image: ImageSource,
+        n: int = 4,
+        prompt: str | None = None,
+        *,
+        guide: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> list[ImageResult]:
         """`n` variations of `image`: its own prompt (from its PNG metadata, when it has any)
-        or `prompt`, new seeds, a low strength."""
+        or `prompt`, new seeds, a low strength. `guide`: `guide`'s arguments (control_image,
+        control_type, scale, ...) for a control image that steers every variation."""
         if prompt is None:
             prompt = _prompt_inside(image)
         seed = options.pop("seed", self.settings.seed)
@@ -266,11 +280,15 @@ class Studio:
             )  # fmt: skip
             for i in range(n)
         ]
+        if guide is not None:  # one control map for all: made and stored once
+            guided = self.guide(requests[0], **guide)
+            control = {name: getattr(guided, name) for name in CONTROL_FIELDS}
+            requests = [replace(request, **control) for request in requests]
         return self.images.make([ImageTask(r) for r in requests])
 
     def interpolate(
         self,
-        start_prompt: str,
+        start_prompt: str | RenderRequest,
         end_prompt: str,
         frames: int = 6,
         *,
@@ -280,10 +298,17 @@ class Studio:
     ) -> Interpolation:
         """A strip of `frames` txt2img images from `start_prompt` to `end_prompt`: the same
         seed and settings, the text embeddings moved evenly between the two prompts. The ends
-        are the images each prompt makes alone; every frame is cached and stored as any image."""
+        are the images each prompt makes alone; every frame is cached and stored as any image.
+        `start_prompt` may be a request instead: its prompt starts, and every frame keeps the rest
+        of it (a control image, a reference image) with `values` on top."""
         from studio.images.interpolation import interpolation_requests
 
-        base = self.request(start_prompt, **values)
+        if isinstance(start_prompt, RenderRequest):
+            base = replace(start_prompt, **values)
+            base.check()
+            start_prompt = base.prompt
+        else:
+            base = self.request(start_prompt, **values)
         requests = interpolation_requests(base, end_prompt, frames)
         results = self.images.make(
             [ImageTask(r) for r in requests], on_step=on_step, on_result=on_result

@@ -77,6 +77,7 @@ class ImageRecord:
     control_scale: float | None = None
     control_start: float | None = None
     control_end: float | None = None
+    control_resize: str | None = None  # how a control picture of another shape was fitted
 
     @classmethod
     def of(
@@ -242,6 +243,7 @@ def record_from_png(path: Path) -> ImageRecord | None:
             control_scale=request.get("control_scale"),
             control_start=request.get("control_start"),
             control_end=request.get("control_end"),
+            control_resize=request.get("control_resize"),
         )
     except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
         return None

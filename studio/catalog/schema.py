@@ -238,6 +238,12 @@ def _add_controlnet(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_control_resize(db: sqlite3.Connection) -> None:
+    # How a control picture of another shape than the image was fitted (AUTOMATIC1111's resize
+    # modes: just resize, crop and resize, resize and fill); NULL before resize modes.
+    _run_script(db, "ALTER TABLE images ADD COLUMN control_resize TEXT")
+
+
 def _add_clip_scores(db: sqlite3.Connection) -> None:
     # CLIP's cosine between an image and a text, once per image, CLIP model, kind and text
     # (studio.vision.checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
@@ -318,4 +324,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("010_safety", _add_safety),
     ("011_strips", _add_strips),
     ("012_controlnet", _add_controlnet),
+    ("013_control_resize", _add_control_resize),
 ]

@@ -61,7 +61,24 @@ REFERENCE_SCALE = (0.0, 1.5)  # IP-Adapter scale: the accepted range
 # depth a grayscale depth map (near = light).
 CONTROL_TYPES = ("scribble", "lineart", "canny", "depth")
 CONTROL_SCALE = (0.0, 2.0)  # how strongly the control image steers: the accepted range
-CONTROL_FIELDS = ("control_image", "control_type", "control_scale", "control_start", "control_end")
+# How a control image of another shape than the image becomes its size, as AUTOMATIC1111 does:
+# stretched to it; scaled to cover it and cut to it at the centre (the default); scaled to fit
+# inside it, with the rest filled by the map's border colour. Names as A1111's ControlNet writes
+# them in its infotext ("Resize Mode: Crop and Resize").
+CONTROL_RESIZE = {
+    "just resize": "Just Resize",
+    "crop and resize": "Crop and Resize",
+    "resize and fill": "Resize and Fill",
+}
+DEFAULT_CONTROL_RESIZE = "crop and resize"
+CONTROL_FIELDS = (
+    "control_image",
+    "control_type",
+    "control_scale",
+    "control_start",
+    "control_end",
+    "control_resize",
+)
 
 
 @dataclass(frozen=True)
@@ -162,14 +179,18 @@ class RenderRequest:
     # `blend_prompt`'s, with everything else the same.
     blend_prompt: str | None = None
     blend: float | None = None
-    # Guided generation (txt2img with a ControlNet): the control image (a sketch, an edge map or
+    # Guided generation (a ControlNet, in every mode): the control image (a sketch, an edge map or
     # a depth map at the request's size) steers the composition at `control_scale` (0..2), from
     # `control_start` to `control_end` of the denoising (fractions, start < end).
+    # `control_resize` says how the given picture was brought to that size (CONTROL_RESIZE; None:
+    # before resize modes, when only pictures of the image's shape were taken); the control
+    # image's sha256 names the result, so it is recorded but not part of the cache key.
     control_image: str | None = None  # sha256 of the control map in the catalog's inputs/
     control_type: str | None = None  # one of CONTROL_TYPES: which ControlNet reads it
     control_scale: float | None = None
     control_start: float | None = None
     control_end: float | None = None
+    control_resize: str | None = None
 
     @property
     def weighted(self) -> bool:
@@ -243,10 +264,10 @@ class RenderRequest:
                     "(`control_image`); give one, or leave them out."
                 )
             return
-        if self.mode != "txt2img":
+        if self.control_resize is not None and self.control_resize not in CONTROL_RESIZE:
             raise ParameterError(
-                f"Guided generation (a control image) works with txt2img, not {self.mode}; "
-                "use txt2img, or leave the control image out."
+                f"Unknown control resize mode {self.control_resize!r}; choose one of: "
+                f"{', '.join(CONTROL_RESIZE)}."
             )
         if self.control_type not in CONTROL_TYPES:
             raise ParameterError(
@@ -382,6 +403,8 @@ class RenderRequest:
         if self.control_image is None:  # and keys from before guided generation
             for name in CONTROL_FIELDS:
                 values.pop(name)
+        else:  # the control image's sha256 already names what the resize made
+            values.pop("control_resize")
         return values
 
 

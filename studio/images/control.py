@@ -12,9 +12,15 @@ type's ControlNet reads, and how a given image becomes it (`control_map`):
   colours are not depths. With `preprocess=True` the depth is estimated from the image by the
   transformers depth-estimation model the `depth_model` setting names.
 
-Sizes: the control map must be the request's size. One of the same aspect ratio (a canvas shown at
-the screen's pixel ratio, a 1024x1024 sketch for a 512x512 image) is resized to it; another aspect
-is an `ImageInputError` that names both sizes: stretching would move the composition.
+Sizes: the control map must be the request's size. A picture of the same aspect ratio (a canvas
+shown at the screen's pixel ratio, a 1024x1024 sketch for a 512x512 image) is resized to it; one of
+another shape is brought to it as AUTOMATIC1111 does, by the resize mode (`CONTROL_RESIZE`):
+
+- just resize: stretched to the size (the composition moves with the stretch);
+- crop and resize (the default): scaled to cover the size and cut to it at the centre;
+- resize and fill: scaled to fit inside the size, made into its map, and the rest filled with the
+  median colour of the map's border (as A1111's ControlNet does: black around lines, the ground
+  around a depth map), so nothing of the picture is lost.
 
     maps = parse_controlnets("scribble=lllyasviel/sd-controlnet-scribble,canny=./cn-canny")
 """
@@ -25,12 +31,12 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from studio.core.config import setting
 from studio.core.errors import ConfigError, ImageInputError, ParameterError
 from studio.core.inputs import to_rgb
-from studio.core.params import CONTROL_TYPES
+from studio.core.params import CONTROL_RESIZE, CONTROL_TYPES, DEFAULT_CONTROL_RESIZE
 
 CANNY_THRESHOLDS = (100, 200)  # OpenCV's hysteresis thresholds, as A1111's canny module
 SKETCH_TYPES = frozenset({"scribble", "lineart"})
@@ -38,19 +44,49 @@ ASPECT_TOLERANCE = 0.01  # a control image this close to the request's aspect ra
 DEMO_CONTROLNET = "demo"  # a tiny untrained ControlNet for the demo model (diffusers backend)
 
 
-def fit_control(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """`image` at `size` (width, height): resized when its aspect ratio is the same, else an
-    `ImageInputError`."""
+def fit_control(
+    image: Image.Image, size: tuple[int, int], resize: str = DEFAULT_CONTROL_RESIZE
+) -> Image.Image:
+    """`image` brought towards `size` (width, height) by the resize mode `resize`: at `size` for
+    just resize and crop and resize; for resize and fill, scaled to fit inside it (`fill_control`
+    then pads its map). A picture of the same shape (within ASPECT_TOLERANCE) is just resized."""
+    if resize not in CONTROL_RESIZE:
+        raise ParameterError(
+            f"Unknown control resize mode {resize!r}; choose one of: {', '.join(CONTROL_RESIZE)}."
+        )
     if image.size == size:
         return image
     width, height = size
-    if abs(image.width / image.height - width / height) > ASPECT_TOLERANCE * width / height:
+    lanczos = Image.Resampling.LANCZOS
+    same_shape = (
+        abs(image.width / image.height - width / height) <= ASPECT_TOLERANCE * width / height
+    )
+    if same_shape or resize == "just resize":
+        return image.resize(size, lanczos)
+    if resize == "crop and resize":
+        return ImageOps.fit(image, size, lanczos, centering=(0.5, 0.5))
+    inner = ImageOps.contain(image, size, lanczos)
+    if min(inner.size) < 8:
         raise ImageInputError(
-            f"The control image is {image.width}x{image.height} but the image to make is "
-            f"{width}x{height}, another shape; draw or crop it to that shape, or set the width "
-            "and height to the control image's."
+            f"The control image is {image.width}x{image.height}: fitted inside {width}x{height} "
+            f"it would be {inner.width}x{inner.height}, too thin to steer anything; crop it, or "
+            "use crop and resize."
         )
-    return image.resize(size, Image.Resampling.LANCZOS)
+    return inner
+
+
+def fill_control(control: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A control map smaller than `size` centred on a canvas of `size` filled with the median
+    colour of the map's border (resize and fill)."""
+    if control.size == size:
+        return control
+    pixels = np.asarray(control)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    colour = np.median(border, axis=0).astype(np.uint8)
+    fill = int(colour) if colour.ndim == 0 else tuple(int(c) for c in colour)
+    canvas = Image.new(control.mode, size, fill)
+    canvas.paste(control, ((size[0] - control.width) // 2, (size[1] - control.height) // 2))
+    return canvas
 
 
 def sketch_map(image: Image.Image) -> Image.Image:
@@ -135,17 +171,21 @@ def control_map(
     preprocess: bool = True,
     canny_thresholds: tuple[int, int] = CANNY_THRESHOLDS,
     depth_model: str = "",
+    resize: str = DEFAULT_CONTROL_RESIZE,
 ) -> Image.Image:
     """What `control_type`'s ControlNet reads, from `image`, at `size` (width, height): an L
     image. `preprocess`: canny finds the edges (else the image is an edge map), depth estimates
-    the depth with `depth_model` (else the image is a depth map); sketches are always normalised."""
+    the depth with `depth_model` (else the image is a depth map); sketches are always normalised.
+    `resize`: how a picture of another shape is brought to `size` (`CONTROL_RESIZE`)."""
     if control_type not in CONTROL_TYPES:
         raise ParameterError(
             f"Unknown control type {control_type!r}; choose one of: {', '.join(CONTROL_TYPES)}."
         )
-    picture = fit_control(to_rgb(image), size)  # alpha on white first, then the size
+    picture = fit_control(to_rgb(image), size, resize)  # alpha on white first, then the size
     if control_type in SKETCH_TYPES:
-        return sketch_map(picture)
-    if control_type == "canny":
-        return canny_map(picture, canny_thresholds) if preprocess else picture.convert("L")
-    return estimate_depth(picture, depth_model) if preprocess else depth_map(picture)
+        made = sketch_map(picture)
+    elif control_type == "canny":
+        made = canny_map(picture, canny_thresholds) if preprocess else picture.convert("L")
+    else:
+        made = estimate_depth(picture, depth_model) if preprocess else depth_map(picture)
+    return fill_control(made, size)

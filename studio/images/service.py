@@ -36,7 +36,7 @@ from studio.core.inputs import (
     to_rgb,
 )
 from studio.core.metadata import encode_png, format_parameters
-from studio.core.params import RenderRequest
+from studio.core.params import CONTROL_RESIZE, RenderRequest
 from studio.core.targets import STUDIO_TARGET, Target
 from studio.core.version import __version__
 from studio.images.backends.base import ImageBackend, StepCallback
@@ -124,9 +124,11 @@ def request_parameters(
         fields["Blend"] = request.blend
     if request.control_image is not None:  # as A1111's ControlNet extension writes it
         model = (controlnet or {}).get("controlnet", request.control_type)
+        resize = CONTROL_RESIZE.get(request.control_resize or "")
         fields["ControlNet 0"] = (
             f"Module: {request.control_type}, Model: {model}, Weight: {request.control_scale:g}, "
-            f"Guidance Start: {request.control_start:g}, Guidance End: {request.control_end:g}, "
+            + (f"Resize Mode: {resize}, " if resize else "")
+            + f"Guidance Start: {request.control_start:g}, Guidance End: {request.control_end:g}, "
             f"Image hash: {request.control_image[:10]}"
         )
     if loras:  # A1111 names a LoRA file by the first 12 hex of its sha256

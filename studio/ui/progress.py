@@ -119,17 +119,13 @@ def generate_many(
 
 
 def interpolate(request: RenderRequest, end_prompt: str, frames: int) -> Any:
-    """The Studio's prompt interpolation from `request`'s prompt to `end_prompt`, with a bar
-    for the frames and one for the steps; a `studio.images.interpolation.Interpolation`."""
-    values = {
-        name: getattr(request, name)
-        for name in ("negative_prompt", "sampler", "steps", "cfg", "width", "height", "seed",
-                     "long_prompt")
-    }  # fmt: skip
+    """The Studio's prompt interpolation from `request` (its prompt, guidance and reference) to
+    `end_prompt`, with a bar for the frames and one for the steps; a
+    `studio.images.interpolation.Interpolation`."""
     with (
         result_progress(frames, f"{frames} images", "Frame") as on_result,
         step_progress() as on_step,
     ):
         return current_studio().interpolate(
-            request.prompt, end_prompt, frames, on_result=on_result, on_step=on_step, **values
+            request, end_prompt, frames, on_result=on_result, on_step=on_step
         )

@@ -145,7 +145,7 @@ def test_requests_check_the_control_settings():
         (dict(control_start=-0.1), "`control_start` has to be a number between 0 and 1"),
         (dict(control_end=1.5), "`control_end`"),
         (dict(control_start=0.6, control_end=0.4), "`control_start` has to be below"),
-        (dict(mode="img2img", init_image="x", strength=0.5), "works with txt2img"),
+        (dict(control_resize="stretch"), "Unknown control resize mode 'stretch'"),
     ]
     for values, message in bad:
         with pytest.raises(ParameterError, match=message):
@@ -213,11 +213,13 @@ def test_sketches_become_white_lines_on_black_whatever_their_mode():
     assert (np.asarray(control_map(palette, "scribble", (64, 64))) == pixels).all()
 
 
-def test_control_images_of_the_same_shape_are_resized_and_another_shape_refused():
+def test_control_images_of_the_same_shape_are_resized():
     big = control_map(sketch(size=(256, 256)), "scribble", (64, 64))
     assert big.size == (64, 64)
-    with pytest.raises(ImageInputError, match=r"control image is 96x64 .* 64x64, another shape"):
-        control_map(sketch(size=(96, 64)), "scribble", (64, 64))
+    small = control_map(sketch(size=(64, 64)), "scribble", (64, 64))
+    for mode in ("just resize", "crop and resize", "resize and fill"):  # all the same there
+        same = control_map(sketch(size=(128, 128)), "scribble", (64, 64), resize=mode)
+        assert np.abs(np.asarray(same, int) - np.asarray(small, int)).mean() < 12, mode
     with pytest.raises(ImageInputError, match="sketch is blank"):
         control_map(Image.new("RGB", (64, 64), "white"), "scribble", (64, 64))
 
@@ -258,10 +260,11 @@ def test_guided_generation_through_the_studio_is_stored_with_its_fields(tmp_path
         assert (record.control_start, record.control_end) == (0.0, 1.0)
         stored = studio.store.input_image(record.control_image)
         assert stored.size == (64, 64) and np.asarray(stored.convert("L"))[6, 6] > 128
+        assert record.control_resize == "crop and resize"  # the default
         info = parse_parameters(made.image().info["parameters"])
         assert info["ControlNet 0"] == (
-            "Module: scribble, Model: demo, Weight: 0.8, Guidance Start: 0, Guidance End: 1, "
-            f"Image hash: {record.control_image[:10]}"
+            "Module: scribble, Model: demo, Weight: 0.8, Resize Mode: Crop and Resize, "
+            f"Guidance Start: 0, Guidance End: 1, Image hash: {record.control_image[:10]}"
         )
         again = studio.generate("a lighthouse", seed=3, control_image=png(sketch(size=(128, 128))),
                                 control_scale=0.8)  # fmt: skip
@@ -271,8 +274,10 @@ def test_guided_generation_through_the_studio_is_stored_with_its_fields(tmp_path
         assert row.request == record.request == record_from_png(made.path).request
         with pytest.raises(ParameterError, match="no ControlNet for 'canny'"):
             studio.generate("a lighthouse", control_image=png(sketch()), control_type="canny")
-        with pytest.raises(ImageInputError, match="another shape"):
-            studio.request("a lighthouse", control_image=png(sketch(size=(96, 64))))
+        wide = studio.request("a lighthouse", control_image=png(sketch(size=(96, 64))),
+                              control_resize="resize and fill")  # fmt: skip
+        assert wide.control_resize == "resize and fill"
+        assert studio.store.input_image(wide.control_image).size == (64, 64)
 
 
 @pytest.mark.slow
@@ -300,13 +305,16 @@ def test_the_studio_page_guides_an_image_with_an_uploaded_sketch(app_env, monkey
     assert not at.error, [e.value for e in at.error]
     row = Store(app_env).images(target="studio")[-1]
     assert (row.control_type, row.control_scale, row.control_end) == ("scribble", 0.7, 0.8)
-    # A picture of another shape is an error box, not an exception.
+    # A picture of another shape is fitted by the resize mode chosen, and the image says which.
     at.file_uploader(key="st_cn_upload_scribble").set_value(
         ("wide.png", png(sketch(size=(96, 64))), "image/png")
     ).run()
+    at.radio(key="st_cn_resize").set_value("resize and fill").run()
     at.button(key="st_generate").click().run()
-    assert not at.exception
-    assert any("another shape" in e.value for e in at.error)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    row = Store(app_env).images(target="studio")[-1]
+    assert (row.control_resize, row.control_scale) == ("resize and fill", 0.7)
 
 
 def test_a_configured_depth_model_estimates_the_depth(tmp_path):

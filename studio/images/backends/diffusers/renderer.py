@@ -24,7 +24,11 @@ With an IP-Adapter (`ip_adapter`, resolved by `resolve_ip_adapter`), any mode ta
 image (a character's portrait) at `reference_scale`: the adapter is loaded into every pipeline
 with diffusers' `load_ip_adapter`, and a request without a reference runs at scale 0, which gives
 the pixels of the model without the adapter. `build_demo_ip_adapter` makes a tiny one for the
-demo."""
+demo.
+
+With ControlNets (`controlnets`), every mode takes a control image at the request's size: the
+mode's pipeline is built as its ControlNet variant (txt2img, img2img and inpaint ones), the same
+components plus the ControlNet, so a sketch can steer an img2img or an inpainted region too."""
 
 from __future__ import annotations
 
@@ -622,7 +626,7 @@ class Renderer:
                 raise ParameterError(
                     f"The control image is {control.width}x{control.height} but the request is "
                     f"{request.width}x{request.height}; give a control image of the request's "
-                    "size (Studio.request resizes one of the same shape)."
+                    "size (Studio.guide brings a picture of any shape to it)."
                 )
             prepared = replace(prepared, control=control)
         if request.reference_image is None:
@@ -661,7 +665,8 @@ class Renderer:
         self, mode: str, sampler: str, control_type: str | None = None
     ) -> DiffusionPipeline:
         """`mode`'s pipeline on the loaded components (no weights copied), with `sampler`; with
-        `control_type`, its ControlNet's variant (StableDiffusion[XL]ControlNetPipeline)."""
+        `control_type`, its ControlNet's variant of the mode's pipeline (StableDiffusion[XL]-
+        ControlNetPipeline, -ControlNetImg2ImgPipeline, -ControlNetInpaintPipeline)."""
         base = self.inpaint_pipe if mode in INPAINT_MODES else self.pipe
         family = self.inpaint_model.family if self._dedicated(mode) else self.family
         options: dict[str, Any] = {"add_watermarker": False} if family == SDXL else {}
@@ -732,8 +737,11 @@ class Renderer:
         if first.mode in {"txt2img", *INPAINT_MODES}:
             arguments.update(width=first.width, height=first.height)
         if guided:  # one ControlNet and its controls per call (`render` groups by them)
+            # txt2img's ControlNet pipeline takes the control map as `image`; the img2img and
+            # inpaint ones take the init image there and the map as `control_image`
+            control = "image" if first.mode == "txt2img" else "control_image"
             arguments.update(
-                image=[p.control for p in prepared],
+                {control: [p.control for p in prepared]},
                 controlnet_conditioning_scale=float(first.control_scale),
                 control_guidance_start=float(first.control_start),
                 control_guidance_end=float(first.control_end),
