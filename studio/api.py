@@ -436,6 +436,19 @@ class Studio:
         catalog's inputs), or None when they have no portrait yet."""
         return characters.reference_of(self, name)
 
+    def cast_scene(
+        self,
+        names: Sequence[str],
+        scene: str,
+        *,
+        on_step: StepCallback | None = None,
+        **options: Any,
+    ) -> ImageResult:
+        """A scene with up to three characters (the most important first), each one's portrait
+        conditioning the image on their side of it (left, centre, right) through the IP-Adapter;
+        portraits are made first where there are none. `options`: RenderRequest fields."""
+        return characters.cast_scene(self, names, scene, on_step=on_step, **options)
+
     def alternate_reality(
         self,
         name: str | None = None,

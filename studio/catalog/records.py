@@ -15,6 +15,15 @@ from studio.core.metadata import parse_parameters
 from studio.core.params import REQUEST_FIELDS, RenderRequest
 from studio.core.targets import PromptSpec, Target
 
+# Request fields that are tuples: JSON arrays in the catalog's columns.
+JSON_TUPLES = ("outpaint", "extra_references", "reference_masks")
+
+
+def _tuple(value: Any) -> tuple | None:
+    """A JSON array (a list) as a tuple; None for none."""
+    return tuple(value) if value else None
+
+
 # A verdict's status: what the dashboard does with the image.
 CLEAR = "clear"  # checked, nothing found: shown
 FLAGGED = "flagged"  # checked and flagged: blurred, with the reason and a Reveal button
@@ -69,6 +78,8 @@ class ImageRecord:
     outpaint: tuple[int, int, int, int] | None = None
     reference_image: str | None = None  # sha256 of the IP-Adapter reference in inputs/
     reference_scale: float | None = None
+    extra_references: tuple[str, ...] | None = None  # more references' sha256s (several people)
+    reference_masks: tuple[str, ...] | None = None  # each reference's region, sha256s in inputs/
     long_prompt: bool = False
     blend_prompt: str | None = None
     blend: float | None = None
@@ -132,14 +143,17 @@ class StoredImage(ImageRecord):
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> StoredImage:
         values = {name: row[name] for name in row.keys()}  # noqa: SIM118 - a Row, not a dict
-        outpaint = values.get("outpaint")
+        lists = {  # JSON arrays in the catalog, tuples in records
+            name: tuple(json.loads(values[name])) if values.get(name) else None
+            for name in JSON_TUPLES
+        }
         return cls(
             **{
                 **values,
+                **lists,
                 "placeholder": bool(values["placeholder"]),
                 "long_prompt": bool(values.get("long_prompt")),
                 "provenance": json.loads(values["provenance"]),
-                "outpaint": tuple(json.loads(outpaint)) if outpaint else None,
             }
         )
 
@@ -232,9 +246,11 @@ def record_from_png(path: Path) -> ImageRecord | None:
             strength=request.get("strength"),
             init_image=request.get("init_image"),
             mask_image=request.get("mask_image"),
-            outpaint=tuple(request["outpaint"]) if request.get("outpaint") else None,
+            outpaint=_tuple(request.get("outpaint")),
             reference_image=request.get("reference_image"),
             reference_scale=request.get("reference_scale"),
+            extra_references=_tuple(request.get("extra_references")),
+            reference_masks=_tuple(request.get("reference_masks")),
             long_prompt=bool(request.get("long_prompt")),
             blend_prompt=request.get("blend_prompt"),
             blend=request.get("blend"),

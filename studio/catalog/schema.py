@@ -244,6 +244,18 @@ def _add_control_resize(db: sqlite3.Connection) -> None:
     _run_script(db, "ALTER TABLE images ADD COLUMN control_resize TEXT")
 
 
+def _add_several_references(db: sqlite3.Connection) -> None:
+    # Several characters in one image (IP-Adapter): JSON arrays of sha256s in inputs/, the
+    # references after the first and one region mask per reference; NULL: one reference or none.
+    _run_script(
+        db,
+        """
+        ALTER TABLE images ADD COLUMN extra_references TEXT;
+        ALTER TABLE images ADD COLUMN reference_masks TEXT
+        """,
+    )
+
+
 def _add_clip_scores(db: sqlite3.Connection) -> None:
     # CLIP's cosine between an image and a text, once per image, CLIP model, kind and text
     # (studio.vision.checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
@@ -325,4 +337,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("011_strips", _add_strips),
     ("012_controlnet", _add_controlnet),
     ("013_control_resize", _add_control_resize),
+    ("014_several_references", _add_several_references),
 ]

@@ -26,6 +26,7 @@ from PIL import Image
 
 from studio.catalog.files import TMP_PREFIX, atomic_write, unwritable_error
 from studio.catalog.records import (
+    JSON_TUPLES,
     REFUSED,
     STATUSES,
     CharacterRecord,
@@ -232,7 +233,10 @@ class Store:
             **{f.name: getattr(record, f.name) for f in fields(ImageRecord)},
             "placeholder": int(record.placeholder),
             "long_prompt": int(record.long_prompt),
-            "outpaint": None if record.outpaint is None else json.dumps(list(record.outpaint)),
+            **{
+                name: None if getattr(record, name) is None else json.dumps(getattr(record, name))
+                for name in JSON_TUPLES
+            },
             "provenance": json.dumps(json_safe(record.provenance), sort_keys=True, allow_nan=False),
             "sha256": sha,
             "path": relative.as_posix(),

@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="how strongly a portrait conditions an image with --ip-adapter, 0-1.5 (0.6)",
     )
+    models.add_argument(
+        "--scene-references",
+        type=int,
+        metavar="N",
+        help="with --ip-adapter, how many of an image's characters (the most important first) "
+        "condition it with their portraits, each on its side of the image, 1-3 (1)",
+    )
     render = parser.add_argument_group("rendering")
     render.add_argument(
         "--sampler",

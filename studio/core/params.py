@@ -56,6 +56,7 @@ USES_STRENGTH = frozenset({"img2img", "inpaint", "variation"})
 OUTPAINT_SIDES = ("left", "right", "up", "down")
 MAX_OUTPAINT = 1024  # pixels added on one side at most
 REFERENCE_SCALE = (0.0, 1.5)  # IP-Adapter scale: the accepted range
+MAX_REFERENCES = 3  # IP-Adapter reference images in one image (characters in one scene)
 # Guided generation (ControlNet): what the control image is, each with a ControlNet of its own
 # (the `controlnets` setting); scribble and lineart are white lines on black, canny an edge map,
 # depth a grayscale depth map (near = light).
@@ -172,6 +173,12 @@ class RenderRequest:
     # strongly (0 ignores it, 1 follows it closely). Needs a backend with `ip_adapter`.
     reference_image: str | None = None  # sha256 of the reference in the catalog's inputs/
     reference_scale: float | None = None
+    # Several characters in one scene: up to MAX_REFERENCES - 1 more references (sha256s), each
+    # limited, like the first, to its region by `reference_masks`: one mask per reference, in
+    # order (sha256s of L images of the request's size in inputs/; white = where it applies).
+    # Masks are optional with one reference and needed with more (faces would blend).
+    extra_references: tuple[str, ...] | None = None
+    reference_masks: tuple[str, ...] | None = None
     # Prompts past 77 tokens encoded in 77-token chunks (AUTOMATIC1111's way; BREAK needs it);
     # off: cut at 77 tokens, as plain encoding does.
     long_prompt: bool = False
@@ -226,6 +233,8 @@ class RenderRequest:
             self.strength if self.strength is not None else -1.0,
             self.reference_image or "",
             self.reference_scale if self.reference_scale is not None else -1.0,
+            self.extra_references or (),
+            self.reference_masks or (),
             self.weighted,  # weighted and plain encoding never share a call
             self.long_prompt,
             self.loras,  # the LoRAs are set on the pipeline per call
@@ -330,7 +339,40 @@ class RenderRequest:
         if self.reference_image is None:
             if self.reference_scale is not None:
                 raise ParameterError("`reference_scale` needs a reference image; give one.")
+            if self.extra_references or self.reference_masks:
+                raise ParameterError(
+                    "`extra_references` and `reference_masks` need a first reference image "
+                    "(`reference_image`); give one."
+                )
             return
+        extra = self.extra_references or ()
+        if not isinstance(extra, tuple) or not all(isinstance(sha, str) and sha for sha in extra):
+            raise ParameterError(
+                f"`extra_references` is a tuple of input images' sha256s, not {extra!r}."
+            )
+        references = 1 + len(extra)
+        if references > MAX_REFERENCES:
+            raise ParameterError(
+                f"An image takes at most {MAX_REFERENCES} reference images (characters), not "
+                f"{references}; leave the least important out."
+            )
+        masks = self.reference_masks
+        if masks is None:
+            if extra:
+                raise ParameterError(
+                    f"{references} reference images need a region each (`reference_masks`, one "
+                    "mask per reference, white = where it applies); without regions their faces "
+                    "would blend."
+                )
+        elif (
+            not isinstance(masks, tuple)
+            or len(masks) != references
+            or not all(isinstance(sha, str) and sha for sha in masks)
+        ):
+            raise ParameterError(
+                f"`reference_masks` has to be one mask (an input image's sha256) per reference "
+                f"image, {references} in all, but is {masks!r}."
+            )
         scale = self.reference_scale
         low, high = REFERENCE_SCALE
         if (
@@ -395,6 +437,9 @@ class RenderRequest:
         if self.reference_image is None:  # keys from before IP-Adapter references stay the same
             values.pop("reference_image")
             values.pop("reference_scale")
+        for name in ("extra_references", "reference_masks"):  # and from before several
+            if getattr(self, name) is None:
+                values.pop(name)
         if not self.long_prompt:  # and keys from before long prompts and blends
             values.pop("long_prompt")
         if self.blend_prompt is None:

@@ -115,8 +115,11 @@ def request_parameters(
                                                         request.outpaint, strict=True) if amount
         )  # fmt: skip
     if request.reference_image is not None:  # A1111 names images by the first 10 hex of a hash
-        fields["IP-Adapter image hash"] = request.reference_image[:10]
+        references = (request.reference_image, *(request.extra_references or ()))
+        fields["IP-Adapter image hash"] = ", ".join(sha[:10] for sha in references)
         fields["IP-Adapter scale"] = request.reference_scale
+        if request.reference_masks:
+            fields["IP-Adapter masks"] = ", ".join(sha[:10] for sha in request.reference_masks)
     if request.long_prompt:
         fields["Long prompt"] = "chunks"
     if request.blend_prompt is not None:
@@ -176,6 +179,13 @@ class ImageService:
         original = self._original_sizes.get(image_sha, image.size)
         mask = fit_mask(to_mask(read_image(source, "mask")), image, original)
         return self.store.add_input(png_bytes(mask))
+
+    def add_regions(self, count: int, size: tuple[int, int]) -> tuple[str, ...]:
+        """Store the masks of `count` side-by-side regions of an image of `size` (one per
+        character of a scene, `studio.images.regions`); their sha256s, in order."""
+        from studio.images.regions import region_masks
+
+        return tuple(self.store.add_input(png_bytes(mask)) for mask in region_masks(count, size))
 
     def input_image(self, sha: str) -> Image.Image:
         return self.store.input_image(sha)

@@ -27,6 +27,7 @@ from studio.core.errors import CatalogError, DatasetError, LLMUnavailableError, 
 from studio.core.params import RenderRequest
 from studio.core.targets import Target
 from studio.images.executors import RenderExecutor
+from studio.images.regions import REGION_WORDS
 from studio.images.service import ImageResult, ImageService, ImageTask
 from studio.llm.client import LLM
 from studio.writing.cast import (
@@ -510,21 +511,36 @@ def season_tasks(
 
 def with_reference(job: ImageTask, images: ImageService, settings: Settings) -> ImageTask:
     """`job` conditioned on the portrait of its most important character, when the backend has
-    an IP-Adapter and that character has a portrait; else `job` as it is."""
+    an IP-Adapter and that character has a portrait; else `job` as it is. With `scene_references`
+    above 1, on the portraits of that many of its characters (the most important first, those
+    with portraits), each limited to its side of the image (`studio.images.regions`)."""
     cast = job.provenance.get("cast") or []
     if not images.backend.capabilities.ip_adapter or not cast or job.target.kind == "character":
         return job
     if job.request.reference_image is not None:
         return job
-    portrait = portrait_of(images.store, cast[0])
-    if portrait is None:
+    portraits = [(name, portrait_of(images.store, name)) for name in cast]
+    chosen = [(name, p) for name, p in portraits if p is not None][: settings.scene_references]
+    if not chosen or chosen[0][0] != cast[0]:  # the most important one first, or none
         return job
-    sha = images.add_input(images.store.image_path(portrait), "reference image")
-    request = replace(job.request, reference_image=sha, reference_scale=settings.reference_scale)
+    shas = [images.add_input(images.store.image_path(p), "reference image") for _, p in chosen]
+    request = replace(
+        job.request, reference_image=shas[0], reference_scale=settings.reference_scale
+    )
     provenance = {
         **job.provenance,
-        "reference": {"character": cast[0], "portrait": portrait.cache_key},
+        "reference": {"character": cast[0], "portrait": chosen[0][1].cache_key},
     }
+    if len(chosen) > 1:
+        request = replace(
+            request,
+            extra_references=tuple(shas[1:]),
+            reference_masks=images.add_regions(len(chosen), (request.width, request.height)),
+        )
+        provenance["references"] = [
+            {"character": name, "portrait": portrait.cache_key, "region": where}
+            for (name, portrait), where in zip(chosen, REGION_WORDS[len(chosen)], strict=True)
+        ]
     return replace(job, request=request, provenance=provenance)
 
 

@@ -12,17 +12,12 @@ from PIL import Image
 
 from studio.core.errors import ImageInputError, ParameterError, RenderError
 from studio.core.inputs import content_hash, png_bytes
-from studio.core.params import MODES, SAMPLER_NAMES, RenderRequest
+from studio.core.params import MODES, SAMPLER_NAMES, RenderRequest, outpaint_size
 from studio.images.backends.base import Capabilities
-from studio.images.backends.diffusers.renderer import (
-    OUTPAINT_BLUR,
-    OUTPAINT_SEAM,
-    Renderer,
-    outpaint_canvas,
-    outpaint_size,
-)
+from studio.images.backends.diffusers.renderer import Renderer
 from studio.images.backends.diffusers.schedulers import scheduler_config_of
 from studio.images.backends.diffusers.weights import resolve_image_model
+from studio.images.outpaint import OUTPAINT_BLUR, OUTPAINT_SEAM, outpaint_canvas
 
 IMAGES: dict[str, Image.Image] = {}
 

@@ -45,7 +45,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import (
     AutoencoderTiny,
@@ -54,7 +53,7 @@ from diffusers import (
     AutoPipelineForText2Image,
     DiffusionPipeline,
 )
-from PIL import Image, ImageFilter
+from PIL import Image
 from transformers import (
     CLIPTokenizer,
 )
@@ -91,6 +90,7 @@ from studio.images.backends.diffusers.schedulers import make_scheduler, schedule
 from studio.images.backends.diffusers.step_cache import apply_step_cache
 from studio.images.backends.diffusers.weights import resolve_controlnet
 from studio.images.loras import LoraFile, LoraFolder
+from studio.images.outpaint import OUTPAINT_BLUR, OUTPAINT_SEAM, outpaint_canvas
 
 
 def _adapter_name(lora: LoraFile) -> str:
@@ -114,34 +114,6 @@ MODE_PIPELINES = {
 # What encodes weighted and long prompts; part of their cache keys (another version may weigh
 # fragments otherwise).
 PROMPT_ENCODING = f"compel {importlib.metadata.version('compel')}, AUTOMATIC1111 syntax"
-OUTPAINT_SEAM = 16  # pixels of the original that outpainting repaints along each extended edge
-OUTPAINT_BLUR = 4  # Gaussian blur radius of the outpaint mask: the seam's softness
-
-
-def outpaint_canvas(
-    image: Image.Image, amounts: Sequence[int]
-) -> tuple[Image.Image, Image.Image, Image.Image]:
-    """(canvas, mask, blend mask) for outpainting `image` by (left, right, up, down) pixels.
-
-    The canvas is `image` pasted onto the bigger size, the new area filled with its edge pixels
-    repeated. The mask (white = repaint) covers the new area and `OUTPAINT_SEAM` pixels of the
-    original along each extended edge; the blend mask is that mask blurred, and fully white over
-    the new area, for compositing the result: the original stays exact away from the seam.
-    """
-    left, right, up, down = amounts
-    width, height = image.size
-    pixels = np.asarray(to_rgb(image))
-    canvas = np.pad(pixels, ((up, down), (left, right), (0, 0)), mode="edge")
-    new_area = np.full(canvas.shape[:2], 255, dtype=np.uint8)
-    new_area[up : up + height, left : left + width] = 0
-    seam_x, seam_y = min(OUTPAINT_SEAM, width // 4), min(OUTPAINT_SEAM, height // 4)
-    mask = np.full(canvas.shape[:2], 255, dtype=np.uint8)
-    top, bottom = up + (seam_y if up else 0), up + height - (seam_y if down else 0)
-    first, last = left + (seam_x if left else 0), left + width - (seam_x if right else 0)
-    mask[top:bottom, first:last] = 0
-    blurred = Image.fromarray(mask).filter(ImageFilter.GaussianBlur(OUTPAINT_BLUR))
-    blend = np.maximum(np.asarray(blurred), new_area)
-    return Image.fromarray(canvas), Image.fromarray(mask), Image.fromarray(blend)
 
 
 @dataclass(frozen=True)
@@ -152,6 +124,8 @@ class _Inputs:
     mask: Image.Image | None = None  # white = repaint, as the pipeline gets it
     blend: Image.Image | None = None  # where the result replaces `image` (soft for outpaint)
     reference: Image.Image | None = None  # the IP-Adapter's reference image (RGB)
+    more_references: tuple[Image.Image, ...] = ()  # the references after the first (RGB)
+    reference_masks: tuple[Image.Image, ...] = ()  # one region per reference (L, white = in it)
     control: Image.Image | None = None  # the ControlNet's control image (RGB)
 
 
@@ -178,6 +152,23 @@ def _size_error(request: RenderRequest, image: Image.Image, what: str) -> Parame
         f"The init image is {image.width}x{image.height} but the {request.mode} request is "
         f"{request.width}x{request.height}; {what}"
     )
+
+
+def _masked_references(prepared: _Inputs, width: int, height: int) -> dict[str, Any]:
+    """The pipeline arguments for several references (one adapter), each limited to its region
+    by diffusers' IP-Adapter masks: the images nested per adapter, the masks as one
+    [1, references, height, width] tensor per adapter, as `IPAdapterAttnProcessor` reads them."""
+    from diffusers.image_processor import IPAdapterMaskProcessor
+
+    masks = IPAdapterMaskProcessor().preprocess(
+        list(prepared.reference_masks), height=height, width=width
+    )
+    return {
+        "ip_adapter_image": [[prepared.reference, *prepared.more_references]],
+        "cross_attention_kwargs": {
+            "ip_adapter_masks": [masks.reshape(1, masks.shape[0], masks.shape[2], masks.shape[3])]
+        },
+    }
 
 
 def _check_denoising_steps(request: RenderRequest) -> None:
@@ -631,8 +622,20 @@ class Renderer:
             prepared = replace(prepared, control=control)
         if request.reference_image is None:
             return prepared
+        masks = tuple(_resolve(inputs, sha, "mask") for sha in request.reference_masks or ())
+        for mask in masks:
+            if mask.size != (request.width, request.height):
+                raise ParameterError(
+                    f"A reference image's region mask is {mask.width}x{mask.height} but the "
+                    f"request is {request.width}x{request.height}; give masks of the image's size."
+                )
         return replace(
-            prepared, reference=_resolve(inputs, request.reference_image, "reference image")
+            prepared,
+            reference=_resolve(inputs, request.reference_image, "reference image"),
+            more_references=tuple(
+                _resolve(inputs, sha, "reference image") for sha in request.extra_references or ()
+            ),
+            reference_masks=masks,
         )
 
     def _prepare_init(self, request: RenderRequest, inputs: InputResolver | None) -> _Inputs:
@@ -753,6 +756,8 @@ class Renderer:
             pipe.set_ip_adapter_scale(first.reference_scale or 0.0)
             reference = prepared[0].reference
             arguments["ip_adapter_image"] = BLANK_REFERENCE if reference is None else reference
+            if prepared[0].reference_masks:  # each reference limited to its region
+                arguments.update(_masked_references(prepared[0], first.width, first.height))
         self._apply_loras(pipe, first)
         for state in self._step_caches:
             state.start()
