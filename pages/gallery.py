@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from studio import ui
-from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.core.metadata import infotext_of, open_image_bytes, parse_parameters, read_png_metadata
 from studio.core.params import request_from_infotext
 
 ui.route_through_dashboard(__file__)
@@ -67,13 +67,20 @@ def browse(store) -> None:
 def read_dropped_png() -> None:
     st.caption("Read the prompt and parameters inside a PNG, then reproduce it in the Studio.")
     upload = st.file_uploader(
-        "Drop a PNG made by this app or by AUTOMATIC1111", type=["png"], key="ga_upload"
+        "Drop a PNG made by this app, AUTOMATIC1111, ComfyUI or InvokeAI",
+        type=["png"],
+        key="ga_upload",
     )
     if upload is None:
         return
-    text, provenance = read_png_metadata(upload.getvalue())
+    picture = open_image_bytes(upload.getvalue())
+    text, read_notes = infotext_of(picture)  # A1111's, ours, ComfyUI's or InvokeAI's
+    _, provenance = read_png_metadata(picture)
     if not text:
-        st.error("This PNG carries no generation parameters (no A1111 `parameters` text chunk).")
+        st.error(
+            "This PNG carries no generation parameters (no A1111 `parameters` text chunk, no "
+            "ComfyUI graph, no InvokeAI metadata)."
+        )
         return
     values = parse_parameters(text)
     left, right = st.columns([1, 2])
@@ -84,10 +91,11 @@ def read_dropped_png() -> None:
             with st.expander("Provenance (series studio)"):
                 st.json(provenance)
         imported = request_from_infotext(values, ui.defaults_from_settings())
-        for note in imported.notes:
+        notes = [*read_notes, *imported.notes]
+        for note in notes:
             st.warning(f"{note}.", icon=":material/tune:")
         if st.button("Send to Studio", key="ga_send_upload", type="primary"):
-            ui.send_to_studio(imported.request, imported.notes, imported.random_seed)
+            ui.send_to_studio(imported.request, notes, imported.random_seed)
 
 
 CLIP_CHOICES = 200  # the newest images offered for CLIP checks

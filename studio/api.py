@@ -32,8 +32,16 @@ from studio.catalog.store import Store
 from studio.core.config import Settings, check_settings, load_settings, setting
 from studio.core.errors import ConfigError, ParameterError
 from studio.core.inputs import ImageSource, read_image
-from studio.core.metadata import parse_parameters, read_png_metadata
-from studio.core.params import CONTROL_FIELDS, OUTPAINT_SIDES, RenderRequest, outpaint_size
+from studio.core.metadata import infotext_of, parse_parameters
+from studio.core.params import (
+    CONTROL_FIELDS,
+    OUTPAINT_SIDES,
+    SAMPLER_NAMES,
+    RenderRequest,
+    outpaint_size,
+    resolve_seed,
+)
+from studio.core.samplers import our_sampler
 from studio.core.targets import STUDIO_TARGET, Target
 from studio.images.backends.base import ImageBackend, StepCallback
 from studio.images.backends.registry import open_image_backend
@@ -167,6 +175,11 @@ class Studio:
         s = self.settings
         request = RenderRequest(prompt, "", s.sampler, s.steps, s.cfg, s.width, s.height, s.seed)
         request = replace(request, **values, mode=mode)
+        # A1111's dialect: seed -1 is drawn now (the record and the PNG get the drawn seed), and
+        # a sampler may be named as A1111, ComfyUI or k-diffusion name it
+        request = replace(request, seed=resolve_seed(request.seed))
+        if isinstance(request.sampler, str) and request.sampler not in SAMPLER_NAMES:
+            request = replace(request, sampler=our_sampler(request.sampler))
         if init_image is not None:
             init_sha = self.images.add_input(init_image)
             init = self.images.input_image(init_sha)
@@ -273,7 +286,7 @@ class Studio:
         control_type, scale, ...) for a control image that steers every variation."""
         if prompt is None:
             prompt = _prompt_inside(image)
-        seed = options.pop("seed", self.settings.seed)
+        seed = resolve_seed(options.pop("seed", self.settings.seed))  # -1: drawn once, then +1
         requests = [
             self.request(
                 prompt, mode="variation", init_image=image, seed=(seed + i) % 2**32, **options
@@ -511,9 +524,10 @@ def _outpaint_amounts(
 
 
 def _prompt_inside(image: ImageSource) -> str:
-    """The prompt in an image's A1111 `parameters` chunk (ours carry one), else ""."""
+    """The prompt in an image's A1111 `parameters` chunk (ours carry one), or in ComfyUI's or
+    InvokeAI's metadata (`metadata.infotext_of`), else ""."""
     picture = read_image(image, "image")
-    parameters, _ = read_png_metadata(picture)
+    parameters, _ = infotext_of(picture)
     return parse_parameters(parameters)["Prompt"] if parameters else ""
 
 
@@ -523,6 +537,8 @@ def open_studio(settings: Settings | None = None, **overrides: Any) -> Studio:
     if settings is None:
         settings = load_settings(overrides)
     elif overrides:
+        if isinstance(overrides.get("sampler"), str):  # A1111's names too, as the settings take
+            overrides["sampler"] = our_sampler(overrides["sampler"])
         settings = replace(settings, **overrides)
         check_settings(settings)
     return Studio(settings)

@@ -12,7 +12,6 @@ The prompt library: `python dataprep.py library import FILE.csv`, `... library s
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 import time
@@ -60,20 +59,23 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def parse_sampler(text: str) -> str:
-    """A sampler's name as the studio spells it (`euler a` -> `Euler a`)."""
-    from studio.core.params import SAMPLER_NAMES
+    """A sampler's name as the studio spells it, from any spelling (`euler a` -> `Euler a`),
+    AUTOMATIC1111's, ComfyUI's and k-diffusion's ids (`k_dpmpp_2m_ka` -> `DPM++ 2M Karras`); a
+    schedule we do not have ("DPM++ 2M SDE Exponential") is said on stderr, not dropped silently."""
+    from studio.core.errors import ParameterError
+    from studio.core.samplers import SAMPLER_NAMES, close_sampler, resolve_sampler
 
-    def squeeze(name: str) -> str:
-        return "".join(name.lower().split())
-
-    found = [name for name in SAMPLER_NAMES if squeeze(name) == squeeze(text)]
-    if found:
-        return found[0]
-    close = difflib.get_close_matches(text, SAMPLER_NAMES, n=1, cutoff=0.6)
-    guess = f" (did you mean {close[0]!r}?)" if close else ""
-    raise argparse.ArgumentTypeError(
-        f"{text!r}: no such sampler{guess}; choose one of {', '.join(SAMPLER_NAMES)}"
-    )
+    try:
+        sampler, notes = resolve_sampler(text)
+    except ParameterError:
+        close = close_sampler(text)
+        guess = f" (did you mean {close!r}?)" if close else ""
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: no such sampler{guess}; choose one of {', '.join(SAMPLER_NAMES)}"
+        ) from None
+    for note in notes:
+        print(f"Note: --sampler {text!r}: {note}.", file=sys.stderr)
+    return sampler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,13 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampler",
         type=parse_sampler,
         metavar="NAME",
-        help=f"one of: {', '.join(SCHEDULERS)} (DPM++ 2M Karras)",
+        help=f"one of: {', '.join(SCHEDULERS)} (DPM++ 2M Karras); AUTOMATIC1111's and "
+        "ComfyUI's names and ids (k_euler_a, dpmpp_2m_karras) are read as these",
     )
     render.add_argument("--steps", type=int, help="sampling steps (25)")
     render.add_argument("--cfg", type=float, help="guidance scale (7)")
     render.add_argument("--size", type=parse_size, metavar="WxH", help="image size (512x512)")
     render.add_argument(
-        "--seed", type=int, help="base seed; each image's seed derives from it (42)"
+        "--seed",
+        type=int,
+        help="base seed; each image's seed derives from it (42); -1: a random one, drawn once "
+        "per run and printed",
     )
     render.add_argument("--batch-size", type=int, help="prompts per pipeline call on a GPU (4)")
     render.add_argument(

@@ -19,11 +19,13 @@ from studio.core.errors import ConfigError, ParameterError
 from studio.core.params import (
     CONTROL_TYPES,
     MAX_REFERENCES,
+    RANDOM_SEED,
     REFERENCE_SCALE,
     SAMPLER_NAMES,
     check_value,
 )
 from studio.core.remote import redact_url
+from studio.core.samplers import our_sampler
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -67,12 +69,15 @@ class Settings:
     images_base_url: str = ""  # OpenAI Images server; empty: llm_base_url, else OpenAI
     images_timeout: float = 300.0  # seconds per try of an OpenAI Images call
     device: str = "auto"  # auto, cuda, mps or cpu
-    sampler: str = "DPM++ 2M Karras"  # a name from studio.core.params.SAMPLER_NAMES
+    # a name from studio.core.params.SAMPLER_NAMES; A1111's, ComfyUI's and k-diffusion's names
+    # are read as ours (studio.core.samplers.resolve_sampler)
+    sampler: str = "DPM++ 2M Karras"
     steps: int = 25
     cfg: float = 7.0  # classifier-free guidance scale
     width: int = 512
     height: int = 512
-    seed: int = 42  # base seed; each image's seed is derived from it and recorded
+    # base seed; each image's seed is derived from it and recorded; -1: a random one per run
+    seed: int = 42
     images_per_episode: int = 1
     # Seeds the batch job renders per episode (or images_per_episode, if more), ranked by their
     # CLIP score against the prompt: the best becomes the episode's cover, all are kept. Needs
@@ -260,6 +265,11 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
             value, source = found
         chosen[name] = _coerce(name, value, _kind(name), source)
         sources[name] = source
+    if "sampler" in chosen:  # "k_euler_a", "dpm++ 2m karras": as we name it
+        try:
+            chosen["sampler"] = our_sampler(chosen["sampler"])
+        except ParameterError as exc:
+            raise ConfigError(f"{exc} Set by {sources['sampler']}.") from None
     settings = replace(Settings(), **chosen)
     check_settings(settings, sources)
     return settings
@@ -314,6 +324,8 @@ def check_settings(settings: Settings, sources: dict[str, str] | None = None) ->
         return ConfigError(f"{message} Set by {where}.")
 
     for name in ("steps", "cfg", "width", "height", "seed"):
+        if name == "seed" and settings.seed == RANDOM_SEED:
+            continue  # a random base seed, drawn where it is used
         try:
             check_value(name, getattr(settings, name))
         except ParameterError as exc:

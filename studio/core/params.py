@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from studio.core.errors import ParameterError
+
+# Sampler names: ours, A1111 1.9's split spelling and everyone's ids (studio.core.samplers);
+# imported from here too, as everywhere before they had a module of their own.
+from studio.core.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler, resolve_sampler
+from studio.core.samplers import SCHEDULE_TYPES as SCHEDULE_TYPES
+from studio.core.samplers import a1111_sampler as a1111_sampler
 
 CLIP_WINDOW = 77  # tokens, BOS and EOS included
 # The longest prompt, negative prompt or blend prompt, in characters, wherever it comes from (the
@@ -27,26 +34,8 @@ CLIP_WINDOW = 77  # tokens, BOS and EOS included
 # embedded LLM within its 4,096-token context.
 MAX_PROMPT = 2000
 
-# Sampler names as AUTOMATIC1111 shows them; studio.render maps each to a diffusers scheduler.
-SAMPLER_NAMES = (
-    "Euler",
-    "Euler a",
-    "Heun",
-    "LMS",
-    "LMS Karras",
-    "DPM2",
-    "DPM2 a",
-    "DPM++ 2M",
-    "DPM++ 2M Karras",
-    "DPM++ 2M SDE",
-    "DPM++ 2M SDE Karras",
-    "DPM++ SDE",
-    "DDIM",
-    "PNDM",
-    "UniPC",
-    "DEIS",
-)
-DEFAULT_SAMPLER = "DPM++ 2M Karras"
+# A1111's `seed -1`: a random seed, drawn when the request is made and recorded as drawn.
+RANDOM_SEED = -1
 
 # Ways of making an image. img2img, inpaint, outpaint and variation start from an init image
 # (inpaint also from a mask: white = repaint, black = keep).
@@ -100,11 +89,25 @@ LIMITS: dict[str, Limit] = {
 _INTEGER = {"steps", "width", "height", "seed"}
 
 
-def check_sampler(name: str) -> None:
-    if name not in SAMPLER_NAMES:
-        raise ParameterError(
-            f"Unknown sampler {name!r}; choose one of: {', '.join(SAMPLER_NAMES)}."
-        )
+def draw_seed() -> int:
+    """A random seed, 0..2**32-1: what `seed -1` becomes."""
+    return secrets.randbelow(2**32)
+
+
+def resolve_seed(seed: int) -> int:
+    """`seed`, or a freshly drawn one for RANDOM_SEED (-1)."""
+    return draw_seed() if seed == RANDOM_SEED else seed
+
+
+def whole(value: float) -> str:
+    """A limit as people write it: 4294967295 (not 4.29497e+09), 0.5, 30."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return str(int(value))
+    return f"{value:g}"
+
+
+def _random_hint(name: str) -> str:
+    return " (use -1 for a random seed)" if name == "seed" else ""
 
 
 def check_value(name: str, value: Any) -> None:
@@ -115,11 +118,13 @@ def check_value(name: str, value: Any) -> None:
     number_ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not number_ok or (integer and not isinstance(value, int)) or not math.isfinite(value):
         raise ParameterError(
-            f"`{name}` has to be {kind} between {limit.low:g} and {limit.high:g} but is {value!r}."
+            f"`{name}` has to be {kind} between {whole(limit.low)} and {whole(limit.high)}"
+            f"{_random_hint(name)} but is {value!r}."
         )
     if not limit.low <= value <= limit.high:
         raise ParameterError(
-            f"`{name}` has to be between {limit.low:g} and {limit.high:g} but is {value:g}."
+            f"`{name}` has to be between {whole(limit.low)} and {whole(limit.high)}"
+            f"{_random_hint(name)} but is {value if isinstance(value, int) else f'{value:g}'}."
         )
     if integer and value % limit.multiple:
         raise ParameterError(
@@ -252,6 +257,11 @@ class RenderRequest:
             raise ParameterError(
                 f"`height` and `width` have to be divisible by 8 but are {self.height} and "
                 f"{self.width}."
+            )
+        if self.seed == RANDOM_SEED:
+            raise ParameterError(
+                "`seed` is -1, a random seed, which has to be drawn before rendering "
+                "(studio.core.params.resolve_seed); a request that renders has a real seed."
             )
         for name in LIMITS:
             check_value(name, getattr(self, name))
@@ -472,7 +482,8 @@ def clamp_request(
 ) -> tuple[RenderRequest, list[str]]:
     """`request` brought within the limits; `fallback`'s value where one cannot be used at all.
 
-    For values that come from outside (another tool's PNG, an old session): never raises.
+    For values that come from outside (another tool's PNG, an old session): never raises. A seed
+    of -1 (RANDOM_SEED) is kept: the controls take it, and it is drawn when an image is made.
     """
     notes: list[str] = []
     changes: dict[str, Any] = {}
@@ -499,12 +510,22 @@ def clamp_request(
             value = float(value)
         changes[name] = value
     seed = request.seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        notes.append(f"Seed {seed!r} -> {fallback.seed}, seeds are 0..{2**32 - 1}")
+    if (
+        not isinstance(seed, int)
+        or isinstance(seed, bool)
+        or not (0 <= seed < 2**32 or seed == RANDOM_SEED)
+    ):
+        notes.append(f"Seed {seed!r} -> {fallback.seed}, seeds are 0..{2**32 - 1} (-1: random)")
         changes["seed"] = fallback.seed
     if request.sampler not in SAMPLER_NAMES:
-        notes.append(f"Sampler {request.sampler!r} is not one of ours; using {fallback.sampler}")
-        changes["sampler"] = fallback.sampler
+        try:
+            changes["sampler"], sampler_notes = resolve_sampler(request.sampler)
+            notes.extend(sampler_notes)
+        except ParameterError:
+            notes.append(
+                f"Sampler {request.sampler!r} is not one of ours; using {fallback.sampler}"
+            )
+            changes["sampler"] = fallback.sampler
     for name in ("prompt", "negative_prompt"):
         if not isinstance(getattr(request, name), str):
             changes[name] = getattr(fallback, name)
@@ -535,9 +556,15 @@ def _number(values: dict[str, str], key: str, notes: list[str]) -> float | None:
 def request_from_infotext(values: dict[str, str], fallback: RenderRequest) -> Imported:
     """A request from A1111 infotext fields (`metadata.parse_parameters`), mapped and clamped."""
     notes: list[str] = []
-    sampler = values.get("Sampler", fallback.sampler)
-    if values.get("Schedule type") == "Karras" and f"{sampler} Karras" in SAMPLER_NAMES:
-        sampler = f"{sampler} Karras"  # newer A1111 writes the schedule apart
+    sampler = fallback.sampler
+    if values.get("Sampler"):  # A1111 1.9 writes the schedule apart; never dropped silently
+        try:
+            sampler, sampler_notes = resolve_sampler(values["Sampler"], values.get("Schedule type"))
+            notes.extend(sampler_notes)
+        except ParameterError:
+            notes.append(f"Sampler {values['Sampler']!r} is not one of ours; using {sampler}")
+    elif values.get("Schedule type"):
+        notes.append(f"Schedule type {values['Schedule type']!r} without a sampler is ignored")
     numbers = {
         "steps": _number(values, "Steps", notes),
         "cfg": _number(values, "CFG scale", notes),

@@ -11,7 +11,13 @@ from dataclasses import dataclass, replace
 from PIL import Image, ImageDraw, ImageFont
 
 from studio.core.errors import ParameterError, RenderError
-from studio.core.params import SAMPLER_NAMES, RenderRequest, check_value
+from studio.core.params import (
+    SAMPLER_NAMES,
+    RenderRequest,
+    check_value,
+    resolve_sampler,
+    resolve_seed,
+)
 
 # Parameter name -> (RenderRequest field, value type).
 AXES = {
@@ -45,13 +51,21 @@ def parse_axis(name: str, text: str) -> Axis:
         raise RenderError(f"Give at least one value for {name}, separated by commas.")
     values = []
     for item in raw:
-        if kind is str:
-            if item not in SAMPLER_NAMES:
+        if kind is str:  # A1111's, ComfyUI's and k-diffusion's names too
+            try:
+                sampler, notes = resolve_sampler(item)
+            except ParameterError:
+                sampler, notes = "", []
+            if notes:  # a schedule we lack would make two cells alike
+                raise RenderError(
+                    f"Sampler {item!r} on the {name} axis: {'; '.join(notes)}; write {sampler!r}."
+                )
+            if not sampler:
                 raise RenderError(
                     f"Unknown sampler {item!r} on the {name} axis; use one of "
                     f"{', '.join(SAMPLER_NAMES)}."
                 )
-            values.append(item)
+            values.append(sampler)
             continue
         try:
             value = kind(item)
@@ -60,6 +74,8 @@ def parse_axis(name: str, text: str) -> Axis:
                 f"{item!r} is not a valid {name} value; write numbers separated by commas, "
                 f"like {'3, 7.5, 12' if kind is float else '10, 20, 30'}."
             ) from None
+        if field == "seed":  # -1: a random seed, drawn now (the cell's label shows it)
+            value = resolve_seed(value)
         try:
             check_value(field, value)
         except ParameterError as exc:

@@ -36,7 +36,7 @@ from studio.core.inputs import (
     to_rgb,
 )
 from studio.core.metadata import encode_png, format_parameters
-from studio.core.params import CONTROL_RESIZE, RenderRequest
+from studio.core.params import CONTROL_RESIZE, SAMPLER_NAMES, RenderRequest, a1111_sampler
 from studio.core.targets import STUDIO_TARGET, Target
 from studio.core.version import __version__
 from studio.images.backends.base import ImageBackend, StepCallback
@@ -94,16 +94,26 @@ def request_parameters(
     version: str | None = None,
     loras: Sequence[dict[str, Any]] = (),
     controlnet: dict[str, Any] | None = None,
+    model_hash: str | None = None,
 ) -> str:
     """A request's A1111 infotext, as written into the PNG and shown in the dashboard; `loras`:
     the provenance's LoRA files (name, sha256), for A1111's `Lora hashes` field; `controlnet`:
-    the provenance's ControlNet (its `controlnet` name goes in the `ControlNet 0` field)."""
+    the provenance's ControlNet (its `controlnet` name goes in the `ControlNet 0` field);
+    `model_hash`: the provenance's `model_hash` (A1111's short hash of the checkpoint). The
+    sampler as A1111 1.9 writes it: `Sampler: DPM++ 2M, Schedule type: Karras`."""
+    sampler, schedule = (
+        a1111_sampler(request.sampler)
+        if request.sampler in SAMPLER_NAMES
+        else (request.sampler, "")
+    )
     fields: dict[str, Any] = {
         "Steps": request.steps,
-        "Sampler": request.sampler,
+        "Sampler": sampler,
+        "Schedule type": schedule,
         "CFG scale": float(request.cfg),
         "Seed": request.seed,
         "Size": f"{request.width}x{request.height}",
+        "Model hash": model_hash,
         "Model": model_label,
     }
     if request.mode != "txt2img":
@@ -295,6 +305,7 @@ class ImageService:
             f"series-studio {__version__}",
             provenance.get("loras", ()),
             provenance.get("controlnet"),
+            provenance.get("model_hash"),
         )
         verdict = self.safety.check(image) if self.safety is not None else None
         if verdict is not None:  # in the PNG too, so a rebuilt catalog keeps it

@@ -33,7 +33,7 @@ from studio.catalog.records import PromptRecord
 from studio.core.config import setting
 from studio.core.errors import StudioError, one_line
 from studio.core.inputs import ImageSource, read_image, to_rgb
-from studio.core.metadata import parse_parameters, read_png_metadata
+from studio.core.metadata import infotext_of, parse_parameters
 from studio.core.params import MAX_PROMPT
 from studio.core.targets import PromptSpec, Target
 from studio.library.backends.base import LibraryDB, check_filters
@@ -346,7 +346,7 @@ class Library:
                 item = self.db.item_of_image(stored.cache_key)
                 if item is not None:
                     images.setdefault(item.id, self._image_hit(item, 1.0, "file"))
-        parameters, _ = read_png_metadata(picture)
+        parameters, _ = infotext_of(picture)  # A1111's, ours, ComfyUI's or InvokeAI's
         prompt = parse_parameters(parameters).get("Prompt", "").strip() if parameters else ""
         if prompt:
             used.append("metadata")

@@ -28,6 +28,7 @@ def parameters_text(row: StoredImage) -> str:
         row.model,
         loras=row.provenance.get("loras", ()),
         controlnet=row.provenance.get("controlnet"),
+        model_hash=row.provenance.get("model_hash"),
     )
 
 

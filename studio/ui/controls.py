@@ -6,14 +6,20 @@ controls and the Regenerate panel.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
 import streamlit as st
 
-from studio.core.params import LIMITS, REFERENCE_SCALE, RenderRequest, clamp_request
+from studio.core.params import (
+    LIMITS,
+    RANDOM_SEED,
+    REFERENCE_SCALE,
+    RenderRequest,
+    clamp_request,
+    draw_seed,
+)
 from studio.core.targets import Target
 from studio.ui.errors import guard
 from studio.ui.progress import generate
@@ -76,6 +82,8 @@ def _widget_range(name: str) -> tuple[Any, Any]:
     limit = LIMITS[name]
     if name == "cfg":
         return float(limit.low), float(limit.high)
+    if name == "seed":  # -1: a random seed, as in AUTOMATIC1111
+        return RANDOM_SEED, int(limit.high)
     return int(limit.low), int(limit.high)
 
 
@@ -126,8 +134,17 @@ def render_controls(
             key=f"{prefix}_sampler",
             help="The scheduler that removes the noise; names as in AUTOMATIC1111.",
         )
-    right.number_input("Seed", *_widget_range("seed"), key=f"{prefix}_seed")
+    right.number_input(
+        "Seed",
+        *_widget_range("seed"),
+        key=f"{prefix}_seed",
+        help="-1: a random seed each time, as in AUTOMATIC1111; the seed drawn is recorded with "
+        "the image and shown below.",
+    )
     right.checkbox("Random seed each time", key=f"{prefix}_random")
+    drawn = st.session_state.get(f"{prefix}_drawn_seed")
+    if drawn is not None:
+        right.caption(f"Last random seed drawn: {drawn}")
     if size and can.sizes:
         _size_picker(prefix, can.sizes, left)
     elif size:
@@ -167,9 +184,11 @@ def _size_picker(prefix: str, sizes: Sequence[tuple[int, int]], where: Any) -> N
 
 
 def with_seed_choice(prefix: str, request: RenderRequest) -> RenderRequest:
-    """The request with a fresh random seed if the user asked for one."""
-    if st.session_state.get(f"{prefix}_random"):
-        return replace(request, seed=secrets.randbelow(2**32))
+    """The request with a fresh random seed if the user asked for one (the checkbox, or seed
+    -1); the seed drawn is kept for the controls to show."""
+    if st.session_state.get(f"{prefix}_random") or request.seed == RANDOM_SEED:
+        request = replace(request, seed=draw_seed())
+        st.session_state[f"{prefix}_drawn_seed"] = request.seed
     return request
 
 

@@ -24,7 +24,7 @@ from studio.catalog.store import CATALOG_NAME, Store
 from studio.core.config import Settings, setting
 from studio.core.dataset import Episode, Series
 from studio.core.errors import CatalogError, DatasetError, LLMUnavailableError, StudioError
-from studio.core.params import RenderRequest
+from studio.core.params import RANDOM_SEED, RenderRequest, draw_seed
 from studio.core.targets import Target
 from studio.images.executors import RenderExecutor
 from studio.images.regions import REGION_WORDS
@@ -160,6 +160,7 @@ class Summary:
     prompts: list[tuple[str, PromptSpec]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not failures
     stages: dict[str, float] = field(default_factory=dict)  # llm, render, write -> seconds
+    results: list[ImageResult] = field(default_factory=list)  # made or found, portraits first
 
     def count(self, result: ImageResult) -> None:
         if result.error:
@@ -175,9 +176,17 @@ class Summary:
 
 
 def derive_seed(base: int, target: str, index: int) -> int:
-    """A stable per-image seed from the base seed, so every image's seed is known in advance."""
+    """A stable per-image seed from the base seed, so every image's seed is known in advance; a
+    random one for a base of -1 (RANDOM_SEED; the batch job draws one base seed per run first)."""
+    if base == RANDOM_SEED:
+        return draw_seed()
     digest = hashlib.sha256(f"{base}:{target}:{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+def random_seed_note(seed: int) -> str:
+    """What a run with seed -1 says of the base seed it drew."""
+    return f"Seed -1: this run's base seed was {seed}; --seed {seed} makes the same images again."
 
 
 def _request(settings: Settings, spec: PromptSpec, seed: int) -> RenderRequest:
@@ -671,6 +680,10 @@ def run_job(
     """
     started = time.perf_counter()
     summary = Summary(placeholder=images.backend.placeholder, dry_run=dry_run)
+    drawn = settings.seed == RANDOM_SEED
+    if drawn:  # seed -1: one base seed for the whole run, so its images' seeds are known
+        settings = replace(settings, seed=draw_seed())
+        summary.notes.append(random_seed_note(settings.seed))
     calls_before = llm.calls
     render_before, write_before = images.seconds["render"], images.seconds["write"]
     clip_before = images.seconds["clip"]
@@ -693,6 +706,11 @@ def run_job(
             ),
         )
         summary.stages["llm"] = time.perf_counter() - started
+        if drawn:  # recorded in each image's provenance too (never in a cache key)
+            jobs = [
+                replace(job, provenance={**job.provenance, "base_seed": settings.seed})
+                for job in jobs
+            ]
         log.progress(
             force=True,
             stage="done" if dry_run else "images",
@@ -715,6 +733,7 @@ def run_job(
                 executor=executor,
                 on_count=counted,
             )
+            summary.results = results
             if settings.candidates > 1:
                 choose_covers(results, images, summary)
             summary.stages["render"] = images.seconds["render"] - render_before

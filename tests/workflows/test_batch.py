@@ -45,7 +45,8 @@ def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
         parameters, provenance = read_png_metadata(png)
         parsed = parse_parameters(parameters)
         assert parsed["Prompt"] == row["prompt"]
-        assert parsed["Steps"] == "2" and parsed["Sampler"] == "DPM++ 2M Karras"
+        assert parsed["Steps"] == "2" and parsed["Sampler"] == "DPM++ 2M"  # A1111 1.9's way
+        assert parsed["Schedule type"] == "Karras" and len(parsed["Model hash"]) == 10
         assert parsed["Seed"] == str(row["seed"]) and parsed["Size-1"] == "64"
         assert parsed["Model"] == "demo-v1 (placeholder)"
         assert provenance["placeholder"] is True

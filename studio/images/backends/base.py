@@ -115,6 +115,20 @@ class ImageBackend(Protocol):
         """Model name, kind and revision, as they go into cache keys and provenance."""
         ...
 
+    @property
+    def model_sha256(self) -> str | None:
+        """The sha256 of the model's checkpoint file (a diffusers model: the single file, else
+        its UNet's weights), hashed once per process on first use; None for a hosted model.
+        A1111's /sdapi/v1/sd-models lists it as `sha256`."""
+        ...
+
+    @property
+    def model_hash(self) -> str | None:
+        """A1111's short model hash, the first 10 hex characters of `model_sha256` (the PNGs'
+        `Model hash`, passed to the image service in `provenance` as `model_hash`, never in a
+        cache key); None for a hosted model."""
+        ...
+
     def cache_key(self, request: RenderRequest) -> str: ...
 
     def provenance(self, request: RenderRequest) -> dict[str, Any]: ...

@@ -259,6 +259,15 @@ class OpenAIImagesBackend:
     def identity(self) -> dict[str, str]:
         return {"model": self.model, "kind": "openai", "revision": ""}
 
+    @property
+    def model_hash(self) -> str | None:
+        """None: a hosted model has no checkpoint file to hash."""
+        return None
+
+    @property
+    def model_sha256(self) -> str | None:
+        return None
+
     def sent_fields(self, request: RenderRequest) -> dict[str, Any]:
         """What a request sends to the API, input images named by their sha256."""
         fields: dict[str, Any] = {"size": f"{request.width}x{request.height}"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -135,6 +136,55 @@ def local_revision(folder: Path, files: Sequence[Path] | None = None) -> str:
         stat = path.stat()
         digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
+
+
+# The sha256 of weight files, hashed once per process: (resolved path, size, mtime) -> hex digest.
+_FILE_SHA256: dict[tuple[str, int, int], str] = {}
+_FILE_SHA256_LOCK = threading.Lock()  # one thread hashes a file; the others wait for its digest
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at `path` (a symlink's target), read once per process while its
+    size and modification time stay the same: a multi-GB checkpoint takes seconds."""
+    real = path.resolve()
+    stat = real.stat()
+    key = (str(real), stat.st_size, stat.st_mtime_ns)
+    with _FILE_SHA256_LOCK:
+        if key not in _FILE_SHA256:
+            digest = hashlib.sha256()
+            with real.open("rb") as file:
+                while chunk := file.read(1 << 22):
+                    digest.update(chunk)
+            _FILE_SHA256[key] = digest.hexdigest()
+        return _FILE_SHA256[key]
+
+
+def hashed_weights(model: ImageModel) -> Path | None:
+    """The file A1111's model hash is taken over: a single-file checkpoint itself; else the
+    UNet's weights of the diffusers folder, hub snapshot or demo model (the demo's are built
+    deterministically, so its hash is the same in every process); None when there is none."""
+    if model.kind == "file":
+        return Path(model.source)
+    folder = Path(model.source)
+    if model.kind == "hub" and not folder.is_dir():  # the default model, by id
+        try:
+            folder = hub_snapshot(model.source, DEFAULT_MODEL_FILES, local_only=True)
+        except Exception:
+            return None
+    names = ["diffusion_pytorch_model.safetensors"]
+    if model.variant:
+        names.insert(0, f"diffusion_pytorch_model.{model.variant}.safetensors")
+    return next((folder / "unet" / n for n in names if (folder / "unet" / n).is_file()), None)
+
+
+def weights_sha256(model: ImageModel) -> str | None:
+    """The sha256 of `hashed_weights(model)` (A1111's /sdapi/v1/sd-models `sha256`); its first
+    10 hex characters are A1111's `Model hash`."""
+    path = hashed_weights(model)
+    try:
+        return file_sha256(path) if path is not None else None
+    except OSError:  # not on this machine (rendered elsewhere), unreadable: no hash, no failure
+        return None
 
 
 def load_tokenizer(model: ImageModel) -> CLIPTokenizer:

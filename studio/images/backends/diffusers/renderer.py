@@ -85,6 +85,7 @@ from studio.images.backends.diffusers.models import (
     load_pipeline,
     load_tokenizer,
     pick_device,
+    weights_sha256,
 )
 from studio.images.backends.diffusers.schedulers import make_scheduler, scheduler_config_of
 from studio.images.backends.diffusers.step_cache import apply_step_cache
@@ -336,6 +337,16 @@ class Renderer:
     def identity(self) -> dict[str, str]:
         return self.model.identity()
 
+    @property
+    def model_sha256(self) -> str | None:
+        """The sha256 of the checkpoint (`models.hashed_weights`), hashed on first use."""
+        return weights_sha256(self.model)
+
+    @property
+    def model_hash(self) -> str | None:
+        """A1111's `Model hash`: the first 10 hex characters of `model_sha256`."""
+        return (self.model_sha256 or "")[:10] or None
+
     def count_tokens(self, text: str) -> int:
         return count_tokens(self.tokenizer, text)
 
@@ -457,6 +468,7 @@ class Renderer:
             "pipeline": request.mode,
             "placeholder": self.model.placeholder,
             "device": self.device,
+            "model_hash": self.model_hash,  # in the PNG's infotext only, never in a cache key
             "dtype": str(self.dtype).removeprefix("torch."),
             "scheduler": json_safe(
                 scheduler_config_of(request.sampler, self._scheduler_config(request.mode))
