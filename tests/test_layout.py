@@ -4,9 +4,10 @@ one, torch and streamlit fenced into their folders, no module over 800 lines, at
 flat at the top of `studio/`.
 
 The layers, lowest first (a package may import its own modules and any lower layer; `writing`
-and `images` are peers and do not import each other, nor do `ui` and `cli`):
+and `images` are peers and do not import each other, nor do `ui` and `server`):
 
-    core -> catalog -> llm -> writing | images -> vision -> library -> workflows -> api -> ui | cli
+    core -> catalog -> llm -> writing | images -> vision -> library -> workflows -> api
+        -> ui | server -> cli
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ LAYERS = {
     "workflows": 6,
     "api": 7,
     "ui": 8,
-    "cli": 8,
-    "errors": 9,  # studio.errors: the public re-export of core.errors for users' scripts
+    "server": 8,
+    "cli": 9,
+    "errors": 10,  # studio.errors: the public re-export of core.errors for users' scripts
 }
 HEAVY = ("torch", "diffusers", "transformers", "compel", "peft", "accelerate")
 HEAVY_HOME = "studio.images.backends.diffusers"

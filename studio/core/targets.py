@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 TARGET_KINDS = (
     "episode", "season", "character", "reality", "storyboard", "revision", "studio", "campaign",
     "idea",  # prompts the prompt library's Improve wrote from a person's idea, and their images
+    "api",  # images HTTP clients asked for (style: the API, "A1111" or "OpenAI")
 )  # fmt: skip
 
 

@@ -228,8 +228,8 @@ def test_a_schedule_we_do_not_have_is_said_not_dropped():
     sampler, notes = resolve_sampler("DPM++ 2M", "Exponential")
     assert sampler == "DPM++ 2M"
     assert notes == [
-        "Schedule type 'Exponential' is not one of ours (Automatic, Karras, Normal); using DPM++ 2M's "
-        "default"
+        "Schedule type 'Exponential' is not one of ours (Automatic, Karras, Normal); using "
+        "DPM++ 2M's default"
     ]
     sampler, notes = resolve_sampler("DPM++ 2M SDE Exponential")
     assert sampler == "DPM++ 2M SDE" and "'Exponential' is not one of ours" in notes[0]
