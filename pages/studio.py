@@ -387,6 +387,15 @@ def mode_options(mode: str, strength: bool) -> dict:
                 "Mask image, the init image's size", type=IMAGE_TYPES, key="st_mask_upload"
             )
             options["mask"] = None if upload is None else upload.getvalue()
+        if st.checkbox(
+            "Inpaint only the masked area",
+            key="st_only_masked",
+            help="A1111's \"Only masked\": the mask's area, with some context, is inpainted at the "
+            "image's full size and pasted back, so small details get every pixel.",
+        ):
+            options["inpaint_padding"] = st.slider(
+                "Context around the mask (pixels)", 0, 256, 32, step=8, key="st_mask_padding"
+            )
     if mode == "outpaint":
         sides = st.multiselect(
             "Extend to the", OUTPAINT_SIDES, default=["right"], key="st_outpaint_sides"
@@ -485,6 +494,7 @@ def generate_mode(mode: str, values, source, mask, options: dict, guide: dict | 
             strength=options.get("strength"),
             outpaint=options.get("outpaint"),
             seed=values.seed,
+            inpaint_padding=options.get("inpaint_padding"),
             **fields,
         )
         made = ui.generate(with_guide(request, guide))

@@ -89,6 +89,7 @@ class ImageRecord:
     control_start: float | None = None
     control_end: float | None = None
     control_resize: str | None = None  # how a control picture of another shape was fitted
+    inpaint_padding: int | None = None  # inpainted only around the mask, with this context
 
     @classmethod
     def of(
@@ -260,6 +261,7 @@ def record_from_png(path: Path) -> ImageRecord | None:
             control_start=request.get("control_start"),
             control_end=request.get("control_end"),
             control_resize=request.get("control_resize"),
+            inpaint_padding=request.get("inpaint_padding"),
         )
     except (OSError, SyntaxError, KeyError, ValueError, TypeError, AttributeError):
         return None

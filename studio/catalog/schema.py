@@ -256,6 +256,12 @@ def _add_several_references(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_inpaint_padding(db: sqlite3.Connection) -> None:
+    # Inpainting only the masked area (A1111's "Only masked") with this many pixels of context;
+    # NULL: the whole picture.
+    _run_script(db, "ALTER TABLE images ADD COLUMN inpaint_padding INTEGER")
+
+
 def _add_clip_scores(db: sqlite3.Connection) -> None:
     # CLIP's cosine between an image and a text, once per image, CLIP model, kind and text
     # (studio.vision.checks): kind "prompt" (the image's own prompt), "failure" (the failure-mode
@@ -338,4 +344,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("012_controlnet", _add_controlnet),
     ("013_control_resize", _add_control_resize),
     ("014_several_references", _add_several_references),
+    ("015_inpaint_padding", _add_inpaint_padding),
 ]

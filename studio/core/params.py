@@ -203,6 +203,10 @@ class RenderRequest:
     control_start: float | None = None
     control_end: float | None = None
     control_resize: str | None = None
+    # Inpaint only the masked area (A1111's "Only masked"): the mask's bounding box with this many
+    # pixels of context around it, widened to the image's shape, is inpainted at the request's
+    # size and pasted back under the mask; None inpaints the whole picture at its size.
+    inpaint_padding: int | None = None
 
     @property
     def weighted(self) -> bool:
@@ -436,6 +440,25 @@ class RenderRequest:
                 )
         elif self.outpaint is not None:
             raise ParameterError(f"Mode {self.mode} takes no outpaint amounts.")
+        padding = self.inpaint_padding
+        if padding is not None:
+            if self.mode != "inpaint":
+                raise ParameterError(f"Mode {self.mode} takes no `inpaint_padding`; inpaint does.")
+            if (
+                not isinstance(padding, int)
+                or isinstance(padding, bool)
+                or not 0 <= padding <= 2048
+            ):
+                raise ParameterError(
+                    f"`inpaint_padding` has to be a whole number of pixels from 0 to 2048 but is "
+                    f"{padding!r}."
+                )
+            if self.control_image is not None or self.reference_masks:
+                raise ParameterError(
+                    "Inpainting only the masked area (`inpaint_padding`) takes no control image or "
+                    "reference regions, which are drawn for the whole picture; inpaint the whole "
+                    "picture instead."
+                )
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that go into a cache key: the mode's fields only where they are set, so
@@ -460,6 +483,8 @@ class RenderRequest:
                 values.pop(name)
         else:  # the control image's sha256 already names what the resize made
             values.pop("control_resize")
+        if self.inpaint_padding is None:  # and keys from before "only masked" inpainting
+            values.pop("inpaint_padding")
         return values
 
 

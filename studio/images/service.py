@@ -119,6 +119,9 @@ def request_parameters(
     if request.mode != "txt2img":
         fields["Denoising strength"] = request.strength
         fields["Mode"] = request.mode
+    if request.inpaint_padding is not None:  # as A1111 writes "Only masked"
+        fields["Inpaint area"] = "Only masked"
+        fields["Masked area padding"] = request.inpaint_padding
     if request.outpaint:
         fields["Outpaint"] = " ".join(
             f"{side}:{amount}" for side, amount in zip(("left", "right", "up", "down"),

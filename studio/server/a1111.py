@@ -241,11 +241,13 @@ def _img2img_inputs(body: Img2Img) -> tuple[dict[str, Any], list[str]]:
                 f"{given.width}x{given.height}; send a mask of the init image's size."
             )
         inputs.update(mode="inpaint", mask=_mask(_fit(_as_mask(mask), size, resize), body))
-        if body.inpaint_full_res:
-            notes.append(
-                "inpaint_full_res (only masked) is not available here: the whole picture was "
-                "inpainted at its size, keeping every pixel outside the mask"
-            )
+        if body.inpaint_full_res:  # "only masked": the mask's area at the full size, pasted back
+            if body.inpaint_full_res_padding < 0:
+                raise ParameterError(
+                    f"`inpaint_full_res_padding` has to be 0 or more but is "
+                    f"{body.inpaint_full_res_padding}."
+                )
+            inputs["inpaint_padding"] = body.inpaint_full_res_padding
         if body.inpainting_fill != 1 and strength < 1:
             notes.append(
                 "inpainting_fill: the masked area starts from the original picture (A1111's 1)"

@@ -70,7 +70,14 @@ def test_img2img_and_inpaint_keep_every_pixel_outside_the_mask(webui, picture, s
     keep = np.asarray(square_mask) == 0
     assert np.array_equal(before[keep], after[keep])
     assert not np.array_equal(before[~keep], after[~keep])
-    assert any("inpaint_full_res" in note for note in painted.info["notes"])  # said, not dropped
+    fields = parse_parameters(painted.image.info["parameters"])  # webuiapi's default: only masked
+    assert fields["Inpaint area"] == "Only masked" and fields["Masked area padding"] == "0"
+    whole = webui.img2img(
+        images=[picture], mask_image=square_mask, prompt="a green square", width=64, height=64,
+        seed=2, denoising_strength=1.0, mask_blur=0, inpaint_full_res=False,
+    )  # fmt: skip
+    assert "Inpaint area" not in whole.image.info["parameters"]
+    assert np.array_equal(before[keep], np.asarray(whole.image.convert("RGB"))[keep])
     inverted = webui.img2img(
         images=[picture], mask_image=square_mask, prompt="a green square", width=64, height=64,
         seed=2, denoising_strength=1.0, mask_blur=0, inpainting_mask_invert=1,

@@ -78,6 +78,13 @@ def test_inpaint_with_an_uploaded_mask(app_env):  # noqa: F811
     assert row.init_image and row.mask_image
     mask = Store(app_env).input_image(row.mask_image)
     assert mask.getpixel((32, 32)) == 255 and mask.getpixel((2, 2)) == 0
+    assert row.inpaint_padding is None  # the whole picture, unless asked
+    at.checkbox(key="st_only_masked").check().run()
+    at.slider(key="st_mask_padding").set_value(16)
+    generate(at.run())
+    assert not at.error, [e.value for e in at.error]
+    paddings = {image.inpaint_padding for image in Store(app_env).images()}
+    assert paddings == {None, 16}
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ the request's sampler. How sizes relate to the init image, per mode:
   prompt may be empty (the image service fills in the init image's prompt where it knows it).
 - inpaint: the init image's size (the request's `width` and `height` must equal it, and the mask's
   size too). White in the mask is repainted, black kept: the result is composited so that every
-  black pixel is exactly the init image's.
+  black pixel is exactly the init image's. With `inpaint_padding`, only the mask's area is
+  inpainted, at the request's size, and pasted back (`studio.images.inpaint_area`).
 - outpaint: the request's `width` and `height` are the *output* size, which must be the init
   image's size plus `outpaint` = (left, right, up, down) pixels (`outpaint_size`). The init image is
   pasted onto that canvas, the new area filled by repeating the edge pixels and masked white; the
@@ -90,6 +91,7 @@ from studio.images.backends.diffusers.models import (
 from studio.images.backends.diffusers.schedulers import make_scheduler, scheduler_config_of
 from studio.images.backends.diffusers.step_cache import apply_step_cache
 from studio.images.backends.diffusers.weights import resolve_controlnet
+from studio.images.inpaint_area import Box, masked_area, paste_area
 from studio.images.loras import LoraFile, LoraFolder
 from studio.images.outpaint import OUTPAINT_BLUR, OUTPAINT_SEAM, outpaint_canvas
 
@@ -128,6 +130,7 @@ class _Inputs:
     more_references: tuple[Image.Image, ...] = ()  # the references after the first (RGB)
     reference_masks: tuple[Image.Image, ...] = ()  # one region per reference (L, white = in it)
     control: Image.Image | None = None  # the ControlNet's control image (RGB)
+    whole: tuple[Image.Image, Image.Image, Box] | None = None  # only masked: picture, mask, area
 
 
 def _resolve(inputs: InputResolver | None, sha: str, what: str) -> Image.Image:
@@ -674,6 +677,9 @@ class Renderer:
         assert request.mask_image is not None
         mask = _resolve(inputs, request.mask_image, "mask")
         check_mask_size(mask, init)
+        if request.inpaint_padding is not None:  # only the masked area, at the request's size
+            area, area_mask, box = masked_area(init, mask, request.inpaint_padding)
+            return _Inputs(area, area_mask, area_mask, whole=(init, mask, box))
         return _Inputs(init, mask, mask)
 
     def mode_pipeline(
@@ -786,7 +792,9 @@ class Renderer:
             ) from exc
         images = list(result.images)[:count]  # the padding's images are dropped
         prepared = prepared[:count]
-        return [
+        images = [
             image if p.blend is None else Image.composite(image, p.image, p.blend)
             for image, p in zip(images, prepared, strict=True)
         ]
+        return [image if p.whole is None else paste_area(image, *p.whole)
+                for image, p in zip(images, prepared, strict=True)]  # fmt: skip
