@@ -3,7 +3,9 @@
 Run: `python bench/bench_dataprep.py [--episodes 3] [--image-model demo] [--steps 25]`.
 It runs dataprep.py three times in a fresh temporary folder on the first N sample episodes:
 prompts only (the configured LLM, the embedded one by default), then the images, then the rerun
-with nothing changed, and prints the figures.
+with nothing changed, and prints the figures, then the prompt quality check of the run's prompts
+(`studio.writing.quality`, as dataprep.py prints it). `--data` runs another series (its first
+season's first N episodes).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--image-model", default="demo")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--size", default="512x512")
+    parser.add_argument("--data", help="another series (default: the bundled sample)")
     args = parser.parse_args()
     ids = ",".join(f"S1E{n}" for n in range(1, args.episodes + 1))
     with tempfile.TemporaryDirectory() as out:
@@ -49,10 +52,14 @@ def main() -> None:
             str(args.steps),
             "--size",
             args.size,
+            *(["--data", args.data] if args.data else []),
         ]
         prompts_s, _ = run([*common, "--dry-run"])  # the LLM's share of a first run
         images_s, images_log = run(common)  # the renders' share (prompts now cached)
         second_s, second_log = run(common)  # the rerun with nothing changed
+    lines = images_log.splitlines()
+    start = next((n for n, line in enumerate(lines) if line.startswith("Prompt quality")), None)
+    quality = [] if start is None else lines[start:]
     first_s = prompts_s + images_s
     rendered = int(re.search(r"Images:\s+(\d+) rendered", images_log).group(1))
     assert "0 LLM calls" in second_log and "Images:  0 rendered" in second_log, second_log
@@ -66,6 +73,8 @@ def main() -> None:
         f"full first run: {first_s:.1f} s; cached rerun: {second_s:.1f} s "
         f"= {second_s / first_s:.1%} of the first"
     )
+    for line in quality:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def look_editor(studio, name: str, prefix: str) -> None:
         record.descriptor,
         key=f"{version_prefix}_descriptor",
         height=80,
-        help=f"Comma-separated looks (who, face, hair, clothing, palette), at most "
+        help=f"The look in English, as the image model reads it (whatever the language of the "
+        f"description): comma-separated looks (who, face, hair, clothing, palette), at most "
         f"{DESCRIPTOR_TOKENS} CLIP tokens: two people and a scene fit in one prompt.",
     )
     portrait = st.text_area(
@@ -231,6 +232,7 @@ def character_sheet(series, studio, name: str) -> None:
     prefix = f"ch_{ui.widget_id(name)}"
     character = series.characters.get(name)
     if character is not None and character.description:
+        st.caption("Description, as the series data gives it:")
         st.write(character.description)
     note = note_for(series, name)
     if note:

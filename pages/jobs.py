@@ -77,6 +77,46 @@ def history(jobs) -> None:
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
+CHECK_NAMES = {
+    "clip_window": "Over CLIP's 77 tokens",
+    "cut_words": "Cut words",
+    "non_english": "Non-English words",
+    "missing_descriptors": "Missing descriptors",
+    "lost_items": "Items lost from a look",
+    "storyboard_duplicates": "Repeated storyboard moments",
+    "modern_words": "Modern words",
+    "duplicate_prompts": "Duplicate prompts",
+    "style_overlap": "Overlapping styles",
+}
+
+
+def quality_view(studio) -> None:
+    """The scored check of the catalog's prompts: a count per check, then the findings."""
+    st.subheader("Prompt quality")
+    report = studio.prompt_quality()
+    st.caption(
+        f"{report.prompts} prompts and {report.looks} looks in the catalog, checked for what the "
+        "image model would waste or get wrong (no model is asked)."
+    )
+    counts = report.counts
+    columns = st.columns(3)
+    for number, (check, name) in enumerate(CHECK_NAMES.items()):
+        columns[number % 3].metric(name, counts[check])
+    if report.findings:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"Check": CHECK_NAMES[f.check], "Where": f.label, "What": f.detail}
+                    for f in report.findings
+                ]  # fmt: skip
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+    else:
+        st.success("Nothing found.")
+
+
 def jobs_view(studio) -> None:
     jobs = studio.batch_jobs()
     if not jobs:
@@ -104,3 +144,6 @@ if studio is not None:
         st.fragment(run_every=REFRESH_SECONDS)(jobs_view)(studio)
     else:
         jobs_view(studio)
+    if newest:
+        with ui.guard("Checking the prompts"):
+            quality_view(studio)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from studio.llm.base import ChatBackend
     from studio.llm.client import LLM
     from studio.vision.checks import ClipChecks, ClipReport, LabelScore
+    from studio.writing.quality import QualityReport
     from studio.writing.storyboards import Storyboard
 
 DEFAULT_STRENGTH = {"img2img": 0.6, "inpaint": 1.0, "variation": 0.35}
@@ -412,6 +413,14 @@ class Studio:
         from studio.catalog.job_log import recent_jobs
 
         return recent_jobs(self.store, limit)
+
+    def prompt_quality(self) -> QualityReport:
+        """The scored check of the catalog's prompts, looks and storyboards (no model work):
+        over CLIP's window, cut words, non-English words, missing descriptors, lost items,
+        repeated moments, modern words in a period series, duplicates, overlapping styles."""
+        from studio.writing.quality import check_catalog
+
+        return check_catalog(self.store, self.series, self.backend.count_tokens)
 
     # The cast ---------------------------------------------------------------------------------
 

@@ -283,6 +283,10 @@ def _print_summary(summary, settings, issues: list) -> None:
         )
     for note in summary.notes:
         say(f"Note: {note}")
+    if summary.repairs:
+        say(f"Repaired LLM answers: {len(summary.repairs)} (non-English words in prompt fields).")
+        for repair in summary.repairs[:10]:
+            say(f"  - {repair}")
     skipped = sum(issue.skipped for issue in issues)
     if skipped:
         say(f"Skipped rows in the series data: {skipped} (listed above).")
@@ -406,6 +410,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from studio.images.executors import open_executor
     from studio.llm.choice import default_concurrency
     from studio.workflows.estimate import estimate_work
+    from studio.writing.quality import check_catalog
 
     with Studio(settings, on_status=lambda line: tqdm.write(line, file=sys.stderr)) as studio:
         backend = studio.backend
@@ -445,5 +450,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 executor.close()
         if not args.dry_run:
             index_library(studio, summary)
+        quality = check_catalog(studio.store, series, backend.count_tokens)  # the mapped series
     _print_summary(summary, settings, issues)
+    for line in quality.lines(limit=10):
+        print(line, file=sys.stderr)
     return 1 if summary.failed else 0

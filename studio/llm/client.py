@@ -40,6 +40,7 @@ class JSONAnswer:
     data: dict[str, Any]
     key: str  # the cache key, which also identifies the prompt record
     cached: bool
+    repairs: tuple[str, ...] = ()  # what the writing layer fixed in it, for the run's report
 
     @property
     def text(self) -> str:

@@ -161,6 +161,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)  # worth knowing, not failures
     stages: dict[str, float] = field(default_factory=dict)  # llm, render, write -> seconds
     results: list[ImageResult] = field(default_factory=list)  # made or found, portraits first
+    repairs: list[str] = field(default_factory=list)  # LLM answers fixed (English), and how
 
     def count(self, result: ImageResult) -> None:
         if result.error:
@@ -429,6 +430,7 @@ def write_prompts(
                 continue
             if look.note:
                 summary.notes.append(f"{task.name}: {look.note}")
+            summary.repairs += [f"{task.name}: {repair}" for repair in look.repairs]
             summary.prompts_cached += look.cached
             summary.prompts_written += not look.cached
             record = save_look(store, look)
@@ -444,6 +446,8 @@ def write_prompts(
         if isinstance(answer, StudioError):
             summary.failed.append(f"{task.name}: {answer}")
             continue
+        fixed = answer.repairs if task.kind == "episode" else answer.styles.repairs
+        summary.repairs += [f"{task.name}: {repair}" for repair in fixed]
         if task.kind == "episode":
             result = episode_prompt(series, answer, count, looks)
             save_episode_prompt(store, task.item, result, llm.model)

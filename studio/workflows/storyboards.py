@@ -42,10 +42,17 @@ def storyboard(
         **({"style": style} if style else {}),
     )  # fmt: skip
     studio.store.add_prompts(moment_records(chosen, board, studio.llm.model))
-    seed = derive_seed(studio.settings.seed, f"{chosen.id}:storyboard", 0)
+    # One seed, so the strip reads as one piece; a moment whose prompt still equals an earlier
+    # one's (write_storyboard rewrites repeats) takes its own seed: never two moments, one image.
+    seen: set[str] = set()
+    seeds = []
+    for index, m in enumerate(board.moments):
+        repeat = m.spec.prompt in seen
+        seen.add(m.spec.prompt)
+        seeds.append(derive_seed(studio.settings.seed, f"{chosen.id}:storyboard", index * repeat))
     jobs = [
         ImageTask(
-            settings_request(studio.settings, m.spec.prompt, m.spec.negative_prompt, seed),
+            settings_request(studio.settings, m.spec.prompt, m.spec.negative_prompt, seeds[index]),
             Target("storyboard", season, episode),
             index,
             {

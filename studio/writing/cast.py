@@ -11,6 +11,7 @@ Characters that were never written get their data's description, shortened, with
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,15 +20,19 @@ from studio.catalog.store import Store
 from studio.core.dataset import Series
 from studio.core.errors import DatasetError, StudioError
 from studio.core.params import CLIP_WINDOW
-from studio.llm.client import LLM
+from studio.llm.client import LLM, JSONAnswer
+from studio.writing.english import english_answer
+from studio.writing.language import ITEMS, described_items, foreign_words
 from studio.writing.prompting import (
     TokenCounter,
+    cast_names,
     data_block,
     fit_parts,
     fit_text,
     load_template,
     split_phrases,
 )
+from studio.writing.quality import DANGLING, lost_items
 
 LOOK_ORDER = ("person", "face", "hair", "clothing", "palette")
 LOOK_DROP = ("palette", "hair", "face", "clothing")  # the person phrase always stays
@@ -62,14 +67,13 @@ class CharacterLook:
     cached: bool = False
     answers: dict[str, str] | None = None  # LLM cache key -> answer, kept in PNGs for recovery
     note: str = ""
+    repairs: tuple[str, ...] = ()  # what was fixed in the LLM's answer (English), for the report
 
 
 def check_name(series: Series, name: str) -> str:
     """`name` as the series spells it; a clear error when no table or episode has it."""
     name = " ".join(str(name).split())
-    known = list(
-        dict.fromkeys([*series.characters, *(n for e in series.episodes for n in e.characters)])
-    )
+    known = cast_names(series)
     if name in known:
         return name
     folded = {n.casefold(): n for n in known}
@@ -118,11 +122,25 @@ def note_for(series: Series, name: str) -> str:
     return ""
 
 
-def _short_phrase(phrase: str, words: int = 8) -> str:
-    """A phrase's first clause, at most `words` words: "dark frock coat or a dressing gown with
-    a pipe" -> "dark frock coat"."""
-    first = re.split(r"\s+(?:or|with|and|while|holding|carrying)\s+", phrase, maxsplit=1)[0]
-    return " ".join(first.split()[:words])
+def _short_phrase(phrase: str, words: int = 8, keep: Sequence[str] = ()) -> str:
+    """A phrase's first clause, at most `words` words, never ending on a dangling word: "dark
+    frock coat or a dressing gown with a pipe" -> "dark frock coat"; with `keep` ("pipe"), the
+    clauses that name a kept item stay too: "dark frock coat, a pipe"."""
+    clauses = re.split(r"\s+(?:or|with|and|while|holding|carrying)\s+", phrase)
+    chosen = [clauses[0], *(c for c in clauses[1:] if _names_any(c, keep))]
+    return ", ".join(_whole(" ".join(c.split()[:words])) for c in chosen if c.strip())
+
+
+def _whole(text: str) -> str:
+    """`text` without the words a cut leaves dangling at its end ("in a bun on the")."""
+    words = text.split()
+    while len(words) > 1 and words[-1].lower() in DANGLING:
+        words.pop()
+    return " ".join(words)
+
+
+def _names_any(text: str, words: Sequence[str]) -> bool:
+    return any(re.search(rf"(?i)\b{re.escape(word)}s?\b", text) for word in words)
 
 
 _LABEL = re.compile(r"^\s*[a-z][a-z ]{0,20}:\s*", re.IGNORECASE)
@@ -144,24 +162,48 @@ def clean_field(text: str, name: str) -> str:
     return ", ".join(kept.values())
 
 
-def fit_descriptor(parts: dict[str, str], count: TokenCounter) -> str:
+def fit_descriptor(parts: dict[str, str], count: TokenCounter, keep: Sequence[str] = ()) -> str:
     """The look's phrases in LOOK_ORDER, each cut to its first clause, within DESCRIPTOR_TOKENS:
-    first every field's extra phrases go, then whole fields (in LOOK_DROP order)."""
+    first every field's extra phrases go, then whole fields (in LOOK_DROP order). Phrases that
+    name a `keep` item (the description's raincoat, ring) go last. A lone colour of the palette
+    becomes "<colour> tones", so that it never reads as a cut word."""
     phrases = {
-        name: [p for p in (_short_phrase(x) for x in split_phrases(parts.get(name, ""))) if p]
+        name: [
+            p
+            for x in split_phrases(parts.get(name, ""))
+            for p in split_phrases(_short_phrase(x, keep=keep))
+        ]
         for name in LOOK_ORDER
     }
+    phrases["palette"] = [f"{p} tones" if len(p.split()) == 1 else p for p in phrases["palette"]]
+    seen: set[str] = set()
+    for name in LOOK_ORDER:  # a phrase once, in its first field
+        phrases[name] = [p for p in phrases[name] if not (p.lower() in seen or seen.add(p.lower()))]
 
     def joined() -> str:
         return ", ".join(p for name in LOOK_ORDER for p in phrases[name])
 
+    def droppable(name: str, least: int) -> int | None:
+        """The index of `name`'s last phrase that names no kept item, if it has over `least`."""
+        if len(phrases[name]) <= least:
+            return None
+        free = [i for i, p in enumerate(phrases[name]) if not _names_any(p, keep)]
+        return free[-1] if free else None
+
     text = joined()
     while count(text) > DESCRIPTOR_TOKENS:
-        victim = next((n for n in LOOK_DROP if len(phrases[n]) > 1), None)
-        victim = victim or next((n for n in LOOK_DROP if phrases[n]), None)
+        victim = next(
+            (
+                (n, i)
+                for least in (1, 0)
+                for n in LOOK_DROP
+                if (i := droppable(n, least)) is not None
+            ),
+            None,
+        )
         if victim is None:
             return fit_text(text, count, DESCRIPTOR_TOKENS)
-        phrases[victim].pop()
+        phrases[victim[0]].pop(victim[1])
         text = joined()
     return text
 
@@ -188,8 +230,22 @@ def write_look(
         series_title=series.title, character_json=data_block(character_data(series, name))
     )
     answer = llm.generate_json(messages, CHARACTER_SCHEMA, max_tokens=300, refresh=refresh)
+    answer = english_answer(llm, answer, LOOK_FIELDS, cast_names(series), refresh)[0]
     parts = {key: clean_field(str(value), name) for key, value in answer.data.items()}
-    descriptor = fit_descriptor(parts, count)
+    description = series.characters[name].description if name in series.characters else ""
+    answers = {answer.key: answer.text}
+    repairs = list(answer.repairs)
+    if lost := lost_items(description, ", ".join(parts.values())):  # the LLM left them out
+        kept = keep_items(llm, series, name, description, parts, lost, refresh)
+        parts["clothing"] = clean_field(str(kept.data["clothing"]), name)
+        answers[kept.key] = kept.text
+        repairs += [*kept.repairs, f"kept {', '.join(lost)} from the description"]
+        if still := lost_items(description, ", ".join(parts.values())):  # named, at the least
+            parts["clothing"] = ", ".join([*split_phrases(parts["clothing"]),
+                                           *(ITEMS[item][0][0] for item in still)])  # fmt: skip
+            repairs.append(f"added {', '.join(still)}, which the rewrite left out too")
+    keep = [ITEMS[item][0][0] for item in described_items(description)]
+    descriptor = fit_descriptor(parts, count, keep)
     return CharacterLook(
         name=name,
         descriptor=descriptor,
@@ -197,9 +253,35 @@ def write_look(
         source="llm",
         key=answer.key,
         cached=answer.cached,
-        answers={answer.key: answer.text},
+        answers=answers,
         note=note_for(series, name),
+        repairs=tuple(repairs),
     )
+
+
+def keep_items(
+    llm: LLM,
+    series: Series,
+    name: str,
+    description: str,
+    parts: dict[str, str],
+    items: Sequence[str],
+    refresh: bool = False,
+) -> JSONAnswer:
+    """The clothing field written again with the `items` the description names and the look
+    left out (`look_items.md`), in English."""
+    data = {"description": description, "look": {k: parts.get(k, "") for k in LOOK_ORDER}}
+    messages = load_template("look_items.md").messages(
+        items=", ".join(items), look_json=data_block(data)
+    )
+    schema = {
+        "type": "object",
+        "properties": {"clothing": _WORDS},
+        "required": ["clothing"],
+        "additionalProperties": False,
+    }
+    answer = llm.generate_json(messages, schema, max_tokens=80, refresh=refresh)
+    return english_answer(llm, answer, ["clothing"], cast_names(series), refresh)[0]
 
 
 def described_look(series: Series, name: str, count: TokenCounter) -> str:
@@ -207,6 +289,8 @@ def described_look(series: Series, name: str, count: TokenCounter) -> str:
     character = series.characters.get(name)
     if character is None or not character.description:
         return ""
+    if foreign_words(character.description, cast_names(series)):
+        return ""  # another language: no use to the image model until the LLM writes the look
     first = _sentences(character.description)[0].rstrip(".")
     return fit_text(re.sub(r"\s+(with|and|who|wearing)\s+", ", ", first), count, DESCRIPTOR_TOKENS)
 

@@ -9,23 +9,29 @@ the image model's own tokenizer, by dropping its least important phrases first.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from string import Template as StringTemplate
 from typing import Any
 
-from studio.core.config import resource_dir
 from studio.core.dataset import Episode, Series
 from studio.core.params import CLIP_WINDOW
 from studio.core.prompt_syntax import as_plain_text
 from studio.core.targets import PromptSpec
 from studio.llm.client import LLM, JSONAnswer
+from studio.writing.english import english_answer, english_nested
+from studio.writing.language import overlap
+from studio.writing.templates import (  # noqa: F401 - importable from here too
+    PROMPTS_DIR,
+    Template,
+    base_negative,
+    data_block,
+    load_styles,
+    load_template,
+    templates_hash,
+)
 
-PROMPTS_DIR = resource_dir("prompts")
 TokenCounter = Callable[[str], int]
 
 # The parts of an image prompt, in the order they are written...
@@ -33,6 +39,8 @@ PART_ORDER = ("subject", "setting", "details", "lighting", "composition", "style
 # ...and the order in which phrases are dropped when the prompt is too long for CLIP ("cast":
 # the descriptors of the people in the picture, the least important first).
 DROP_ORDER = ("details", "composition", "cast", "lighting", "setting", "style", "subject")
+# A season's styles keep their own light and camera longest: they are what sets them apart.
+SEASON_DROP_ORDER = ("details", "cast", "setting", "composition", "lighting", "style", "subject")
 SHORT_TEXT = {"type": "string", "minLength": 2, "maxLength": 160}  # schema of a short LLM phrase
 
 EPISODE_SCHEMA: dict[str, Any] = {
@@ -68,12 +76,19 @@ def episode_schema(names: Sequence[str]) -> dict[str, Any]:
 
 
 def picture_cast(
-    series: Series, names: Sequence[str], looks: Mapping[str, str], season: int | None = None
+    series: Series,
+    names: Sequence[str],
+    looks: Mapping[str, str],
+    season: int | None = None,
+    texts: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """(name, descriptor) of the `names` that have a descriptor in `looks`, each once, the most
-    important first (`Series.ranked_characters`)."""
+    important first (`Series.ranked_characters`). A character the LLM named in `texts` (its
+    subject, setting...) although it did not list them is in the picture too: their descriptor
+    is written in, since the image model does not know the name."""
     rank = {name: i for i, name in enumerate(series.ranked_characters(season))}
-    chosen = [n for n in dict.fromkeys(names) if looks.get(n, "").strip()]
+    named = [n for n in looks if any(re.search(rf"\b{re.escape(n)}\b", t) for t in texts)]
+    chosen = [n for n in dict.fromkeys([*names, *named]) if looks.get(n, "").strip()]
     return [(n, looks[n]) for n in sorted(chosen, key=lambda n: rank.get(n, len(rank)))]
 
 
@@ -104,50 +119,9 @@ SELF_ASK_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-_STYLE_PARTS = ("subject", "setting", "details", "lighting", "composition")
-
-
-@dataclass(frozen=True)
-class Template:
-    name: str
-    text: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
-
-    def messages(self, **values: str) -> list[dict[str, str]]:
-        """The chat messages, with `values` substituted; a missing value is an error."""
-        sections = re.split(r"^## (system|user)\s*$", self.text, flags=re.MULTILINE)
-        messages = []
-        for role, body in zip(sections[1::2], sections[2::2], strict=True):
-            messages.append(
-                {"role": role, "content": StringTemplate(body.strip()).substitute(values)}
-            )
-        return messages
-
-
-@cache
-def load_template(name: str) -> Template:
-    return Template(name, (PROMPTS_DIR / name).read_text(encoding="utf-8"))
-
-
-@cache
-def load_styles() -> dict[str, dict[str, str]]:
-    """The 5 season styles: key -> {name, style, negative}."""
-    return json.loads((PROMPTS_DIR / "styles.json").read_text(encoding="utf-8"))
-
-
-@cache
-def base_negative() -> str:
-    return (PROMPTS_DIR / "negative_base.txt").read_text(encoding="utf-8").strip()
-
-
-def templates_hash(*names: str) -> str:
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(load_template(name).sha256.encode())
-    return digest.hexdigest()
+# What the LLM writes for each style; the style's own medium, palette, light and camera come from
+# styles.json, so five styles never share more than their subject and setting.
+_STYLE_PARTS = ("subject", "setting", "details")
 
 
 def split_phrases(text: str) -> list[str]:
@@ -171,8 +145,9 @@ def fit_parts(
     count: TokenCounter,
     limit: int = CLIP_WINDOW,
     cast: Sequence[str] = (),
+    drop_order: Sequence[str] = DROP_ORDER,
 ) -> str:
-    """Join the parts in PART_ORDER; drop phrases in DROP_ORDER until the prompt fits `limit`.
+    """Join the parts in PART_ORDER; drop phrases in `drop_order` until the prompt fits `limit`.
 
     `cast`: the descriptors of the people in the picture, most important first, written verbatim
     after the subject. A descriptor is dropped whole, never cut, the least important first (after
@@ -193,7 +168,7 @@ def fit_parts(
 
     text = joined()
     while count(text) > limit:
-        victim = next((n for n in DROP_ORDER if droppable(n)), None)
+        victim = next((n for n in drop_order if droppable(n)), None)
         if victim is None:
             return _truncate_words(text, count, limit)
         (people if victim == "cast" else phrases[victim]).pop()
@@ -214,12 +189,6 @@ def _truncate_words(text: str, count: TokenCounter, limit: int) -> str:
     while len(words) > 1 and count(" ".join(words)) > limit:
         words.pop()
     return " ".join(words).rstrip(",")
-
-
-def data_block(data: dict[str, Any]) -> str:
-    """`data` as the JSON block a template quotes: no text in it can close the block or open a
-    new one."""
-    return json.dumps(data, ensure_ascii=False, indent=1)
 
 
 def episode_data(series: Series, episode: Episode) -> dict[str, Any]:
@@ -252,7 +221,16 @@ def ask_episode(
         series_title=series.title, episode_json=data_block(episode_data(series, episode))
     )
     schema = episode_schema(list(dict.fromkeys(episode.characters)))
-    return llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
+    answer = llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
+    fields = (*PART_ORDER, "negative_prompt")
+    return english_answer(llm, answer, fields, cast_names(series), refresh)[0]
+
+
+def cast_names(series: Series) -> list[str]:
+    """Every character's name, as written: kept letter for letter in prompts."""
+    return list(
+        dict.fromkeys([*series.characters, *(n for e in series.episodes for n in e.characters)])
+    )
 
 
 def episode_prompt(
@@ -263,7 +241,8 @@ def episode_prompt(
 ) -> EpisodePrompt:
     """The image prompt from an episode's answer, with each named character's descriptor from
     `looks` (name -> descriptor) written in verbatim, fitted to CLIP's window."""
-    cast = picture_cast(series, answer.data["cast"], looks or {})
+    texts = [str(answer.data.get(part, "")) for part in PART_ORDER]
+    cast = picture_cast(series, answer.data["cast"], looks or {}, texts=texts)
     prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
     spec = PromptSpec(
         prompt=prompt,
@@ -384,7 +363,57 @@ def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> 
         max_tokens=900,
         refresh=refresh,
     )
+    styles_answer = english_nested(llm, styles_answer, _STYLE_PARTS, cast_names(series), refresh)[0]
+    styles_answer = apart(llm, series, data_json, styles_answer, refresh)
     return SeasonAnswers(trace_answer, styles_answer)
+
+
+# Two styles whose own words (subject, setting, details) share more than this are asked again.
+MAX_STYLE_OVERLAP = 0.4
+
+
+def apart(
+    llm: LLM, series: Series, data_json: str, answer: JSONAnswer, refresh: bool = False
+) -> JSONAnswer:
+    """`answer` with each style whose subject, setting and details repeat an earlier style's
+    (over MAX_STYLE_OVERLAP of their words) asked again on its own (`season_style_again.md`):
+    one call could not keep them apart. The repairs say how many were asked again."""
+    styles = load_styles()
+    data = json.loads(json.dumps(answer.data))
+    asked, repairs, cached = [], list(answer.repairs), answer.cached
+
+    def words(key: str) -> str:
+        return ", ".join(str(data[key][part]) for part in _STYLE_PARTS)
+
+    keys = list(styles)
+    for number, key in enumerate(keys):
+        other = next(
+            (k for k in keys[:number] if overlap(words(k), words(key)) > MAX_STYLE_OVERLAP), None
+        )
+        if other is None:
+            continue
+        schema = {
+            "type": "object",
+            "properties": {part: SHORT_TEXT for part in _STYLE_PARTS},
+            "required": list(_STYLE_PARTS),
+            "additionalProperties": False,
+        }
+        messages = load_template("season_style_again.md").messages(
+            series_title=series.title,
+            season_json=data_json,
+            style_name=styles[key]["name"],
+            other_json=data_block(data[other]),
+        )
+        again = llm.generate_json(messages, schema, max_tokens=200, refresh=refresh)
+        again = english_answer(llm, again, _STYLE_PARTS, cast_names(series), refresh)[0]
+        data[key] = {part: str(again.data[part]) for part in _STYLE_PARTS}
+        asked.append(key)
+        cached = cached and again.cached
+        repairs += again.repairs
+    if not asked:
+        return answer
+    repairs.append(f"styles {', '.join(asked)} asked again apart (they repeated another style)")
+    return JSONAnswer(data, answer.key, cached, tuple(repairs))
 
 
 def _trace(answer: JSONAnswer) -> list[dict[str, str]]:
@@ -409,10 +438,19 @@ def season_prompts(
     looks = looks or {}
     ranked = [n for n in series.ranked_characters(season) if looks.get(n, "").strip()]
     in_season = {n for e in series.episodes_of(season) for n in e.characters}
-    cast = picture_cast(series, [n for n in ranked if n in in_season][:SEASON_CAST], looks, season)
+    main = [n for n in ranked if n in in_season][:SEASON_CAST]
     for key, style in styles.items():
-        parts = {**answers.styles.data[key], "style": style["style"]}
-        prompt = fit_parts(parts, count, cast=[look for _, look in cast])
+        texts = [str(answers.styles.data[key].get(part, "")) for part in _STYLE_PARTS]
+        cast = picture_cast(series, main, looks, season, texts=texts)
+        parts = {
+            **{part: answers.styles.data[key][part] for part in _STYLE_PARTS},
+            "lighting": style["lighting"],
+            "composition": style["composition"],
+            "style": f"{style['style']}, {style['palette']}",
+        }
+        prompt = fit_parts(
+            parts, count, cast=[look for _, look in cast], drop_order=SEASON_DROP_ORDER
+        )
         described[key] = kept_cast(prompt, cast)
         specs[key] = PromptSpec(
             prompt=prompt,

@@ -20,10 +20,12 @@ from studio.core.dataset import Series
 from studio.core.errors import one_line
 from studio.core.targets import PromptSpec
 from studio.llm.client import LLM
+from studio.writing.english import english_answer
 from studio.writing.prompting import (
     PART_ORDER,
     SHORT_TEXT,
     TokenCounter,
+    cast_names,
     cast_schema,
     data_block,
     fit_parts,
@@ -117,7 +119,9 @@ def revise_prompt(
     }
     messages = template.messages(series_title=series.title, image_json=data_block(data))
     answer = llm.generate_json(messages, revision_schema(names), max_tokens=600)
-    cast = picture_cast(series, answer.data["cast"], looks or {})
+    answer = english_answer(llm, answer, PART_ORDER, cast_names(series))[0]
+    texts = [str(answer.data.get(part, "")) for part in PART_ORDER]
+    cast = picture_cast(series, answer.data["cast"], looks or {}, texts=texts)
     prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
     trace = [
         {"question": question, "answer": " ".join(answer.data[key].split())}
@@ -160,6 +164,8 @@ def reality_prompt(
     data = {"look": descriptor, "scene": scene, "reality": reality}
     messages = template.messages(series_title=series.title, reality_json=data_block(data))
     answer = llm.generate_json(messages, REALITY_SCHEMA, max_tokens=300)
+    fields = ("costume", "setting", "details", "lighting", "style")
+    answer = english_answer(llm, answer, fields, cast_names(series))[0]
     parts = {
         "subject": ", ".join([*split_phrases(scene)[:2], answer.data["costume"]]),
         **{part: answer.data[part] for part in ("setting", "details", "lighting", "style")},

@@ -21,11 +21,13 @@ from studio.catalog.records import PromptRecord, StoredImage
 from studio.catalog.store import Store
 from studio.core.dataset import Episode, Series
 from studio.core.targets import PromptSpec, Target
-from studio.llm.client import LLM
+from studio.llm.client import LLM, JSONAnswer
+from studio.writing.english import english_answer, english_nested
 from studio.writing.prompting import (
     SHORT_TEXT,
     TokenCounter,
     base_negative,
+    cast_names,
     cast_schema,
     data_block,
     episode_data,
@@ -110,18 +112,66 @@ def write_storyboard(
     )
     schema = storyboard_schema(moments, list(dict.fromkeys(episode.characters)))
     answer = llm.generate_json(messages, schema, max_tokens=220 * moments, refresh=refresh)
+    answer = english_nested(llm, answer, MOMENT_PARTS, cast_names(series), refresh)[0]
     negative = storyboard_negative(count)
-    result = []
-    for item in answer.data["moments"]:
-        cast = picture_cast(series, item["cast"], looks or {})
-        parts = {**{p: item[p] for p in MOMENT_PARTS}, "style": style}
-        prompt = fit_parts(parts, count, cast=[look for _, look in cast])
+    result: list[Moment] = []
+    answers = {answer.key: answer.text}
+    for number, item in enumerate(answer.data["moments"]):
+        texts = [str(item.get(part, "")) for part in MOMENT_PARTS]
+        cast = picture_cast(series, item["cast"], looks or {}, texts=texts)
         title = " ".join(item["title"].split())
+        parts = {p: item[p] for p in MOMENT_PARTS}
+        prompt = fit_parts({**parts, "style": style}, count, cast=[look for _, look in cast])
+        same = next((m for m in result if _same_prompt(m.spec.prompt, prompt)), None)
+        if same is not None:  # never two frames of one picture: this moment is drawn again
+            parts, rewrite = rewrite_moment(llm, series, episode, title, same, parts, refresh)
+            answers[rewrite.key] = rewrite.text
+            prompt = fit_parts({**parts, "style": style}, count, cast=[look for _, look in cast])
+            if any(_same_prompt(m.spec.prompt, prompt) for m in result):
+                shot = DISTINCT_SHOTS[number % len(DISTINCT_SHOTS)]
+                prompt = fit_parts({**parts, "composition": shot, "style": style}, count,
+                                   cast=[look for _, look in cast])  # fmt: skip
         spec = PromptSpec(prompt, negative, style, title)
         result.append(Moment(title, spec, kept_cast(prompt, cast)))
-    return StoryboardPrompts(
-        result, answer.key, template.sha256, answer.cached, {answer.key: answer.text}
-    )
+    return StoryboardPrompts(result, answer.key, template.sha256, answer.cached, answers)
+
+
+# Camera positions a repeated moment takes when even its rewrite repeats another's picture.
+DISTINCT_SHOTS = ("extreme close-up", "over-the-shoulder shot", "high angle wide shot",
+                  "low angle shot", "silhouette against the light", "aerial view")  # fmt: skip
+
+
+def _same_prompt(first: str, second: str) -> bool:
+    return " ".join(first.lower().split()) == " ".join(second.lower().split())
+
+
+def rewrite_moment(
+    llm: LLM,
+    series: Series,
+    episode: Episode,
+    title: str,
+    same: Moment,
+    parts: Mapping[str, str],
+    refresh: bool = False,
+) -> tuple[dict[str, str], JSONAnswer]:
+    """A different picture of the moment `title`, whose picture repeats `same`'s."""
+    data = {
+        "episode": episode.title,
+        "summary": episode.summary,
+        "this_moment": title,
+        "other_moment": same.title,
+        "picture_both_had": dict(parts),
+    }
+    messages = load_template("storyboard_moment.md").messages(moment_json=data_block(data))
+    schema = {
+        "type": "object",
+        "properties": {part: SHORT_TEXT for part in MOMENT_PARTS},
+        "required": list(MOMENT_PARTS),
+        "additionalProperties": False,
+    }
+    answer = llm.generate_json(messages, schema, max_tokens=160, refresh=refresh)
+    answer = english_answer(llm, answer, MOMENT_PARTS, cast_names(series), refresh)[0]
+    return {part: str(answer.data[part]) for part in MOMENT_PARTS}, answer
 
 
 def moment_records(

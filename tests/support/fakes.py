@@ -36,6 +36,12 @@ def _cast_names(schema: dict[str, Any]) -> list[str]:
     return list(schema.get("items", {}).get("enum", []))
 
 
+# Things worn or carried that a description may name in English: the fake's looks keep them.
+WORN = ("cap", "hat", "bonnet", "cloak", "coat", "overcoat", "pipe", "ring", "glasses",
+        "spectacles", "scarf", "cane", "umbrella", "boots", "helmet", "dress", "gown", "suit",
+        "uniform", "beard", "moustache", "mustache", "braid", "lantern", "necklace")  # fmt: skip
+
+
 class FakeBackend:
     """Answers the studio's schemas; `bad_answers` are returned first, one per call."""
 
@@ -63,14 +69,18 @@ class FakeBackend:
 
     def answer(self, request: ChatRequest) -> dict[str, Any]:
         properties = request.schema.get("properties", {})
+        if request.messages[0][1].startswith("You translate the fields"):
+            return self._translate(request)
         title = _data_title(request)
         if "person" in properties:  # a character's look
             name = _data_value(request, "name")
+            described = _data_value(request, "description").lower()
+            worn = [w for w in WORN if re.search(rf"\b{w}\b", described)]  # as a good LLM keeps
             return {
                 "person": f"man in his thirties called up for {name}"[:60],
                 "face": "sharp grey eyes, thin lips",
                 "hair": "short dark hair",
-                "clothing": "dark frock coat, white collar",
+                "clothing": ", ".join(["dark frock coat, white collar", *worn]),
                 "palette": "charcoal, ivory",
                 "expression": "calm, attentive",
                 "background": "plain dark backdrop",
@@ -91,6 +101,18 @@ class FakeBackend:
                     }
                     for i in range(moments["minItems"])
                 ]
+            }
+        if list(properties) == ["clothing"]:  # a look's clothing, with the items it lost
+            items = re.search(r"colours and materials: (.*?)\. Keep", request.messages[0][1], re.S)
+            named = " ".join(items.group(1).split()).split(", ") if items else []
+            return {"clothing": ", ".join(f"worn {item}" for item in named) or "plain clothes"}
+        if set(properties) == {"subject", "setting", "lighting", "composition"}:  # a moment again
+            moment = _data_value(request, "this_moment")
+            return {
+                "subject": f"another picture of {moment}"[:150],
+                "setting": "a narrow alley at night",
+                "lighting": "a single lantern",
+                "composition": "close-up",
             }
         if "meaning" in properties:  # a change request, by chain-of-thought
             change = _data_value(request, "change_request")
@@ -176,16 +198,51 @@ class FakeBackend:
                 "cast": _cast_names(properties.get("cast", {}))[:2],
                 "negative_prompt": "blurry, modern cars",
             }
+        if list(properties) == ["subject", "setting", "details"]:  # one season style, again
+            style = re.search(r"Style: (.*)", request.messages[-1][1]).group(1)
+            return {"subject": f"{style} scene of {title}", "setting": f"a {style} harbour",
+                    "details": f"{style} kites and lanterns"}  # fmt: skip
+        places = ["Baker Street at dusk", "a moor at noon", "a river bank in spring",
+                  "a railway station at night", "a country house garden"]  # fmt: skip
+        things = ["violin, pipe, magnifying glass", "hansom cab, top hat", "rowing boat, reeds",
+                  "steam engine, lamps", "hedge maze, roses"]  # fmt: skip
         return {
             key: {
-                "subject": f"{key} poster of {title}",
-                "setting": "Baker Street at dusk",
-                "details": "violin, pipe, magnifying glass",
-                "lighting": "dramatic side light",
-                "composition": "medium shot",
+                part: text
+                for part, text in {
+                    "subject": f"{key} poster of {title}",
+                    "setting": places[number % len(places)],
+                    "details": things[number % len(things)],
+                    "lighting": "dramatic side light",
+                    "composition": "medium shot",
+                }.items()
+                if part in properties[key].get("properties", {part: 0})
             }
-            for key in properties
+            for number, key in enumerate(properties)
         }
+
+    # Spanish and Portuguese words the fakes write, in English (the translation call's answer)
+    ENGLISH = {"mujer": "woman", "ingeniera": "engineer", "minas": "mines", "pelo": "hair",
+               "negro": "black", "trenza": "braid", "capa": "raincoat", "chuva": "", "amarela":
+               "yellow", "faroleira": "lighthouse keeper", "túnel": "tunnel", "cristales":
+               "crystals", "niebla": "fog", "invierno": "winter", "ilha": "island", "vento":
+               "wind", "noche": "night", "luz": "light"}  # fmt: skip
+
+    def _translate(self, request: ChatRequest) -> dict[str, Any]:
+        """The fields word for word through ENGLISH; other foreign words left out, names kept."""
+        user = request.messages[-1][1]
+        fields = json.loads(user[user.index("{") :])
+        english = {}
+        for key, text in fields.items():
+            words = []
+            for word in re.findall(r"[\w'-]+|,", text):
+                lower = word.lower()
+                if lower in self.ENGLISH:
+                    words.append(self.ENGLISH[lower])
+                elif word == "," or word[:1].isupper() or lower.isascii():
+                    words.append(word)
+            english[key] = " ".join(w for w in words if w).replace(" ,", ",") or "a scene"
+        return english
 
     def _posts(self, request: ChatRequest) -> dict[str, Any]:
         user = request.messages[-1][1]

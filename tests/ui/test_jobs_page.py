@@ -27,6 +27,9 @@ def test_the_sample_run_shows_its_counts_and_where_the_time_went(catalog):  # no
     assert "the whole series" in texts(at) and "local executor" in texts(at)
     labels = [m.label for m in at.metric]
     assert {"Time: LLM", "Time: render", "Time: write"} <= set(labels)
+    assert "Prompt quality" in texts(at)  # the scored check of the run's prompts
+    quality = {m.label: m.value for m in at.metric}
+    assert quality["Over CLIP's 77 tokens"] == "0" and quality["Non-English words"] == "0"
 
 
 @pytest.mark.slow

@@ -257,3 +257,26 @@ def test_an_injection_in_a_change_request_is_only_data(studio, series):
     for made in (new, normal):  # the answer is still an image prompt that fits CLIP
         assert made.record.prompt and "HACKED" not in made.record.prompt
         assert studio.backend.count_tokens(made.record.prompt) <= CLIP_WINDOW
+
+
+class RepeatingBackend(FakeBackend):
+    """Writes one picture for every moment of a storyboard, as the small model did."""
+
+    def answer(self, request):
+        data = super().answer(request)
+        for moment in data.get("moments", []):
+            moment.update(subject="a man on a quay", setting="a harbour at dawn",
+                          lighting="grey light", composition="wide shot")  # fmt: skip
+        return data
+
+
+def test_repeated_moments_are_drawn_again_and_each_gets_its_image(tmp_path, shared_cache):
+    backend = RepeatingBackend()
+    with small_studio(tmp_path / "data", shared_cache, chat=backend) as studio:
+        board = studio.storyboard(1, 3)
+        prompts = [m.spec.prompt for m in board.moments]
+        assert len(set(prompts)) == len(prompts) >= 4  # every repeat rewritten
+        assert "another picture of" in prompts[1]  # by the LLM, from the moment's title
+        assert board.complete and len({i.cache_key for i in board.images}) == len(prompts)
+        report = studio.prompt_quality()
+        assert report.counts["storyboard_duplicates"] == 0
