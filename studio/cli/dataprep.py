@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm-concurrency",
         type=int,
         metavar="N",
-        help="LLM calls at once (0: 8 for a server, 1 for the embedded model)",
+        help="LLM calls at once (0: as many as the server sustains, 1 for the embedded model)",
     )
     scale.add_argument(
         "--executor",

@@ -61,6 +61,8 @@ def make_backend(settings: Settings, on_status: Callable[[str], None] | None = N
             timeout=settings.llm_timeout,
             on_status=on_status,
             url_setting=source_of(settings, "llm_base_url"),  # messages name where it was set
+            concurrency=default_concurrency(settings),
+            fixed_concurrency=bool(settings.llm_concurrency),
         )
     return EmbeddedBackend(settings.cache_dir, slots=default_concurrency(settings))
 

@@ -28,6 +28,7 @@ from studio.core.remote import (
     tries_text,
 )
 from studio.llm.base import ChatRequest, Messages, default_model
+from studio.llm.capacity import Capacity, server_capacity
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 STRUCTURED_OUTPUT_MODES = ("json_schema", "json_object", "plain")
 _MODE_REJECTED = {400, 422, 500}  # how servers refuse a response format they cannot do
 _TRANSIENT = {408, 409, 429, 502, 503, 504}  # waiting may help (and 500, once a mode works)
+MAX_REQUEUES = 4  # timeouts behind other calls that one call may wait out before they count
 
 
 class _TryTimeoutError(Exception):
@@ -134,7 +136,12 @@ class OpenAIBackend:
         heartbeat: float | None = 10.0,
         on_status: Callable[[str], None] | None = None,
         url_setting: str = "",
+        concurrency: int = 8,
+        fixed_concurrency: bool = False,
     ):
+        """`concurrency`: the most calls at once; with `fixed_concurrency` exactly that many,
+        else as many as the server sustains (`studio.llm.capacity`: its advertised slots, or
+        found from its latency and timeouts)."""
         import openai
 
         self._openai = openai
@@ -157,6 +164,9 @@ class OpenAIBackend:
         self._model_lock = threading.Lock()
         self._mode: str | None = None  # the structured-output mode that worked
         self._negotiating = threading.Lock()
+        self._concurrency = (max(1, int(concurrency)), fixed_concurrency)
+        self._capacity: Capacity | None = None
+        self._capacity_lock = threading.Lock()
 
     def where(self) -> str:
         """The server's base URL, without credentials."""
@@ -227,7 +237,7 @@ class OpenAIBackend:
         or the time run out.
         """
         openai = self._openai
-        made = 0
+        made = requeued = 0
         last: BaseException | None = None
         while made < self.tries:
             if last is not None:
@@ -245,15 +255,39 @@ class OpenAIBackend:
             if try_timeout < self._min_try():
                 break
             made += 1
+            left, started = call.left(), time.monotonic()
             try:
                 return self._one_try(call, made, try_timeout, function, kwargs)
             except (openai.APIConnectionError, _TryTimeoutError) as exc:  # timeouts included
+                if requeued < MAX_REQUEUES and self._behind_others(exc, started):
+                    requeued += 1
+                    made -= 1  # not the server's failure: this call asked while it was full
+                    call.deadline = time.monotonic() + left  # its time starts again
+                    last = None
+                    continue
                 last = exc
             except openai.APIStatusError as exc:
                 if exc.status_code not in transient:
                     raise
                 last = exc
         raise self._gave_up(last, made, call) from last
+
+    def _behind_others(self, exc: BaseException, started: float) -> bool:
+        """A try that timed out while other calls were in flight: the server was full. The
+        capacity drops, and the call waits for a slot again (back in line)."""
+        if not isinstance(exc, (self._openai.APITimeoutError, _TryTimeoutError)):
+            return False
+        capacity = self.capacity
+        if not capacity.timed_out(started):
+            return False
+        self._say(
+            f"a call to {self.where()} timed out behind others: the server takes "
+            f"{capacity.limit} at once now; that call waits for its turn",
+            logging.WARNING,
+        )
+        capacity.release()
+        capacity.acquire()
+        return True
 
     def _one_try(
         self, call: _Call, attempt: int, try_timeout: float, function: Any, kwargs: dict
@@ -392,9 +426,32 @@ class OpenAIBackend:
 
     # Chat -------------------------------------------------------------------------------------
 
+    @property
+    def capacity(self) -> Capacity:
+        """How many calls go to the server at once (found on first use)."""
+        with self._capacity_lock:
+            if self._capacity is None:
+                concurrency, fixed = self._concurrency
+                self._capacity = server_capacity(self._base_url, concurrency, fixed, self._api_key)
+                how = "as set" if fixed else "to start with; more while the server keeps up"
+                self._say(f"{self._capacity.limit} calls at once to {self.where()} ({how})")
+            return self._capacity
+
     def complete(self, request: ChatRequest) -> str:
+        """The server's answer; the call waits here for a slot first (`capacity`), and its
+        deadline starts when it has one."""
+        capacity = self.capacity
+        capacity.acquire()
+        try:
+            call = _Call.start(self.deadline)
+            text = self._complete(call, request)
+            capacity.succeeded(call.elapsed())
+            return text
+        finally:
+            capacity.release()
+
+    def _complete(self, call: _Call, request: ChatRequest) -> str:
         openai = self._openai
-        call = _Call.start(self.deadline)
         model = self._model or self._resolve_model(call)
         if self._mode is None:  # concurrent first calls each find it: none waits for another
             return self._negotiate(call, request, model)

@@ -110,7 +110,8 @@ def test_a_server_that_refuses_some_calls_is_retried_while_the_rest_go_on(
 ):
     selection = Selection(episodes={(1, e) for e in range(1, 7)}, targets="episodes")
     with FakeOpenAIServer(latency=0.05) as server:
-        chat = OpenAIBackend("fake-llm", server.url, api_key="x", backoff=0.05, heartbeat=None)
+        chat = OpenAIBackend("fake-llm", server.url, api_key="x", backoff=0.05, heartbeat=None,
+                             concurrency=6, fixed_concurrency=True)  # fmt: skip
         # One call first, so the server's structured-output mode is known: until then a 500
         # means "not this mode"; after, it is a failure to retry.
         chat.complete(ChatRequest((("user", "hello"),), SELF_ASK_SCHEMA))

@@ -152,7 +152,8 @@ def test_first_calls_at_once_each_find_the_mode_without_waiting_for_another():
     lines: list[str] = []
     server = FakeOpenAIServer(EchoBackend(), reject_json_schema_status=500, latency=0.2)
     with server, ThreadPoolExecutor(max_workers=4) as pool:
-        backend = quick(server.url, lines, model="fake-llm", timeout=5)
+        backend = quick(server.url, lines, model="fake-llm", timeout=5, concurrency=4,
+                        fixed_concurrency=True)  # fmt: skip
         answers = list(pool.map(lambda _: backend.complete(REQUEST), range(4)))
         later = backend.complete(REQUEST)
     assert answers == [later] * 4 and json.loads(later) == {"name": "ok"}

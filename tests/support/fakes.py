@@ -467,7 +467,11 @@ class FakeOpenAIServer:
       list is `.fail_next`, which a test may extend while the server runs;
     - `models`: the model names served; when given, a chat request for another model is a 404;
     - `latency`: seconds each chat answer takes (requests are answered concurrently; the most
-      that were in flight at once is `.max_in_flight`).
+      that were in flight at once is `.max_in_flight`);
+    - `slots`: answer at most this many chat requests at once and queue the rest, as llama.cpp's
+      and llama-cpp-python's servers do (a queued request's wait counts towards its client's
+      timeout); with `advertise_slots`, `GET /props` says `{"total_slots": slots}` as llama.cpp's
+      server does (else 404, as llama-cpp-python's).
     """
 
     def __init__(
@@ -481,6 +485,8 @@ class FakeOpenAIServer:
         models: list[str] | None = None,
         images: FakeImagesAPI | None = None,
         latency: float = 0.0,
+        slots: int | None = None,
+        advertise_slots: bool = False,
     ):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -501,6 +507,7 @@ class FakeOpenAIServer:
         server_state = self
         self.in_flight = 0
         self.max_in_flight = 0
+        queue = threading.Semaphore(slots) if slots else None
 
         class Handler(BaseHTTPRequestHandler):
             def _send(
@@ -526,7 +533,11 @@ class FakeOpenAIServer:
                 return path
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                if self._seen() != "/v1/models":
+                path = self._seen()
+                if path == "/props" and slots and advertise_slots:
+                    self._send({"total_slots": slots})
+                    return
+                if path != "/v1/models":
                     self._error(404, "File Not Found")
                     return
                 self._send(
@@ -553,15 +564,21 @@ class FakeOpenAIServer:
                 with lock:
                     bodies.append(body)
                     failure = failures.pop(0) if failures else None
-                if latency:
-                    with lock:
-                        server_state.in_flight += 1
-                        server_state.max_in_flight = max(
-                            server_state.max_in_flight, server_state.in_flight
-                        )
-                    time.sleep(latency)
-                    with lock:
-                        server_state.in_flight -= 1
+                if queue is not None:
+                    queue.acquire()
+                try:
+                    if latency:
+                        with lock:
+                            server_state.in_flight += 1
+                            server_state.max_in_flight = max(
+                                server_state.max_in_flight, server_state.in_flight
+                            )
+                        time.sleep(latency)
+                        with lock:
+                            server_state.in_flight -= 1
+                finally:
+                    if queue is not None:
+                        queue.release()
                 if failure is not None:
                     self._error(failure, f"failing on purpose with {failure}")
                     return
