@@ -31,7 +31,10 @@ class BackendChoice:
     def describe(self) -> str:
         """One line for people, e.g. "OpenAI-compatible server `https://...` (model x)"."""
         if self.kind == "embedded":
-            return f"embedded ({self.model or EMBEDDED_MODEL_NAME}) on this machine"
+            from studio.llm.embedded import embedded_placement
+
+            where = embedded_placement()
+            return f"embedded ({self.model or EMBEDDED_MODEL_NAME}) {where}"
         model = f"model {self.model}" if self.model else "the model it serves"
         return f"OpenAI-compatible server `{self.url}` ({model})"
 

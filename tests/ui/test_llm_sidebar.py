@@ -52,4 +52,4 @@ def test_a_server_url_is_shown_without_its_credentials(app_env, monkeypatch):
 
 def test_no_setting_shows_the_embedded_model(app_env, monkeypatch):
     caption = llm_caption({}, monkeypatch)
-    assert caption == f"LLM: embedded ({EMBEDDED_MODEL_NAME}) on this machine"
+    assert caption == f"LLM: embedded ({EMBEDDED_MODEL_NAME}) on this machine's CPU"
