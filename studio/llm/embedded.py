@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,9 @@ class EmbeddedBackend:
             self._free.put(slot)
         self._prefix: dict[int, Messages] = {}  # slot -> the system messages it holds
         self._running: set[threading.Event] = set()  # the stop flags of the calls in flight
+        # llama.cpp's timings of the last calls (prompt_n, prompt_per_second, predicted_n,
+        # predicted_per_second, ...), newest last: for bench/bench_writer.py
+        self.timings: deque[dict[str, Any]] = deque(maxlen=100)
         self._running_lock = threading.Lock()
 
     def identity(self) -> str:
@@ -228,6 +232,8 @@ class EmbeddedBackend:
             if "error" in chunk:
                 errors.append(chunk["error"])
                 return True
+            if isinstance(chunk.get("timings"), dict):  # llama.cpp's, on the last chunk
+                self.timings.append(chunk["timings"])
             for choice in chunk.get("choices") or ():
                 parts.append((choice.get("delta") or {}).get("content") or "")
                 if choice.get("finish_reason"):

@@ -74,7 +74,7 @@ ITEMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "coat": (("coat", "overcoat", "frock coat", "greatcoat"),
              ("coat", "overcoat", "abrigo", "casaco", "manteau", "sobretudo")),
     "suit": (("suit",), ("suit", "terno", "traje", "costume")),
-    "dress": (("dress", "gown"), ("dress", "gown", "vestido", "robe")),
+    "dress": (("dress", "gown"), ("dress", "vestido")),  # not "gown": a dressing gown is none
     "hat": (("hat", "cap", "bonnet", "bowler", "deerstalker", "top hat"),
             ("hat", "sombrero", "chapéu", "chapeau", "gorra", "boné")),
     "ring": (("ring", "signet"), ("ring", "anillo", "anel", "sortija", "bague")),

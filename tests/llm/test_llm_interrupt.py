@@ -52,7 +52,7 @@ def interrupt_when(event: threading.Event) -> None:
     """A real SIGINT to this process once `event` is set, as Ctrl-C sends it."""
 
     def fire() -> None:
-        if event.wait(10):
+        if event.wait(60):  # a loaded machine may take a while to start the call
             os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=fire, daemon=True).start()
