@@ -132,17 +132,25 @@ def assemble_embedded_model(cache_dir: Path) -> Path:
     return target
 
 
+def shared_prefix(messages: Messages) -> int:
+    """How many leading messages a request shares with the others of its template: every
+    message before its last, the question (the instructions, and the data that several
+    questions are asked about, such as a season's five styles); none for a lone message."""
+    return max(0, len(messages) - 1)
+
+
 class EmbeddedBackend:
     """The bundled GGUF model, run in process by llama.cpp (xllamacpp) on the CPU.
 
     Output is constrained by a grammar made from the JSON schema (so length limits hold).
 
-    The shared template prefix (a request's leading system messages) is evaluated once per slot
-    and reused: before each request the slot is cut back to exactly that prefix, so every request
-    of a template is evaluated from the same point and its answer depends on its own inputs
-    only, not on the requests before it. `slots` requests run at once in llama.cpp's parallel
-    slots; on a 2-core machine that gains nothing and, since a slot's arithmetic then depends on
-    what the other slots are doing, answers depend on timing: one slot is the default.
+    The shared template prefix (every message before a request's last: see `shared_prefix`) is
+    evaluated once per slot and reused: before each request the slot is cut back to exactly that
+    prefix, so every request of a template is evaluated from the same point and its answer
+    depends on its own inputs only, not on the requests before it. `slots` requests run at once
+    in llama.cpp's parallel slots; on a 2-core machine that gains nothing and, since a slot's
+    arithmetic then depends on what the other slots are doing, answers depend on timing: one
+    slot is the default.
 
     Answers are streamed (the same text as unstreamed), so that `cancel()` can stop a call
     between two tokens.
@@ -157,7 +165,7 @@ class EmbeddedBackend:
         self._free: queue.Queue[int] = queue.Queue()
         for slot in range(self.slots):
             self._free.put(slot)
-        self._prefix: dict[int, Messages] = {}  # slot -> the system messages it holds
+        self._prefix: dict[int, Messages] = {}  # slot -> the prefix it holds
         self._running: set[threading.Event] = set()  # the stop flags of the calls in flight
         # llama.cpp's timings of the last calls (prompt_n, prompt_per_second, predicted_n,
         # predicted_per_second, ...), newest last: for bench/bench_writer.py
@@ -252,8 +260,8 @@ class EmbeddedBackend:
         return "".join(parts)
 
     def _pin_prefix(self, server: Any, slot: int, prefix: Messages, stop: threading.Event) -> bool:
-        """Leave `slot` holding exactly `prefix` (the system messages) and the start of the next
-        turn; False when there is no prefix to share.
+        """Leave `slot` holding exactly `prefix` (the messages before the question) and the start
+        of the next turn; False when there is no prefix to share.
 
         The slot's prefix is always evaluated whole from position 0 (a fresh evaluation when
         the template changes), then only the turn header after it is evaluated again, so the
@@ -274,9 +282,7 @@ class EmbeddedBackend:
 
     def complete(self, request: ChatRequest) -> str:
         messages = request.message_dicts()
-        leading = 0
-        while leading < len(messages) - 1 and messages[leading]["role"] == "system":
-            leading += 1
+        leading = shared_prefix(messages)
         stop = threading.Event()
         with self._running_lock:
             self._running.add(stop)

@@ -9,6 +9,7 @@ the image model's own tokenizer, by dropping its least important phrases first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -191,12 +192,29 @@ def _truncate_words(text: str, count: TokenCounter, limit: int) -> str:
     return " ".join(words).rstrip(",")
 
 
+# Words of a character's description the episode calls get: enough for who they are (a man, an
+# old woman...); their looks are written into the prompt afterwards, word for word, so the rest
+# would only cost prompt evaluation (about 2.5 s an episode on 2 cores for the sample's cast).
+BRIEF_WORDS = 14
+
+
+def brief(description: str, words: int = BRIEF_WORDS) -> str:
+    """The start of `description`: its first sentence, cut after a comma or at `words` words."""
+    sentence = re.split(r"(?<=[.!?])\s", " ".join(description.split()), maxsplit=1)[0]
+    kept = sentence.split()
+    if len(kept) <= words:
+        return sentence
+    cut = " ".join(kept[:words])
+    return cut[: cut.rfind(",")] if "," in cut else cut
+
+
 def episode_data(series: Series, episode: Episode) -> dict[str, Any]:
     return {
         "title": episode.title,
         "summary": episode.summary,
         "characters": [
-            {"name": c.name, "description": c.description} for c in series.characters_of(episode)
+            {"name": c.name, "description": brief(c.description)}
+            for c in series.characters_of(episode)
         ],
     }
 
@@ -314,58 +332,71 @@ def season_data(series: Series, season: int) -> dict[str, Any]:
     }
 
 
-def _styles_schema(keys: list[str]) -> dict[str, Any]:
-    style = {
-        "type": "object",
-        "properties": {part: SHORT_TEXT for part in _STYLE_PARTS},
-        "required": list(_STYLE_PARTS),
-        "additionalProperties": False,
-    }
-    return {
-        "type": "object",
-        "properties": {key: style for key in keys},
-        "required": keys,
-        "additionalProperties": False,
-    }
+STYLE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {part: SHORT_TEXT for part in _STYLE_PARTS},
+    "required": list(_STYLE_PARTS),
+    "additionalProperties": False,
+}
 
 
 @dataclass(frozen=True)
 class SeasonAnswers:
-    """The LLM's two answers for a season: the self-ask trace, then the 5 styles."""
+    """The LLM's answers for a season: the self-ask trace, then the 5 styles (`styles`: one
+    answer {style key: {subject, setting, details}} made of `parts`, one call per style)."""
 
     trace: JSONAnswer
     styles: JSONAnswer
+    parts: tuple[JSONAnswer, ...] = ()
 
 
 def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> SeasonAnswers:
-    """Self-ask: the LLM asks and answers its follow-up questions, then writes 5 style prompts
-    from them (two calls in a row; the same whatever the characters' looks are)."""
+    """Self-ask: the LLM asks and answers its follow-up questions, then writes each of the 5
+    styles' posters from them, one call per style that sees the posters written before it (so
+    that no two show the same moment). The style calls share their season data and trace, which
+    the embedded model evaluates once for all five. The same whatever the characters' looks are.
+    """
     data_json = data_block(season_data(series, season))
     ask = load_template("season_self_ask.md")
     trace_answer = llm.generate_json(
         ask.messages(series_title=series.title, season_json=data_json),
         SELF_ASK_SCHEMA,
-        max_tokens=500,
+        max_tokens=400,
         refresh=refresh,
     )
     styles = load_styles()
     write = load_template("season_styles.md")
     trace_text = "\n".join(f"Q: {f['question']}\nA: {f['answer']}" for f in _trace(trace_answer))
-    styles_answer = llm.generate_json(
-        write.messages(
-            series_title=series.title,
-            season_json=data_json,
-            trace_text=trace_text,
-            style_keys=", ".join(styles),
-            style_list="; ".join(f"{key} = {s['name']}" for key, s in styles.items()),
-        ),
-        _styles_schema(list(styles)),
-        max_tokens=900,
-        refresh=refresh,
+    parts: list[JSONAnswer] = []
+    for style in styles.values():
+        earlier = "; ".join(
+            f"{styles[k]['name']}: {p.data['subject']}, {p.data['setting']}"
+            for k, p in zip(styles, parts, strict=False)
+        )
+        parts.append(
+            llm.generate_json(
+                write.messages(
+                    series_title=series.title,
+                    season_json=data_json,
+                    trace_text=trace_text,
+                    style_name=style["name"],
+                    style_moment=style["moment"],
+                    earlier=earlier or "none yet",
+                ),
+                STYLE_SCHEMA,
+                max_tokens=200,
+                refresh=refresh,
+            )
+        )
+    key = hashlib.sha256("".join(p.key for p in parts).encode()).hexdigest()
+    styles_answer = JSONAnswer(
+        {k: p.data for k, p in zip(styles, parts, strict=True)},
+        key,
+        all(p.cached for p in parts),
     )
     styles_answer = english_nested(llm, styles_answer, _STYLE_PARTS, cast_names(series), refresh)[0]
     styles_answer = apart(llm, series, data_json, styles_answer, refresh)
-    return SeasonAnswers(trace_answer, styles_answer)
+    return SeasonAnswers(trace_answer, styles_answer, tuple(parts))
 
 
 # Two styles whose own words (subject, setting, details) share more than this are asked again.
@@ -392,19 +423,13 @@ def apart(
         )
         if other is None:
             continue
-        schema = {
-            "type": "object",
-            "properties": {part: SHORT_TEXT for part in _STYLE_PARTS},
-            "required": list(_STYLE_PARTS),
-            "additionalProperties": False,
-        }
         messages = load_template("season_style_again.md").messages(
             series_title=series.title,
             season_json=data_json,
             style_name=styles[key]["name"],
             other_json=data_block(data[other]),
         )
-        again = llm.generate_json(messages, schema, max_tokens=200, refresh=refresh)
+        again = llm.generate_json(messages, STYLE_SCHEMA, max_tokens=200, refresh=refresh)
         again = english_answer(llm, again, _STYLE_PARTS, cast_names(series), refresh)[0]
         data[key] = {part: str(again.data[part]) for part in _STYLE_PARTS}
         asked.append(key)
@@ -465,7 +490,10 @@ def season_prompts(
         key=styles_answer.key,
         template_hash=templates_hash("season_self_ask.md", "season_styles.md"),
         cached=trace_answer.cached and styles_answer.cached,
-        answers={trace_answer.key: trace_answer.text, styles_answer.key: styles_answer.text},
+        answers={
+            trace_answer.key: trace_answer.text,
+            **{part.key: part.text for part in answers.parts},
+        },
         cast=described,
     )
 

@@ -143,11 +143,9 @@ class CopyingBackend(FakeBackend):
 
     def answer(self, request):
         data = super().answer(request)
-        if request.schema.get("required") == ["oil_painting", "film_noir", "watercolor",
-                                              "art_deco", "anime"]:  # fmt: skip
-            for style in data.values():
-                style.update(subject="a woman on a cliff", setting="a windy island at dusk",
-                             details="lighthouse, gulls")  # fmt: skip
+        if "Its moment:" in request.messages[-1][1]:  # a style's poster, whatever came before
+            data.update(subject="a woman on a cliff", setting="a windy island at dusk",
+                        details="lighthouse, gulls")  # fmt: skip
         return data
 
 
@@ -161,3 +159,20 @@ def test_five_styles_that_came_back_alike_are_asked_again_apart(tmp_path, shared
         assert any("asked again apart" in r for r in summary.repairs)
         report = studio.prompt_quality()
         assert report.counts["style_overlap"] == 0, report.lines()
+
+
+def test_each_style_is_asked_on_the_shared_season_data_and_sees_the_earlier_posters(
+    tmp_path, shared_cache
+):
+    backend = FakeBackend()
+    with small_studio(tmp_path, shared_cache, chat=backend) as studio:
+        run_job(studio.series, Selection({1}, None, "seasons"), studio.settings, studio.llm,
+                studio.images, dry_run=True)  # fmt: skip
+    asked = [r for r in backend.requests if "Its moment:" in r.messages[-1][1]]
+    assert len(asked) == 5
+    # Everything but the question is the same for the five: the embedded model evaluates it once.
+    assert len({r.messages[:-1] for r in asked}) == 1
+    questions = [r.messages[-1][1] for r in asked]
+    assert "none yet" in questions[0]
+    assert all("Oil painting:" in q for q in questions[1:])
+    assert "Art deco poster:" in questions[4] and "Anime" not in questions[4].split("written")[1]

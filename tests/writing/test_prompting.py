@@ -89,13 +89,13 @@ def test_summary_injection_stays_data(count):
 def test_season_prompts_by_self_ask_in_five_styles(series, count):
     backend = FakeBackend()
     result = write_season_prompts(LLM(backend), series, 2, count)
-    assert len(backend.requests) == 2  # the self-ask, then the five styles
+    assert len(backend.requests) == 6  # the self-ask, then each of the five styles
     topics = ["key events", "recurring characters", "mood", "visual motifs"]
     assert [topic in f["question"] for topic, f in zip(topics, result.trace, strict=True)] == [
         True
     ] * 4
     # The trace is handed to the style step.
-    assert result.trace[3]["answer"] in backend.requests[1].messages[-1][1]
+    assert all(result.trace[3]["answer"] in r.messages[-2][1] for r in backend.requests[1:])
     styles = load_styles()
     assert list(result.specs) == list(styles)
     prompts = [spec.prompt for spec in result.specs.values()]
