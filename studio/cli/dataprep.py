@@ -284,7 +284,7 @@ def _print_summary(summary, settings, issues: list) -> None:
     for note in summary.notes:
         say(f"Note: {note}")
     if summary.repairs:
-        say(f"Repaired LLM answers: {len(summary.repairs)} (non-English words in prompt fields).")
+        say(f"Repaired LLM answers: {len(summary.repairs)}.")
         for repair in summary.repairs[:10]:
             say(f"  - {repair}")
     skipped = sum(issue.skipped for issue in issues)

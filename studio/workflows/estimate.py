@@ -34,18 +34,18 @@ from studio.workflows.batch import (
 from studio.writing.cast import current_looks, keeps_look
 from studio.writing.prompting import episode_prompt, load_styles, season_prompts
 
-EMBEDDED_CORE_SECONDS = 90.0  # the embedded LLM: about 45 s a call on 2 cores
+EMBEDDED_CORE_SECONDS = 26.0  # the embedded LLM: about 13 s a call on 2 cores
 SERVER_CALL_SECONDS = 5.0  # an OpenAI-compatible server: a few seconds a call
 REMOTE_IMAGE_SECONDS = 15.0  # OpenAI Images: one image
 # Seconds one sampling step of a 512x512 image takes, by device and model family: the demo model
-# on the CPU measured (2 cores: about 20 s for 25 steps), the rest typical figures; a guess good
+# on the CPU measured (2 cores: about 3.5 s for 25 steps), the rest typical figures; a guess good
 # to a factor of 2 or 3.
 STEP_SECONDS = {
-    ("cpu", "demo"): 0.8, ("cpu", "sd"): 8.0, ("cpu", "sdxl"): 25.0,
+    ("cpu", "demo"): 0.14, ("cpu", "sd"): 8.0, ("cpu", "sdxl"): 25.0,
     ("mps", "demo"): 0.1, ("mps", "sd"): 0.5, ("mps", "sdxl"): 1.5,
     ("cuda", "demo"): 0.02, ("cuda", "sd"): 0.06, ("cuda", "sdxl"): 0.2,
 }  # fmt: skip
-SEASON_CALLS = 2  # the self-ask trace, then the 5 styles
+SEASON_CALLS = 6  # the self-ask trace, then one call per style (5)
 
 
 class _NotCachedError(Exception):

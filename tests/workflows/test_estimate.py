@@ -38,21 +38,24 @@ def test_the_estimate_counts_what_the_job_then_does(tmp_path, shared_cache):
             estimate, summary = estimate_then_run(settings_now, **options)
             counts.append((estimate.llm_calls, estimate.images))
             assert counts[-1] == (summary.llm_calls, summary.images_rendered), options
-        # 5 looks, 2 episodes and a season (2 calls); 5 portraits, 2 episode images, 5 posters
-        assert counts == [(9, 12), (0, 0), (0, 12), (9, 12), (9, 0)]
-        # A season whose self-ask trace is cached but not its styles: one call to make.
+        # 5 looks, 2 episodes and a season (6 calls); 5 portraits, 2 episode images, 5 posters
+        assert counts == [(13, 12), (0, 0), (0, 12), (13, 12), (13, 0)]
+        # A season whose self-ask trace is cached but not its styles: five calls to make.
         db = sqlite3.connect(tmp_path / "catalog.sqlite")
-        db.execute("DELETE FROM llm_cache WHERE response LIKE '%film_noir%'")
+        db.execute(
+            "DELETE FROM llm_cache WHERE response LIKE '%\"details\"%' "
+            "AND response NOT LIKE '%rationale%'"  # the styles' answers, not the episodes'
+        )
         db.commit()
         db.close()
         estimate, summary = estimate_then_run()
-        assert estimate.llm_calls == summary.llm_calls == 1
+        assert estimate.llm_calls == summary.llm_calls == 5
 
 
 def test_the_estimate_is_one_line_with_a_rough_time():
-    line = WorkEstimate(7, 12, 330.0, "the embedded LLM ~45 s a call on 2 cores").line()
+    line = WorkEstimate(7, 12, 330.0, "the embedded LLM ~13 s a call on 2 cores").line()
     assert line == (
-        "To do: 7 LLM calls and 12 images, roughly 6 min (the embedded LLM ~45 s a call on 2 "
+        "To do: 7 LLM calls and 12 images, roughly 6 min (the embedded LLM ~13 s a call on 2 "
         "cores; a rough guess)."
     )
     assert "\n" not in line
