@@ -4,9 +4,10 @@ and the Ray executor versus the local one.
 Run: `python bench/bench_scale.py` (all three parts, about 35 minutes on 2 CPU cores), or pick
 with `--parts server,ray,embedded`. The parts:
 
-- server: the sample's prompts (`--characters none`: 24 episodes and 2 seasons, 28 LLM calls)
-  from a fake OpenAI-compatible server on localhost that takes `--latency` seconds (1) per
-  answer, asked by `dataprep.py --dry-run` at each of `--llm-concurrency` (1,8) calls at once.
+- server: the sample's prompts (`--characters none`: 24 episodes and 2 seasons of 6 calls, 36
+  LLM calls) from a fake OpenAI-compatible server on localhost that takes `--latency` seconds
+  (1) per answer, asked by `dataprep.py --dry-run` at each of `--llm-concurrency` (1,8) calls at
+  once.
 - ray: `--images` (24) sample episodes rendered with the demo model at `--size`/`--steps`, by the
   local executor and by the Ray executor on a local cluster (`ray.init(num_cpus=2)`), with the
   LLM faked (its time is the server part's); images/s of the render stage and of the whole job,

@@ -162,6 +162,12 @@ def clean_field(text: str, name: str) -> str:
     return ", ".join(kept.values())
 
 
+def item_words(description: str) -> list[str]:
+    """Every English word for the visible items `description` names ("coat", "overcoat", "frock
+    coat"... for an overcoat): a look's phrase that says any of them keeps the item."""
+    return [word for item in described_items(description) for word in ITEMS[item][0]]
+
+
 def fit_descriptor(parts: dict[str, str], count: TokenCounter, keep: Sequence[str] = ()) -> str:
     """The look's phrases in LOOK_ORDER, each cut to its first clause, within DESCRIPTOR_TOKENS:
     first every field's extra phrases go, then whole fields (in LOOK_DROP order). Phrases that
@@ -244,7 +250,7 @@ def write_look(
             parts["clothing"] = ", ".join([*split_phrases(parts["clothing"]),
                                            *(ITEMS[item][0][0] for item in still)])  # fmt: skip
             repairs.append(f"added {', '.join(still)}, which the rewrite left out too")
-    keep = [ITEMS[item][0][0] for item in described_items(description)]
+    keep = item_words(description)
     descriptor = fit_descriptor(parts, count, keep)
     return CharacterLook(
         name=name,

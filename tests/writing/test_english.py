@@ -176,3 +176,18 @@ def test_each_style_is_asked_on_the_shared_season_data_and_sees_the_earlier_post
     assert "none yet" in questions[0]
     assert all("Oil painting:" in q for q in questions[1:])
     assert "Art deco poster:" in questions[4] and "Anime" not in questions[4].split("written")[1]
+
+
+def test_a_look_keeps_an_item_named_by_another_of_its_words():
+    from studio.writing.cast import fit_descriptor, item_words
+
+    description = "A former army surgeon in a dark suit, bowler hat and overcoat."
+    parts = {
+        "person": "sturdy man in his thirties",
+        "face": "square-shouldered, neat moustache, sun-browned face with a slight stiffness",
+        "hair": "neat hair",
+        "clothing": "dark suit, bowler hat and overcoat",
+        "palette": "rusty orange, olive green",
+    }
+    look = fit_descriptor(parts, lambda text: len(text.split()) * 2, item_words(description))
+    assert "overcoat" in look and "bowler hat" in look, look
