@@ -100,7 +100,8 @@ def test_a_truncated_catalog_is_refused_then_recovered_from_the_pngs(catalog, sh
 
     report = recover_catalog(catalog)
     assert report.images == MADE + 1 and not report.unreadable
-    assert report.prompts == 2 + 5 and report.llm_answers == 2 + 2 + 5 and report.characters == 5
+    # LLM answers: 2 episodes, a season's trace and its 5 styles, 5 looks
+    assert report.prompts == 2 + 5 and report.llm_answers == 2 + 6 + 5 and report.characters == 5
     assert report.kept_aside is not None and report.kept_aside.is_file()
     assert snapshot(catalog) == before  # the same images (in order), prompts and LLM answers
     rerun_does_no_model_work(catalog, shared_cache)
