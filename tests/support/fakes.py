@@ -19,15 +19,20 @@ from PIL import Image
 from studio.llm.base import ChatRequest
 
 
+def _users(request: ChatRequest) -> str:
+    """The user messages, the last first (a season style's data is in the one before it)."""
+    return "\n".join(text for role, text in reversed(request.messages) if role == "user")
+
+
 def _data_title(request: ChatRequest) -> str:
-    user = request.messages[-1][1] if request.messages[-1][0] == "user" else ""
+    user = _users(request)
     match = re.search(r'"title": "([^"]*)"', user)
     return match.group(1) if match else "untitled"
 
 
 def _data_value(request: ChatRequest, key: str) -> str:
-    """A string value from the JSON data in the user message ("" when absent)."""
-    user = request.messages[-1][1] if request.messages[-1][0] == "user" else ""
+    """A string value from the JSON data in the user messages ("" when absent)."""
+    user = _users(request)
     match = re.search(rf'"{key}": ("(?:[^"\\]|\\.)*")', user)
     return json.loads(match.group(1)) if match else ""
 

@@ -36,7 +36,7 @@ def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
     assert first.failed == []
     assert first.prompts_written == len(cast) + len(episodes) + 1
     assert first.images_rendered == len(cast) + len(episodes) + 5
-    assert first.llm_calls == len(cast) + len(episodes) + 2
+    assert first.llm_calls == len(cast) + len(episodes) + 6  # the season: self-ask, 5 styles
     assert {r.style for r in store.images(target="character")} == set(cast)
     for episode in episodes:
         (row,) = store.images(target="episode", season=2, episode=episode.episode)
