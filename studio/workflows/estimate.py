@@ -45,7 +45,6 @@ STEP_SECONDS = {
     ("mps", "demo"): 0.1, ("mps", "sd"): 0.5, ("mps", "sdxl"): 1.5,
     ("cuda", "demo"): 0.02, ("cuda", "sd"): 0.06, ("cuda", "sdxl"): 0.2,
 }  # fmt: skip
-SEASON_CALLS = 6  # the self-ask trace, then one call per style (5)
 
 
 class _NotCachedError(Exception):
@@ -117,7 +116,7 @@ def estimate_work(
             continue
         answer, cached_calls = (None, 0) if force else _cached_answer(task, probe, series, count)
         if answer is None:
-            calls += (SEASON_CALLS if task.kind == "season" else 1) - cached_calls
+            calls += (_season_calls() if task.kind == "season" else 1) - cached_calls
             jobs += [None] * _image_count(task.kind, settings)
         elif task.kind == "character":
             looks[task.item] = answer.descriptor
@@ -150,6 +149,11 @@ def _cached_answer(task: PromptTask, probe: LLM, series: Series, count: Any) -> 
 def _portrait(settings: Settings, name: str, portrait: str) -> ImageTask:
     request = portrait_request(settings, name, portrait)
     return ImageTask(request, Target("character", style=name), 0, {})
+
+
+def _season_calls() -> int:
+    """A season's LLM calls: the self-ask trace, then one per style."""
+    return 1 + len(load_styles())
 
 
 def _image_count(kind: str, settings: Settings) -> int:

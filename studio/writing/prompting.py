@@ -347,7 +347,7 @@ class SeasonAnswers:
 
     trace: JSONAnswer
     styles: JSONAnswer
-    parts: tuple[JSONAnswer, ...] = ()
+    parts: tuple[JSONAnswer, ...]
 
 
 def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> SeasonAnswers:
@@ -361,7 +361,7 @@ def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> 
     trace_answer = llm.generate_json(
         ask.messages(series_title=series.title, season_json=data_json),
         SELF_ASK_SCHEMA,
-        max_tokens=400,
+        max_tokens=500,
         refresh=refresh,
     )
     styles = load_styles()
