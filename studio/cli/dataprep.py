@@ -25,7 +25,14 @@ from studio.cli.library import (
     library_progress,
     library_settings,
 )
-from studio.core.config import ENV_VARS, Settings, load_settings
+from studio.core.config import (
+    COMPILE_MODES,
+    COMPILE_SCOPES,
+    ENV_VARS,
+    FP8_CHOICES,
+    Settings,
+    load_settings,
+)
 from studio.core.errors import StudioError
 
 EPISODE_ID = re.compile(r"^\s*[sS]?(\d+)\s*[xXeE:]\s*(\d+)\s*$")
@@ -215,7 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--fast-path",
         choices=["auto", "on", "off"],
-        help="the fast CUDA path: compiled UNet and VAE, channels_last, fused QKV (auto: on CUDA)",
+        help="the fast CUDA path: compiled UNet, fused QKV, batch buckets (auto: on CUDA)",
+    )
+    render.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="torch.compile's mode for the fast path (default)",
+    )
+    render.add_argument(
+        "--compile-scope",
+        choices=COMPILE_SCOPES,
+        help="the whole UNet, or its repeated blocks only (regional: quicker to compile)",
+    )
+    render.add_argument(
+        "--fp8", choices=FP8_CHOICES, help="experiment: the UNet's linear layers in float8 (off)"
     )
     render.add_argument(
         "--step-cache",

@@ -18,8 +18,8 @@ FLAG_OF_SETTING = {"series": "--data", "data_dir": "--out", "width": "--size", "
 SETTINGS_WITH_FLAGS = (
     "series", "data_dir", "llm_model", "llm_base_url", "llm_seed", "llm_timeout", "image_model",
     "device", "sampler", "steps", "cfg", "width", "height", "seed", "images_per_episode",
-    "batch_size", "fast_path", "step_cache", "characters", "ip_adapter", "reference_scale",
-    "scene_references",
+    "batch_size", "fast_path", "compile_mode", "compile_scope", "fp8", "step_cache", "characters",
+    "ip_adapter", "reference_scale", "scene_references",
     "llm_concurrency", "executor", "ray_address", "concurrency", "candidates", "clip_model",
 )  # fmt: skip
 # Settings `dataprep.py library` has a flag for (besides --out).

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from studio.cli.dataprep import parse_sampler, parse_size
 from studio.cli.flags import OneLineParser, cli_message, flag_of
-from studio.core.config import Settings, load_settings
+from studio.core.config import COMPILE_MODES, COMPILE_SCOPES, Settings, load_settings
 from studio.core.errors import ConfigError, StudioError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--size", type=parse_size, metavar="WxH", help="default size (512x512)")
     studio.add_argument("--batch-size", type=int, help="images per pipeline call (4)")
     studio.add_argument("--fast-path", choices=["auto", "on", "off"])
+    studio.add_argument("--compile-mode", choices=COMPILE_MODES)
+    studio.add_argument("--compile-scope", choices=COMPILE_SCOPES)
     studio.add_argument("--ip-adapter", metavar="PATH", help="IP-Adapter weights")
     studio.add_argument("--clip-model", metavar="PATH", help="CLIP model for scores")
     studio.add_argument("--llm-model", help="model name on the LLM server")
@@ -85,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SETTING_FLAGS = ("data_dir", "series", "image_model", "device", "sampler", "steps", "cfg",
-                 "batch_size", "fast_path", "ip_adapter", "clip_model", "llm_model",
-                 "llm_base_url")  # fmt: skip
+                 "batch_size", "fast_path", "compile_mode", "compile_scope", "ip_adapter",
+                 "clip_model", "llm_model", "llm_base_url")  # fmt: skip
 
 
 def server_settings(args: argparse.Namespace) -> Settings:

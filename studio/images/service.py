@@ -300,6 +300,8 @@ class ImageService:
             "style": target.style,
             "image_index": image_index,
         }
+        if image.info.get("render_path"):  # the fast path: compiled, or eager while compiling
+            provenance["render_path"] = image.info["render_path"]
         if image.info.get("revised_prompt"):  # DALL-E 3 rewrites prompts; keep what it drew
             provenance["revised_prompt"] = image.info["revised_prompt"]
         parameters = request_parameters(

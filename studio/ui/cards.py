@@ -55,6 +55,8 @@ def image_card(
     _lineage_notes(row, key, controls, select)
     with st.expander("Prompt and parameters"):
         st.code(parameters_text(row), language=None, wrap_lines=True)
+        if served := RENDER_PATHS.get(row.provenance.get("render_path", "")):
+            st.caption(served)
         if path.is_file():
             st.download_button(
                 "Download PNG",
@@ -70,6 +72,16 @@ def image_card(
             send_init_image(row["id"])
         return send
     return False
+
+
+# What the fast path's `render_path` in an image's provenance means, for people.
+RENDER_PATHS = {
+    "compiled": ":material/bolt: Rendered by the compiled fast path.",
+    "eager": "Rendered eagerly (the fast path was compiling this shape in the background, or "
+    "does not compile it).",
+    "eager, then compiled": ":material/bolt: Started eagerly, finished by the compiled fast path "
+    "once its compile was ready.",
+}
 
 
 def _set_state(name: str, value: Any) -> None:

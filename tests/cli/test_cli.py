@@ -234,7 +234,8 @@ def test_library_messages_name_this_clis_flags():
 
     for name in flags.SETTINGS_WITH_FLAGS:
         choices = {"device": "cpu", "sampler": "Euler", "characters": "cast", "fast_path": "off",
-                   "executor": "ray"}  # fmt: skip
+                   "executor": "ray", "compile_mode": "default", "compile_scope": "regional",
+                   "fp8": "off"}  # fmt: skip
         value = choices.get(name, "1")
         flag = flags.flag_of(name)
         if flag == "--size":

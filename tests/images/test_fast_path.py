@@ -1,15 +1,25 @@
 """The fast path on the CPU with the demo model: its output equals the eager path's within a
 tolerance; compiled graphs are not recompiled for a second batch of the same bucket (counted by a
 compile backend that counts); batches are padded to buckets and the padding's images dropped; a
-size outside the buckets runs eager; the setting and its errors; the TAESD preview."""
+shape past the budget runs eager; the compile runs in the background while the render worker
+serves eagerly, and the PNG says which path made each image; a failed compile stays eager;
+regional compilation compiles the repeated blocks only; a second process reuses the compile
+cache; the settings and their errors; the TAESD preview."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderTiny
+from PIL import Image
 
+from studio.catalog.store import Store
 from studio.core.config import load_settings
 from studio.core.errors import ConfigError, RenderError
 from studio.core.params import RenderRequest
@@ -17,6 +27,8 @@ from studio.images.backends.diffusers.fast_path import FastPath, fast_path_for
 from studio.images.backends.diffusers.renderer import Renderer
 from studio.images.backends.diffusers.weights import resolve_image_model, resolve_preview_vae
 from studio.images.backends.registry import open_image_backend
+from studio.images.service import ImageService, ImageTask
+from studio.images.worker import RenderWorker
 
 pytestmark = pytest.mark.compile
 
@@ -30,10 +42,35 @@ class CountingBackend:
 
     def __init__(self):
         self.compilations = 0
+        self.nodes = 0  # operations in the graphs compiled: what inductor would have to compile
+        self.threads: set[str] = set()
 
     def __call__(self, graph, example_inputs):
         self.compilations += 1
+        self.nodes += len(graph.graph.nodes)
+        self.threads.add(threading.current_thread().name)
         return graph.forward
+
+
+class HeldBackend(CountingBackend):
+    """A compile backend that holds every compile until `release` is set (a slow compiler)."""
+
+    __name__ = "held"
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def __call__(self, graph, example_inputs):
+        assert self.release.wait(60), "the test never released the compile"
+        return super().__call__(graph, example_inputs)
+
+
+class FailingBackend:
+    __name__ = "failing"
+
+    def __call__(self, graph, example_inputs):
+        raise RuntimeError("out of resource: Required 262144, Hardware limit 232448")
 
 
 def requests(count: int, size: int = 64, steps: int = 3) -> list[RenderRequest]:
@@ -67,7 +104,7 @@ def counting() -> CountingBackend:
 
 @pytest.fixture
 def fast(model, counting, tmp_path) -> Renderer:
-    path = FastPath(compile_backend=counting)
+    path = FastPath(compile_backend=counting, background=False)  # compiled in line
     return Renderer(
         model, "cpu", 4, batch_on_cpu=True, fast_path=path, compile_cache=tmp_path / "inductor"
     )
@@ -78,9 +115,9 @@ def test_fast_path_equals_eager_within_tolerance(model, fast):
     batch = requests(3)
     quick, slow = pixels(fast.render(batch)), pixels(eager.render(batch))
     assert np.abs(quick - slow).max() <= TOLERANCE
-    assert fast.fast_info["channels_last"] and fast.fast_info["fused_qkv"]
-    assert fast.fast_info["compiled"]["unet"]
-    assert fast.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.fast_info["fused_qkv"] and "channels_last" not in fast.fast_info
+    assert fast.fast_info["compiled"]["unet"] == "whole"
+    assert fast.fast_info["compiled"]["mode"] == "default"
     assert fast.cache_key(batch[0]) == eager.cache_key(batch[0])  # same keys
     assert fast.provenance(batch[0])["fast_path"]["compiled"]["backend"] == "counting"
 
@@ -119,21 +156,120 @@ def test_batches_are_padded_to_buckets_and_the_padding_dropped(fast, monkeypatch
 
 
 def test_a_shape_past_the_budget_runs_eager_without_compiling(model, counting, tmp_path):
-    path = FastPath(compile_backend=counting, max_shapes=1)
+    path = FastPath(compile_backend=counting, max_shapes=1, background=False)
     fast = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path)
-    fast.render(requests(1, size=64))
+    assert fast.render(requests(1, size=64))[0].info["render_path"] == "compiled"
     compiled = counting.compilations
     with torch.compiler.set_stance("fail_on_recompile"):
-        fast.render(requests(1, size=128))  # a second size: eager, no compile
+        second = fast.render(requests(1, size=128))  # a second size: eager, no compile
+    assert second[0].info["render_path"] == "eager"
     assert counting.compilations == compiled
-    assert path.compiled_shapes == [(1, 64, 64)]
+    assert path.compile_report()["compiled_shapes"] == 1
 
 
-def test_the_setting_turns_it_on_off_and_auto_is_cuda_only(shared_cache, monkeypatch):
-    assert fast_path_for("auto", "cpu") is None
-    assert fast_path_for("auto", "cuda") is not None
-    assert fast_path_for("off", "cuda") is None
-    assert fast_path_for("on", "cpu") is not None
+def test_the_worker_serves_eagerly_while_the_compile_runs_in_the_background(model, tmp_path):
+    held = HeldBackend()
+    path = FastPath(compile_backend=held)  # background, the product's default
+    renderer = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path / "inductor")
+    eager = Renderer(model, "cpu", 1)
+    worker = RenderWorker(renderer)
+    service = ImageService(Store(tmp_path / "data"), worker)
+    try:
+        first = service.make_one(ImageTask(requests(1)[0]))  # served while the compile is held
+        assert first.record.provenance["render_path"] == "eager"
+        assert held.compilations == 0 and path.compile_report()["pending"] == 1
+        held.release.set()
+        assert path.wait_compiled(60)
+        assert held.threads == {"studio-compiler"}  # never the worker's thread
+        second = service.make_one(ImageTask(requests(2)[1]))
+        assert second.record.provenance["render_path"] == "compiled"
+        reference = eager.render(requests(2))
+        made = pixels([Image.open(first.path), Image.open(second.path)])
+        assert np.abs(made[0] - pixels(reference[:1])[0]).max() == 0  # the eager path exactly
+        assert np.abs(made[1] - pixels(reference[1:])[0]).max() <= TOLERANCE
+    finally:
+        held.release.set()
+        worker.close()
+        service.store.close()
+
+
+def test_a_shape_whose_compile_fails_stays_eager_and_renders(model, tmp_path):
+    path = FastPath(compile_backend=FailingBackend())
+    renderer = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path)
+    assert renderer.render(requests(1))[0].info["render_path"] == "eager"
+    assert path.wait_compiled(60)
+    again = renderer.render(requests(1))  # no second try, no error
+    assert again[0].info["render_path"] == "eager"
+    report = path.compile_report()
+    assert report["compiled_shapes"] == 0 and "out of resource" in report["failed"][0]
+
+
+def test_regional_compilation_compiles_only_the_repeated_blocks(model, tmp_path):
+    whole, regional = CountingBackend(), CountingBackend()
+    for backend, scope in ((whole, "whole"), (regional, "regional")):
+        torch.compiler.reset()
+        path = FastPath(compile_backend=backend, compile_scope=scope, background=False)
+        renderer = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path)
+        renderer.render(requests(1))
+        gated = {gate.name for gate in path.gates}
+        assert gated == ({"UNet2DConditionModel"} if scope == "whole"
+                         else {"BasicTransformerBlock"})  # fmt: skip
+        assert renderer.fast_info["compiled"]["unet"] == scope
+    assert 0 < regional.nodes < whole.nodes / 3  # a fraction of the graph to compile
+
+
+CACHE_PROBE = """
+import sys, time
+from pathlib import Path
+from studio.core.params import RenderRequest
+from studio.images.backends.diffusers.fast_path import FastPath
+from studio.images.backends.diffusers.renderer import Renderer
+from studio.images.backends.diffusers.weights import resolve_image_model
+model = resolve_image_model("demo", Path(sys.argv[1]))
+path = FastPath(compile_scope="regional", background=False)
+renderer = Renderer(model, "cpu", 1, fast_path=path, compile_cache=Path(sys.argv[2]))
+image = renderer.render([RenderRequest("a lighthouse", steps=2, seed=1, width=64, height=64)])[0]
+print(image.info["render_path"], renderer.fast_info["compile_cache"])
+"""
+
+
+@pytest.mark.slow
+def test_a_second_process_reuses_the_compile_cache(shared_cache, tmp_path):
+    """Inductor for real, in two processes: the first compiles and writes its kernels to the
+    studio's compile cache; the second finds every graph there and writes none."""
+    cache = tmp_path / "inductor"
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+
+    def run() -> tuple[str, set]:
+        done = subprocess.run(
+            [sys.executable, "-c", CACHE_PROBE, str(shared_cache), str(cache)],
+            capture_output=True, text=True, timeout=600, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout, {p for p in (cache / "fxgraph").rglob("*") if p.is_file()}
+
+    first_out, first = run()
+    assert first_out.split() == ["compiled", str(cache)]
+    assert first  # compiled graphs written to the studio's cache, not /tmp
+    second_out, second = run()
+    assert second_out.split()[0] == "compiled"
+    assert second == first  # nothing compiled again: every graph came from the cache
+
+
+def test_the_settings_turn_it_on_off_and_auto_is_cuda_only(shared_cache, monkeypatch):
+    def fast_path(**values):
+        return fast_path_for(load_settings(values), values.pop("device", "cpu"))
+
+    assert fast_path_for(load_settings({"fast_path": "auto"}), "cpu") is None
+    assert fast_path_for(load_settings({"fast_path": "auto"}), "cuda") is not None
+    assert fast_path_for(load_settings({"fast_path": "off"}), "cuda") is None
+    on = fast_path_for(load_settings({"fast_path": "on"}), "cpu")
+    assert on is not None and on.compile_mode == "default" and on.compile_scope == "whole"
+    assert on.background and not on.fp8 and not on.channels_last
+    chosen = fast_path_for(
+        load_settings({"compile_mode": "max-autotune", "compile_scope": "regional"}), "cuda"
+    )
+    assert chosen.compile_mode == "max-autotune" and chosen.compile_scope == "regional"
     monkeypatch.setenv("STUDIO_IMAGE_MODEL", "demo")
     monkeypatch.setenv("STUDIO_FAST_PATH", "on")
     backend = open_image_backend(load_settings({"device": "cpu"}))
@@ -141,6 +277,29 @@ def test_the_setting_turns_it_on_off_and_auto_is_cuda_only(shared_cache, monkeyp
     monkeypatch.setenv("STUDIO_FAST_PATH", "fast")
     with pytest.raises(ConfigError, match="fast_path.*auto, on, off.*STUDIO_FAST_PATH"):
         load_settings()
+    monkeypatch.setenv("STUDIO_FAST_PATH", "on")
+    monkeypatch.setenv("STUDIO_COMPILE_MODE", "turbo")
+    with pytest.raises(ConfigError, match="compile_mode.*default, reduce-overhead.*"
+                       "STUDIO_COMPILE_MODE"):  # fmt: skip
+        load_settings()
+    monkeypatch.delenv("STUDIO_COMPILE_MODE")
+    monkeypatch.setenv("STUDIO_COMPILE_SCOPE", "blocks")
+    with pytest.raises(ConfigError, match="compile_scope.*whole, regional.*STUDIO_COMPILE_SCOPE"):
+        load_settings()
+    monkeypatch.delenv("STUDIO_COMPILE_SCOPE")
+    monkeypatch.setenv("STUDIO_FP8", "yes")
+    with pytest.raises(ConfigError, match="fp8.*off, on.*STUDIO_FP8"):
+        load_settings()
+
+
+def test_fp8_on_a_machine_without_float8_says_why(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDIO_IMAGE_MODEL", "demo")
+    monkeypatch.setenv("STUDIO_FAST_PATH", "on")
+    monkeypatch.setenv("STUDIO_FP8", "on")
+    backend = open_image_backend(load_settings({"device": "cpu", "cache_dir": tmp_path}))
+    assert backend.fast_path.fp8
+    with pytest.raises(ConfigError, match=r"fp8 \(STUDIO_FP8\) is on.*8\.9.*CPU.*off"):
+        backend.render(requests(1))
 
 
 def build_tiny_taesd(folder):

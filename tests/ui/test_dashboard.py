@@ -113,6 +113,23 @@ def test_open_an_episode_then_regenerate_adds_a_catalog_row(catalog):
     assert catalog.episode_covers(1)[2]["id"] == new["id"]
 
 
+@pytest.mark.slow
+@pytest.mark.compile
+def test_an_image_card_says_which_path_of_the_fast_path_made_it(catalog, monkeypatch, tmp_path):
+    """With the fast path on, the first image of a shape is rendered eagerly while its compile
+    runs in the background, and its card says so."""
+    monkeypatch.setenv("STUDIO_FAST_PATH", "on")
+    monkeypatch.setenv("STUDIO_COMPILE_SCOPE", "regional")  # the quickest compile on 2 cores
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    at = open_page(PAGES[0], episode="S01E02")
+    at.number_input(key="ep_S01E02_seed").set_value(11)
+    at.button(key="ep_S01E02_generate").click().run()
+    assert not at.exception and not at.error
+    new = catalog.images(target="episode", season=1, episode=2)[-1]
+    assert new.provenance["render_path"] == "eager"
+    assert any("Rendered eagerly" in c.value for c in at.caption)
+
+
 def test_rewrite_the_prompt_asks_the_llm_again_and_fills_the_prompt(catalog):
     at = open_page(PAGES[0], episode="S01E01")
     first = at.text_area(key="ep_S01E01_prompt").value

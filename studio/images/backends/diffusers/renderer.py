@@ -301,6 +301,8 @@ class Renderer:
             self._pipe = self._inpaint_pipe = self._preview_decoder = None
             self._controlnet_models = {}
             self._step_caches = []
+            if self.fast_path is not None:
+                self.fast_path.gates.clear()  # compiled twins of the modules just dropped
             self._loaded_loras = {}  # a new unet may get a freed one's id
             gc.collect()
             if self.device == "cuda":
@@ -360,7 +362,9 @@ class Renderer:
             pipe = load_pipeline(self.model, self.device, self.dtype)
             self._load_ip_adapter(pipe, self.model)
             if self.fast_path is not None:
-                self.fast_info = apply_fast_path(pipe, self.fast_path, self.compile_cache)
+                self.fast_info = apply_fast_path(
+                    pipe, self.fast_path, self.compile_cache, self.device
+                )
             if self.step_cache:
                 self._step_caches.append(apply_step_cache(pipe.unet, self.step_cache))
             self._pipe = pipe
@@ -377,7 +381,7 @@ class Renderer:
             pipe = load_pipeline(self.inpaint_model, self.device, self.dtype, task="inpaint")
             self._load_ip_adapter(pipe, self.inpaint_model)
             if self.fast_path is not None:
-                apply_fast_path(pipe, self.fast_path, self.compile_cache)
+                apply_fast_path(pipe, self.fast_path, self.compile_cache, self.device)
             if self.step_cache:
                 self._step_caches.append(apply_step_cache(pipe.unet, self.step_cache))
             self._inpaint_pipe = pipe
@@ -543,6 +547,7 @@ class Renderer:
         make exactly them active at their weights; without LoRAs, turn every loaded one off."""
         loaded = self._loaded_loras.setdefault(id(pipe.unet), set())
         files = self.lora_files(request)
+        before = len(loaded)
         if not files:
             if loaded:
                 pipe.disable_lora()
@@ -566,6 +571,8 @@ class Renderer:
             names.append(name)
         pipe.enable_lora()
         pipe.set_adapters(names, adapter_weights=[weight for _, weight in files])
+        if self.fast_path is not None and len(loaded) > before:
+            self.fast_path.forget_shapes()  # new layers: shapes are compiled again, eager till then
 
     def render(
         self,
@@ -781,16 +788,20 @@ class Renderer:
             state.start()
         try:
             if fast is None:
-                result = pipe(**arguments)
+                result, served = pipe(**arguments), None
             else:
-                with fast.stance(len(batch), first.width, first.height):
+                with fast.serving() as path:
                     result = pipe(**arguments)
+                served = path()
         except torch.OutOfMemoryError as exc:
             raise RenderError(
                 f"Out of GPU memory rendering {first.width}x{first.height} x{len(batch)}: lower "
                 f"{setting('batch_size')} or the size, or close other GPU programs."
             ) from exc
         images = list(result.images)[:count]  # the padding's images are dropped
+        for image in images:
+            if served is not None:  # which path made it: the PNG's provenance records it
+                image.info["render_path"] = served
         prepared = prepared[:count]
         images = [
             image if p.blend is None else Image.composite(image, p.image, p.blend)
