@@ -1,9 +1,12 @@
 """Time the image core on a GPU: eager versus the fast path, by batch size and dtype.
 
 Run on a CUDA machine: `python bench/bench_gpu.py` (SD 1.5's architecture at full size, random
-weights, 512x512, 25 steps, CFG 7.5, fp16 and bf16, batches 1, 4, 8, 16, 32). On the CPU, for the
-tests: `python bench/bench_gpu.py --small --device cpu --dtypes fp32 --batches 1,2 --steps 2
---size 64 --compile-backend eager`.
+weights, 512x512, 25 steps, CFG 7.5, fp16 and bf16, batches 1, 4, 8, 16, 32), or `--quick` (bf16,
+batches 1 and 16, two timed runs: under 6 minutes on one H100/H200, so a run and a rerun fit a
+session's device time). `--compile-mode` and `--compile-scope` choose the fast path's compile
+(the product's settings), `--fp8` adds the float8 experiment. On the CPU, for the tests:
+`python bench/bench_gpu.py --small --device cpu --dtypes fp32 --batches 1,2 --steps 2 --size 64
+--compile-backend eager`.
 
 It builds the pipeline from its configs (the same compute as the real model, nothing downloaded),
 saves it as a diffusers folder (safetensors) and loads it through the product's `Renderer`, so
@@ -16,21 +19,32 @@ FLOPs counted by `torch.utils.flop_counter` on one UNet pass and one VAE decode.
 image of a cold interactive request (a new renderer behind the render worker: load, compile,
 render) and of a warm one (the next request, another prompt), and whether the optimised images
 equal the eager ones within the tests' tolerance.
+
+Compile time: the seconds each batch's shape took to compile (and run once) in this process,
+cold, then again in a second process on the same compile cache (`--cache`), as a restarted
+dashboard or batch job would. The fast path's timed rows compile in line (`background` off), so
+what they time is the compiled path; the interactive rows use the product's background compile:
+the cold request is served eagerly at once, the warm one after the compile is ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import torch
+import transformers
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from studio.catalog.store import Store
+from studio.core.config import COMPILE_MODES, COMPILE_SCOPES
 from studio.core.params import RenderRequest
 from studio.images.backends.diffusers.demo import build_demo_model, sd_pipeline
 from studio.images.backends.diffusers.fast_path import FastPath
@@ -134,8 +148,16 @@ def requests(batch: int, args: argparse.Namespace, offset: int = 0) -> list[Rend
 
 
 def time_batch(renderer: Renderer, batch: int, args: argparse.Namespace) -> dict[str, float]:
-    """Warm up once, then time `args.repeats` renders of `batch` images."""
+    """Warm up once (compiling this shape on the fast path), then time `args.repeats` renders of
+    `batch` images."""
+    fast = renderer.fast_path
+    compiled_before = fast.compile_report()["compile_seconds"] if fast else 0.0
+    sync(args.device)
+    started = time.perf_counter()
     renderer.render(requests(batch, args, offset=1000))  # compile and warm up at this shape
+    sync(args.device)
+    warm_up = time.perf_counter() - started
+    compile_seconds = fast.compile_report()["compile_seconds"] - compiled_before if fast else 0.0
     last_step = []
 
     def on_step(step: int, total: int, _latents) -> None:
@@ -163,42 +185,107 @@ def time_batch(renderer: Renderer, batch: int, args: argparse.Namespace) -> dict
         "unet_it_s": args.steps / (seconds * (1 - float(np.median(vae)))),
         "vae_share": float(np.median(vae)),
         "peak_gib": peak,
+        "warm_up": warm_up,
+        "compile_seconds": compile_seconds,
     }
 
 
-def open_renderer(folder: Path, dtype: torch.dtype, fast: bool, args) -> Renderer:
+def fast_path(args: argparse.Namespace, background: bool = False, fp8: bool = False) -> FastPath:
+    return FastPath(
+        compile_backend=args.compile_backend,
+        compile_mode=args.compile_mode,
+        compile_scope=args.compile_scope,
+        background=background,
+        fp8=fp8,
+    )
+
+
+def open_renderer(
+    folder: Path, dtype: torch.dtype, path: str, args, background: bool = False
+) -> Renderer:
+    """`path`: eager, fast (the fast path) or fp8 (the fast path with float8 linear layers)."""
     model = resolve_image_model(str(folder), Path(args.cache))
     renderer = Renderer(
         model,
         args.device,
         max(args.batches),
         batch_on_cpu=True,
-        fast_path=FastPath(compile_backend=args.compile_backend) if fast else None,
+        fast_path=None if path == "eager" else fast_path(args, background, path == "fp8"),
         compile_cache=Path(args.cache) / "inductor",
         dtype=dtype,
     )
     return renderer
 
 
-def interactive(folder: Path, dtype: torch.dtype, args, data: Path) -> tuple[float, float]:
-    """(cold, warm) seconds to the first image of a one-image request through the render worker
-    and the image service, as the dashboard makes it."""
+def interactive(folder: Path, dtype: torch.dtype, args, data: Path) -> dict[str, float]:
+    """Seconds to the first image of a one-image request through the render worker and the
+    image service, as the dashboard makes it: cold (a new renderer: load, and on the fast path
+    the compile starts in the background while this image is served eagerly), the compile's
+    wait, and warm (the next request, another prompt, compiled)."""
     start = time.perf_counter()
-    worker = RenderWorker(open_renderer(folder, dtype, not args.eager_only, args))
+    path = "eager" if args.eager_only else "fast"
+    renderer = open_renderer(folder, dtype, path, args, background=True)
+    worker = RenderWorker(renderer)
     service = ImageService(Store(data), worker)
-    service.make_one(ImageTask(requests(1, args, offset=5000)[0]))
+    first = service.make_one(ImageTask(requests(1, args, offset=5000)[0]))
     cold = time.perf_counter() - start
     start = time.perf_counter()
-    service.make_one(ImageTask(requests(1, args, offset=6000)[0]))
+    if renderer.fast_path is not None:
+        renderer.fast_path.wait_compiled()
+    compiling = time.perf_counter() - start
+    start = time.perf_counter()
+    second = service.make_one(ImageTask(requests(1, args, offset=6000)[0]))
     warm = time.perf_counter() - start
     worker.close()
     service.store.close()
-    return cold, warm
+    return {
+        "cold": cold,
+        "compiling": compiling,
+        "warm": warm,
+        "cold_path": first.record.provenance.get("render_path", "eager"),
+        "warm_path": second.record.provenance.get("render_path", "eager"),
+    }
 
 
-def main() -> None:
+def compile_only(folder: Path, args: argparse.Namespace) -> None:
+    """(The second process of the cache check.) Compile each batch's shape once and print the
+    seconds it took, reading the compile cache the first process wrote."""
+    for dtype_name in args.dtypes.split(","):
+        renderer = open_renderer(folder, DTYPES[dtype_name], "fast", args)
+        for batch in args.batches:
+            row = time_batch(renderer, batch, argparse.Namespace(**{**vars(args), "repeats": 0}))
+            print(f"compile {dtype_name} {batch} {row['compile_seconds']:.2f}", flush=True)
+        renderer.close()
+
+
+def cached_compile_seconds(folder: Path, args: argparse.Namespace) -> dict[tuple[str, int], float]:
+    """Run `compile_only` in a second process on this run's compile cache."""
+    command = [
+        sys.executable, __file__, "--compile-only", str(folder), "--device", args.device,
+        "--dtypes", args.dtypes, "--batches", ",".join(map(str, args.batches)),
+        "--steps", str(args.steps), "--size", str(args.size), "--cfg", str(args.cfg),
+        "--compile-backend", args.compile_backend, "--compile-mode", args.compile_mode,
+        "--compile-scope", args.compile_scope, "--cache", args.cache,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"  (the cache check failed: {done.stderr.strip().splitlines()[-1:]})")
+        return {}
+    seconds = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("compile "):
+            _, dtype_name, batch, value = line.split()
+            seconds[(dtype_name, int(batch))] = float(value)
+    return seconds
+
+
+QUICK = {"dtypes": "bf16", "batches": "1,16", "repeats": 2}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="the demo model's tiny config")
+    parser.add_argument("--quick", action="store_true", help="bf16, batches 1 and 16, 2 runs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", default="fp16,bf16")
     parser.add_argument("--batches", default="1,4,8,16,32")
@@ -207,10 +294,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
+    parser.add_argument("--compile-scope", choices=COMPILE_SCOPES, default="whole")
+    parser.add_argument("--fp8", action="store_true", help="also the fast path in float8")
     parser.add_argument("--eager-only", action="store_true", help="skip the fast path")
+    parser.add_argument("--no-cache-check", action="store_true", help="skip the second process")
     parser.add_argument("--cache", default=None, help="compile cache and model folder")
+    parser.add_argument("--compile-only", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        for name, value in QUICK.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
     args.batches = [int(b) for b in args.batches.split(",")]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.compile_only:
+        compile_only(Path(args.compile_only), args)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     args.cache = args.cache or str(work / "cache")
     if args.small:
@@ -220,18 +324,27 @@ def main() -> None:
         folder = build_sd15(work / "model", args.device)
         what = "SD 1.5 architecture, random weights"
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print(f"Device: {device_name} ({args.device}); torch {torch.__version__}")
+    print(f"Device: {device_name} ({args.device})")
+    print(
+        f"Versions: torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers "
+        f"{diffusers.__version__}, transformers {transformers.__version__}"
+    )
     print(
         f"Model: {what}; {args.size}x{args.size}, {args.steps} steps, CFG {args.cfg}, "
         f"Euler, {args.repeats} timed runs a point (median)"
     )
-    paths = ["eager"] if args.eager_only else ["eager", "fast"]
+    print(
+        f"Fast path: torch.compile backend {args.compile_backend}, mode {args.compile_mode}, "
+        f"scope {args.compile_scope}"
+    )
+    paths = ["eager"] if args.eager_only else ["eager", "fast"] + (["fp8"] * args.fp8)
+    compiled: dict[tuple[str, int], float] = {}
     for dtype_name in args.dtypes.split(","):
         dtype = DTYPES[dtype_name]
         flops = None
         images = {}
         for path in paths:
-            renderer = open_renderer(folder, dtype, path == "fast", args)
+            renderer = open_renderer(folder, dtype, path, args)
             if flops is None:
                 unet_tflop, vae_tflop = count_tflop(renderer, args.size)
                 flops = unet_tflop * args.steps + vae_tflop
@@ -246,25 +359,44 @@ def main() -> None:
                     print(f"  {dtype_name} {path:5} batch {batch:2}: out of memory")
                     break
                 share = 100 * flops * row["images_per_s"] / PEAK_TFLOPS
+                compile_note = ""
+                if path == "fast":
+                    compiled[(dtype_name, batch)] = row["compile_seconds"]
+                    compile_note = f", compile {row['compile_seconds']:.1f} s cold"
                 print(
                     f"  {dtype_name} {path:5} batch {batch:2}: {row['images_per_s']:.2f} images/s,"
                     f" {row['s_per_image']:.3f} s/image, UNet {row['unet_it_s']:.1f} it/s, "
                     f"VAE {100 * row['vae_share']:.0f}%, peak {row['peak_gib']:.1f} GiB, "
-                    f"{share:.3g}% of {PEAK_TFLOPS:.0f} TFLOP/s"
+                    f"{share:.3g}% of {PEAK_TFLOPS:.0f} TFLOP/s{compile_note}"
                 )
             images[path] = np.stack(
                 [np.asarray(i, dtype=np.int16) for i in renderer.render(requests(2, args))]
             )
             renderer.close()
-        if "fast" in images:
-            difference = int(np.abs(images["fast"] - images["eager"]).max())
-            verdict = "within" if difference <= TOLERANCE else "OUTSIDE"
+        for path in ("fast", "fp8"):
+            if path in images:
+                difference = int(np.abs(images[path] - images["eager"]).max())
+                mean = float(np.abs(images[path] - images["eager"]).mean())
+                verdict = "within" if difference <= TOLERANCE else "OUTSIDE"
+                print(
+                    f"  {path} vs eager: max difference {difference} levels (mean {mean:.2f}), "
+                    f"{verdict} the tolerance of {TOLERANCE}"
+                )
+        timing = interactive(folder, dtype, args, work / f"data-{dtype_name}")
+        print(
+            f"  interactive first image: cold {timing['cold']:.2f} s ({timing['cold_path']}), "
+            f"warm {timing['warm']:.3f} s ({timing['warm_path']}); the background compile "
+            f"finished {timing['compiling']:.1f} s after the cold image"
+        )
+    if compiled and not args.no_cache_check:
+        cached = cached_compile_seconds(folder, args)
+        for (dtype_name, batch), cold in compiled.items():
+            again = cached.get((dtype_name, batch))
+            shown = f"{again:.1f} s" if again is not None else "n/a"
             print(
-                f"  fast vs eager: max difference {difference} levels, {verdict} the tolerance "
-                f"of {TOLERANCE}"
+                f"compile {dtype_name} batch {batch:2}: {cold:.1f} s cold, {shown} in a second "
+                f"process with the cache"
             )
-        cold, warm = interactive(folder, dtype, args, work / f"data-{dtype_name}")
-        print(f"  interactive first image: cold {cold:.2f} s, warm {warm:.3f} s")
 
 
 if __name__ == "__main__":

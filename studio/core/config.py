@@ -87,7 +87,7 @@ class Settings:
     # clip_model when above 1.
     candidates: int = 1
     batch_size: int = 4  # prompts per pipeline call on a GPU (1 on CPU)
-    # The fast CUDA path (channels_last, fused QKV, regional torch.compile with a disk cache,
+    # The fast CUDA path (fused QKV, torch.compile of the UNet in the background with a disk cache,
     # batches padded to buckets, VAE slicing/tiling): auto = on CUDA only, on, or off (eager).
     fast_path: str = "auto"
     # torch.compile's mode for the fast path's UNet: default (about a minute a shape on an

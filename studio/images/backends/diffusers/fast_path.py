@@ -263,6 +263,20 @@ class FastPath:
             return count
         return next((bucket for bucket in self.batch_buckets if bucket >= count), count)
 
+    def pad(self, items: list[Any]) -> list[Any]:
+        """`items` padded to `padded(len(items))` with copies of the last one."""
+        return [*items, *[items[-1]] * (self.padded(len(items)) - len(items))]
+
+    def call(self, pipe: Any, arguments: dict[str, Any]) -> Any:
+        """Run the pipeline; each image it returns says which path made it (`render_path` in
+        its info, which the PNG's provenance records)."""
+        with self.serving() as served:
+            result = pipe(**arguments)
+        for image in getattr(result, "images", None) or []:
+            if hasattr(image, "info"):
+                image.info["render_path"] = served()
+        return result
+
     @contextlib.contextmanager
     def serving(self) -> Iterator[Callable[[], str]]:
         """Run a pipeline call; yields a function that says which path served it: "compiled",

@@ -189,10 +189,8 @@ def _check_denoising_steps(request: RenderRequest) -> None:
 
 class Renderer:
     """One loaded model shared by every request and mode; samplers and modes vary per batch
-    without copying weights (each batch's pipeline is built from the loaded components).
-
-    `render` holds a lock: scheduler state is per pipeline call and not thread-safe.
-    """
+    without copying weights (each batch's pipeline is built from the loaded components). `render`
+    holds a lock: scheduler state is per pipeline call and not thread-safe."""
 
     def __init__(
         self,
@@ -301,8 +299,8 @@ class Renderer:
             self._pipe = self._inpaint_pipe = self._preview_decoder = None
             self._controlnet_models = {}
             self._step_caches = []
-            if self.fast_path is not None:
-                self.fast_path.gates.clear()  # compiled twins of the modules just dropped
+            if self.fast_path is not None:  # compiled twins of the modules just dropped
+                self.fast_path.gates.clear()
             self._loaded_loras = {}  # a new unet may get a freed one's id
             gc.collect()
             if self.device == "cuda":
@@ -547,7 +545,6 @@ class Renderer:
         make exactly them active at their weights; without LoRAs, turn every loaded one off."""
         loaded = self._loaded_loras.setdefault(id(pipe.unet), set())
         files = self.lora_files(request)
-        before = len(loaded)
         if not files:
             if loaded:
                 pipe.disable_lora()
@@ -568,11 +565,11 @@ class Renderer:
                         f"{self.model.name!r} ({self.family}): {exc}"
                     ) from exc
                 loaded.add(name)
+                if self.fast_path is not None:  # new layers: shapes are compiled again
+                    self.fast_path.forget_shapes()
             names.append(name)
         pipe.enable_lora()
         pipe.set_adapters(names, adapter_weights=[weight for _, weight in files])
-        if self.fast_path is not None and len(loaded) > before:
-            self.fast_path.forget_shapes()  # new layers: shapes are compiled again, eager till then
 
     def render(
         self,
@@ -737,8 +734,7 @@ class Renderer:
         pipe = self.mode_pipeline(first.mode, first.sampler, first.control_type if guided else None)
         fast = self.fast_path
         if fast is not None:  # pad to a bucket: compiled graphs see a fixed set of batch sizes
-            extra = fast.padded(count) - count
-            batch, prepared = [*batch, *[batch[-1]] * extra], [*prepared, *[prepared[-1]] * extra]
+            batch, prepared = fast.pad(batch), fast.pad(prepared)
             fast.vae_options(pipe.vae, len(batch), first.width, first.height)
 
         def step_end(
@@ -787,21 +783,13 @@ class Renderer:
         for state in self._step_caches:
             state.start()
         try:
-            if fast is None:
-                result, served = pipe(**arguments), None
-            else:
-                with fast.serving() as path:
-                    result = pipe(**arguments)
-                served = path()
+            result = pipe(**arguments) if fast is None else fast.call(pipe, arguments)
         except torch.OutOfMemoryError as exc:
             raise RenderError(
                 f"Out of GPU memory rendering {first.width}x{first.height} x{len(batch)}: lower "
                 f"{setting('batch_size')} or the size, or close other GPU programs."
             ) from exc
         images = list(result.images)[:count]  # the padding's images are dropped
-        for image in images:
-            if served is not None:  # which path made it: the PNG's provenance records it
-                image.info["render_path"] = served
         prepared = prepared[:count]
         images = [
             image if p.blend is None else Image.composite(image, p.image, p.blend)
