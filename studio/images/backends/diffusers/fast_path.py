@@ -54,13 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from studio.core.config import (
-    COMPILE_MODES,
-    COMPILE_SCOPES,
-    FAST_PATH_CHOICES,
-    FP8_CHOICES,
-    setting,
-)
+from studio.core.config import FAST_PATH_CHOICES, setting
 from studio.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -116,7 +110,7 @@ class Compiler:
     """The background thread that compiles the shapes gated calls ask for, one at a time."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[CompileGate, tuple, tuple, dict] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[CompileGate, tuple, tuple, dict]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -134,8 +128,8 @@ class Compiler:
 
     def _run(self) -> None:
         _thread.compiling = True
-        while (job := self._jobs.get()) is not None:
-            gate, sig, args, kwargs = job
+        while True:
+            gate, sig, args, kwargs = self._jobs.get()
             try:
                 gate.build(sig, args, kwargs)
             finally:
@@ -147,10 +141,6 @@ class Compiler:
         """Block until every submitted shape is compiled (or failed); False on timeout."""
         with self._lock:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
 
 
 class CompileGate:
@@ -307,10 +297,6 @@ class FastPath:
             "compile_seconds": round(sum(s for g in self.gates for s in g.seconds.values()), 2),
         }
 
-    def close(self) -> None:
-        if self.compiler is not None:
-            self.compiler.close()
-
     def vae_options(self, vae: Any, count: int, width: int, height: int) -> dict[str, bool]:
         """Slice and tile the VAE decode for this batch; what was chosen, for provenance."""
         slicing = count >= self.vae_slicing_from
@@ -329,19 +315,13 @@ def describe_served(paths: set[str]) -> str:
 
 
 def fast_path_for(settings: Settings, device: str) -> FastPath | None:
-    """The fast path the settings ask for on `device`; None for eager."""
+    """The fast path the settings ask for on `device`; None for eager (`load_settings` has
+    checked the compile settings' values)."""
     choice = settings.fast_path
     if choice not in FAST_PATH_CHOICES:
         raise ConfigError(
             f"{setting('fast_path')} has to be {', '.join(FAST_PATH_CHOICES)} but is {choice!r}."
         )
-    for name, choices in (("compile_mode", COMPILE_MODES), ("compile_scope", COMPILE_SCOPES),
-                          ("fp8", FP8_CHOICES)):  # fmt: skip
-        if getattr(settings, name) not in choices:
-            raise ConfigError(
-                f"{setting(name)} has to be {', '.join(choices)} but is "
-                f"{getattr(settings, name)!r}."
-            )
     if choice == "off" or (choice == "auto" and device != "cuda"):
         return None
     return FastPath(
