@@ -335,3 +335,40 @@ def test_a_preview_vae_that_is_not_one_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RenderError, match="no config.json"):
         resolve_preview_vae(str(tmp_path / "empty"), tmp_path)
+
+
+def test_a_lora_loaded_on_the_fast_path_is_served_eager_then_compiled_with_its_layers(
+    model, tmp_path
+):
+    from studio.images.backends.diffusers.demo import build_demo_lora
+    from studio.images.loras import LoraFolder
+
+    build_demo_lora(model, tmp_path / "loras" / "fog.safetensors", seed=2)
+    loras = LoraFolder(tmp_path / "loras")
+    held = HeldBackend()
+    path = FastPath(compile_backend=held)
+    fast = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path / "inductor",
+                    loras=loras)  # fmt: skip
+    eager = Renderer(model, "cpu", 1, loras=loras)
+    plain = requests(1)[0]
+    fogged = RenderRequest(f"{plain.prompt} <lora:fog:0.9>", steps=3, seed=0, width=64, height=64)
+    held.release.set()
+    fast.render([plain])
+    assert path.wait_compiled(60)
+    assert fast.render([plain])[0].info["render_path"] == "compiled"
+
+    held.release = threading.Event()  # the next compile is slow
+    try:
+        first = fast.render([fogged])[0]  # new layers: the old graph is not used
+        assert first.info["render_path"] == "eager"
+        assert "fused_qkv" not in fast.fast_info  # fused projections would bypass its layers
+        reference = pixels(eager.render([fogged]))
+        assert np.abs(pixels([first]) - reference).max() <= TOLERANCE  # the LoRA is applied
+        assert np.abs(reference - pixels(eager.render([plain]))).max() > 10 * TOLERANCE
+        held.release.set()
+        assert path.wait_compiled(60)
+        second = fast.render([fogged])[0]
+        assert second.info["render_path"] == "compiled"
+        assert np.abs(pixels([second]) - reference).max() <= TOLERANCE
+    finally:
+        held.release.set()

@@ -58,6 +58,19 @@ def test_a_lora_changes_the_pixels_and_leaves_the_model_as_it_was(renderer):
     assert (both != holmes).any()
 
 
+@pytest.mark.slow
+def test_a_loras_pixels_do_not_depend_on_what_was_rendered_before(folder, tmp_path_factory):
+    """The key says the pixels are the same whatever ran before: a fresh load, a second render and
+    a render after another LoRA give one image (the text encoder's LoRA layers are set before
+    the prompt is encoded)."""
+    model = resolve_image_model("demo", tmp_path_factory.mktemp("models"))
+    fresh = Renderer(model, "cpu", loras=LoraFolder(folder))
+    first = render(fresh, "a detective <lora:holmes:0.8>")  # loaded by this render
+    assert (render(fresh, "a detective <lora:holmes:0.8>") == first).all()
+    render(fresh, "a detective <lora:fog:0.6>")
+    assert (render(fresh, "a detective <lora:holmes:0.8>") == first).all()
+
+
 def test_the_key_holds_each_files_hash_and_weight(renderer, folder, tmp_path):
     tagged = dataclasses.replace(REQUEST, prompt="a detective <lora:holmes:0.8>")
     key = renderer.cache_key(tagged)

@@ -287,6 +287,17 @@ class FastPath:
         for gate in self.gates:
             gate.forget()
 
+    def take_lora(self, unet: Any, info: dict[str, Any]) -> None:
+        """A LoRA was just loaded into `unet`. Its layers sit in to_q, to_k and to_v, which fused
+        QKV projections bypass, so the unet goes back to separate projections (for good: a loaded
+        LoRA stays loaded, off when unused) and `info` (its pipeline's fast-path record) says so;
+        the compiled shapes are built again with the new layers, served eager meanwhile."""
+        if getattr(unet, "original_attn_processors", None) is not None:  # fused
+            unet.unfuse_qkv_projections()
+            unet.original_attn_processors = None
+            info.pop("fused_qkv", None)
+        self.forget_shapes()
+
     def compile_report(self) -> dict[str, Any]:
         """Shapes compiled, pending and failed, and the seconds each compile took."""
         ready = sum(len(gate.ready) for gate in self.gates)

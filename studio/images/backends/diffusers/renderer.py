@@ -565,8 +565,9 @@ class Renderer:
                         f"{self.model.name!r} ({self.family}): {exc}"
                     ) from exc
                 loaded.add(name)
-                if self.fast_path is not None:  # new layers: shapes are compiled again
-                    self.fast_path.forget_shapes()
+                if self.fast_path is not None:  # new layers: unfused, compiled again
+                    info = self.fast_info if pipe.unet is getattr(self._pipe, "unet", None) else {}
+                    self.fast_path.take_lora(pipe.unet, info)
             names.append(name)
         pipe.enable_lora()
         pipe.set_adapters(names, adapter_weights=[weight for _, weight in files])
@@ -732,6 +733,7 @@ class Renderer:
         first, count = batch[0], len(batch)
         guided = first.control_image is not None
         pipe = self.mode_pipeline(first.mode, first.sampler, first.control_type if guided else None)
+        self._apply_loras(pipe, first)  # before compel encodes the prompts with the text encoder
         fast = self.fast_path
         if fast is not None:  # pad to a bucket: compiled graphs see a fixed set of batch sizes
             batch, prepared = fast.pad(batch), fast.pad(prepared)
@@ -779,7 +781,6 @@ class Renderer:
             arguments["ip_adapter_image"] = BLANK_REFERENCE if reference is None else reference
             if prepared[0].reference_masks:  # each reference limited to its region
                 arguments.update(_masked_references(prepared[0], first.width, first.height))
-        self._apply_loras(pipe, first)
         for state in self._step_caches:
             state.start()
         try:
