@@ -4,10 +4,12 @@ compile backend that counts); batches are padded to buckets and the padding's im
 shape past the budget runs eager; the compile runs in the background while the render worker
 serves eagerly, and the PNG says which path made each image; a failed compile stays eager;
 regional compilation compiles the repeated blocks only; a second process reuses the compile
-cache; the settings and their errors; the TAESD preview."""
+cache; the settings and their errors; the TAESD preview; a LoRA loaded or reweighted, or another
+IP-Adapter scale, is served eager and compiled in the background, never in line."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -337,9 +339,7 @@ def test_a_preview_vae_that_is_not_one_is_refused(tmp_path):
         resolve_preview_vae(str(tmp_path / "empty"), tmp_path)
 
 
-def test_a_lora_loaded_on_the_fast_path_is_served_eager_then_compiled_with_its_layers(
-    model, tmp_path
-):
+def test_a_lora_loaded_or_reweighted_is_served_eager_then_compiled_with_its_layers(model, tmp_path):
     from studio.images.backends.diffusers.demo import build_demo_lora
     from studio.images.loras import LoraFolder
 
@@ -370,5 +370,45 @@ def test_a_lora_loaded_on_the_fast_path_is_served_eager_then_compiled_with_its_l
         second = fast.render([fogged])[0]
         assert second.info["render_path"] == "compiled"
         assert np.abs(pixels([second]) - reference).max() <= TOLERANCE
+
+        held.release = threading.Event()  # another weight: compiled beside, never in line
+        lighter = dataclasses.replace(fogged, prompt=f"{plain.prompt} <lora:fog:0.4>")
+        assert fast.render([lighter])[0].info["render_path"] == "eager"
+        held.release.set()
+        assert path.wait_compiled(60)
+        third = fast.render([lighter])[0]
+        assert third.info["render_path"] == "compiled"
+        assert np.abs(pixels([third]) - pixels(eager.render([lighter]))).max() <= TOLERANCE
+        assert fast.render([fogged])[0].info["render_path"] == "compiled"  # both kept
+        assert held.threads == {"studio-compiler"}
+    finally:
+        held.release.set()
+
+
+def test_another_reference_scale_is_compiled_beside_never_in_line(model, shared_cache, tmp_path):
+    from studio.core.hub import SD
+    from studio.images.backends.diffusers.adapters import resolve_ip_adapter
+    from studio.images.backends.diffusers.demo import build_demo_ip_adapter
+    from tests.images.test_ip_adapter import WITH_FACE, inputs
+
+    adapter = resolve_ip_adapter(str(build_demo_ip_adapter(shared_cache / "ip-adapter-demo")), SD)
+    held = HeldBackend()
+    path = FastPath(compile_backend=held)
+    fast = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path, ip_adapter=adapter)
+    eager = Renderer(model, "cpu", 1, ip_adapter=adapter)
+    held.release.set()
+    fast.render([WITH_FACE], inputs=inputs)
+    assert path.wait_compiled(60)
+    assert fast.render([WITH_FACE], inputs=inputs)[0].info["render_path"] == "compiled"
+    held.release = threading.Event()
+    try:
+        weaker = dataclasses.replace(WITH_FACE, reference_scale=0.3)
+        assert fast.render([weaker], inputs=inputs)[0].info["render_path"] == "eager"
+        held.release.set()
+        assert path.wait_compiled(60)
+        made = fast.render([weaker], inputs=inputs)[0]
+        assert made.info["render_path"] == "compiled"
+        assert np.abs(pixels([made]) - pixels(eager.render([weaker], inputs=inputs))).max() <= 3
+        assert held.threads == {"studio-compiler"}
     finally:
         held.release.set()

@@ -72,6 +72,7 @@ CACHE_SWITCHES = {"TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_C
 class _Thread(threading.local):
     compiling = False  # this thread is the compiler's: gated calls take the compiled forward
     served: set[str] | None = None  # the paths gated calls took in the current `serving()`
+    state: frozenset | None = None  # the adapters' state in the current `serving()`
 
 
 _thread = _Thread()
@@ -93,6 +94,26 @@ def signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple:
         return type(value).__name__
 
     return (of(args), of(kwargs))
+
+
+def adapter_state(unet: Any) -> frozenset:
+    """What a compiled graph of `unet` is specialised on besides its inputs: the LoRA adapters
+    active in each PEFT layer and their scales, and the IP-Adapter processors' scales (floats
+    dynamo guards on). A change (another LoRA weight, a reference's scale) would recompile in
+    the caller's thread; as part of a call's signature it is compiled in the background instead,
+    like a new shape."""
+    states: set[tuple] = set()
+    for module in unet.modules():
+        scaling = getattr(module, "scaling", None)
+        if isinstance(scaling, dict):  # a PEFT LoRA layer
+            active = tuple(getattr(module, "active_adapters", ()))
+            off = bool(getattr(module, "disable_adapters", False))
+            states.add(("lora", off, active, tuple(sorted(scaling.items()))))
+    for processor in getattr(unet, "attn_processors", {}).values():
+        scale = getattr(processor, "scale", None)
+        if isinstance(scale, (list, tuple)):  # an IP-Adapter's attention processor
+            states.add(("ip_adapter", tuple(scale)))
+    return frozenset(states)
 
 
 def _detached(value: Any) -> Any:
@@ -174,7 +195,7 @@ class CompileGate:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _thread.compiling:  # the compiler thread building a shape
             return self.compiled(*args, **kwargs)
-        sig = signature(args, kwargs)
+        sig = (signature(args, kwargs), _thread.state)
         with self._lock:
             if sig in self.ready:
                 path = "compiled"
@@ -260,7 +281,7 @@ class FastPath:
     def call(self, pipe: Any, arguments: dict[str, Any]) -> Any:
         """Run the pipeline; each image it returns says which path made it (`render_path` in
         its info, which the PNG's provenance records)."""
-        with self.serving() as served:
+        with self.serving(adapter_state(pipe.unet)) as served:
             result = pipe(**arguments)
         for image in getattr(result, "images", None) or []:
             if hasattr(image, "info"):
@@ -268,16 +289,18 @@ class FastPath:
         return result
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[Callable[[], str]]:
-        """Run a pipeline call; yields a function that says which path served it: "compiled",
-        "eager" (its shapes are being compiled, or not compiled at all), "eager, then
-        compiled" (a shape became ready during the call) or "eager" when nothing is gated."""
+    def serving(self, state: frozenset | None = None) -> Iterator[Callable[[], str]]:
+        """Run a pipeline call (its adapters in `state`, see `adapter_state`); yields a function
+        that says which path served it: "compiled", "eager" (its shapes are being compiled, or
+        not compiled at all), "eager, then compiled" (a shape became ready during the call) or
+        "eager" when nothing is gated."""
         served: set[str] = set()
-        previous, _thread.served = _thread.served, served
+        previous = _thread.served, _thread.state
+        _thread.served, _thread.state = served, state
         try:
             yield lambda: describe_served(served)
         finally:
-            _thread.served = previous
+            _thread.served, _thread.state = previous
 
     def wait_compiled(self, timeout: float | None = None) -> bool:
         """Block until the background compiles asked for so far are done (tests, the bench)."""
