@@ -11,7 +11,7 @@ session's device time). `--compile-mode` and `--compile-scope` choose the fast p
 It builds the pipeline from its configs (the same compute as the real model, nothing downloaded),
 saves it as a diffusers folder (safetensors) and loads it through the product's `Renderer`, so
 what is timed is the product's own path: eager (`fast_path` off) and optimised (`fast_path` on:
-channels_last, fused QKV, torch.compile of the UNet and VAE decoder, batches padded to buckets).
+fused QKV, torch.compile of the UNet, whole or its repeated blocks, batches padded to buckets).
 For each dtype, path and batch it prints images/s, seconds per image, UNet it/s (denoising steps
 per second of the whole batch), the VAE's share of the time (from the last step to the images),
 peak GPU memory and the share of 790 TFLOP/s (the H100/H200's dense bf16/fp16 peak) reached, the
