@@ -46,11 +46,15 @@ class CountingBackend:
         self.compilations = 0
         self.nodes = 0  # operations in the graphs compiled: what inductor would have to compile
         self.threads: set[str] = set()
+        self.dynamic = 0  # graphs with symbolic (dynamic) sizes
 
     def __call__(self, graph, example_inputs):
         self.compilations += 1
         self.nodes += len(graph.graph.nodes)
         self.threads.add(threading.current_thread().name)
+        sizes = [s for x in example_inputs if isinstance(x, torch.Tensor) for s in x.shape]
+        sizes += [x for x in example_inputs if isinstance(x, torch.SymInt)]
+        self.dynamic += any(isinstance(size, torch.SymInt) for size in sizes)
         return graph.forward
 
 
@@ -131,6 +135,13 @@ def test_no_recompile_for_a_second_batch_of_the_same_bucket(fast, counting):
     with torch.compiler.set_stance("fail_on_recompile"):  # would raise on any recompile
         fast.render(requests(4)[::-1])  # the same bucket, other prompts and seeds
     assert counting.compilations == compiled
+
+
+def test_the_whole_unet_gets_a_static_graph_per_bucket(fast, counting):
+    for count in (1, 2, 4):  # torch alone would make the second bucket's graph dynamic
+        fast.render(requests(count))
+    assert (counting.compilations, counting.dynamic) == (3, 0)
+    assert fast.fast_info["compiled"]["shapes"] == "static"
 
 
 def test_batches_are_padded_to_buckets_and_the_padding_dropped(fast, monkeypatch):

@@ -15,7 +15,11 @@ tests run it on the CPU with the tiny model). What it does:
 - `torch.compile` of the UNet (`compile_mode`, `default` unless set: max-autotune spent minutes
   per shape autotuning on an H200), the whole UNet as one graph (`compile_scope` = whole, what
   was measured at 8.4 images/s) or only its repeated transformer blocks (`regional`, diffusers'
-  `_repeated_blocks`: a fraction of the compile time). The VAE decoder stays eager.
+  `_repeated_blocks`: a fraction of the compile time). The VAE decoder stays eager. The whole
+  UNet is compiled with static shapes, a graph per batch bucket (torch would otherwise turn the
+  second bucket's graph into a dynamic-shape one serving all); the regional blocks keep torch's
+  automatic dynamic shapes, as SD 1.5's repeat at four sizes (channels, tokens) per batch, which
+  static graphs would spend torch's limit of 8 recompiles on within two buckets.
 - **nobody waits for a compile**: the compiled forward is a twin of the eager one
   (`CompileGate`, the module's weights shared). A call whose input shapes were not compiled yet
   runs eager, and a copy of its inputs goes to a background thread that compiles that shape and
@@ -461,7 +465,12 @@ def apply_fast_path(
         info["compile_cache"] = os.environ["TORCHINDUCTOR_CACHE_DIR"]
         for name, value in CACHE_SWITCHES.items():
             os.environ.setdefault(name, value)
-        options: dict[str, Any] = {"backend": fast.compile_backend, "fullgraph": True}
+        # The whole UNet gets a static graph per batch bucket (a second bucket would otherwise
+        # turn it into one dynamic-shape graph); regional blocks repeat at several sizes inside
+        # one UNet, so they keep torch's automatic dynamic shapes within the recompile limit.
+        static = False if fast.compile_scope == "whole" else None
+        options: dict[str, Any] = {"backend": fast.compile_backend, "fullgraph": True,
+                                   "dynamic": static}  # fmt: skip
         if fast.compile_mode != "default" and fast.compile_backend == "inductor":
             options["mode"] = fast.compile_mode
         if fast.background and fast.compiler is None:
@@ -470,6 +479,7 @@ def apply_fast_path(
             fast.gates.append(CompileGate(module, options, fast.compiler, fast.max_shapes))
         info["compiled"] = {
             "unet": fast.compile_scope,
+            "shapes": "static" if static is False else "automatic dynamic",
             "backend": fast.compile_backend
             if isinstance(fast.compile_backend, str)
             else getattr(fast.compile_backend, "__name__", "custom"),
