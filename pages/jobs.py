@@ -35,6 +35,10 @@ def latest(job) -> None:
         f"Started {job.started} · {job.selection} · rendered by the {job.executor} "
         f"executor · {seconds_text(job.total_seconds)}"
     )
+    if job.llm:
+        each = job.seconds_per_call
+        per_call = f", {seconds_text(each)} a call" if each is not None else ""
+        st.caption(f"LLM: {job.llm} · {job.llm_calls} calls{per_call}")
     if state == "stopped":
         st.warning(
             "This run ended without finishing (killed or lost). What it finished is in the "

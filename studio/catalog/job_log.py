@@ -1,7 +1,8 @@
 """Batch jobs as the catalog records them: which stage a run of the batch job is in, how much is
-done, what failed and why, and where the time went. The job writes its row as it goes
-(`JobLog`); the dashboard reads `recent_jobs`. A job whose process is gone without finishing (a
-killed driver) reads as stopped; its next run resumes from what the catalog holds.
+done, what failed and why, where the time went, and which LLM it asked how many times. The job
+writes its row as it goes (`JobLog`); the dashboard reads `recent_jobs`, and the next job's
+estimate times its LLM calls by `measured_call_seconds`. A job whose process is gone without
+finishing (a killed driver) reads as stopped; its next run resumes from what the catalog holds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from studio.catalog.store import Store
 
 STALE_AFTER = 15 * 60  # seconds without an update before a job on another host reads as stopped
 MIN_INTERVAL = 0.5  # seconds between progress writes (stage changes are written at once)
+MIN_TIMED_CALLS = 3  # a job's LLM calls to time the next job's by (fewer: start-up weighs most)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class JobRecord:
     seconds: dict[str, float] = field(default_factory=dict)
     host: str = ""
     pid: int = 0
+    llm: str = ""  # the LLM it asked, in words (credentials left out); "" before 016_job_llm
+    llm_calls: int = 0  # calls that reached it
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRecord:
@@ -60,6 +64,13 @@ class JobRecord:
         return datetime.fromisoformat(self.started_at).strftime("%Y-%m-%d %H:%M UTC")
 
     @property
+    def seconds_per_call(self) -> float | None:
+        """Wall seconds per LLM call of its prompt stage (calls made at once count at their rate
+        together); None under MIN_TIMED_CALLS calls, where the model's start-up weighs most."""
+        took = self.seconds.get("llm", 0.0)
+        return took / self.llm_calls if self.llm_calls >= MIN_TIMED_CALLS and took > 0 else None
+
+    @property
     def total_seconds(self) -> float:
         end = datetime.fromisoformat(self.finished_at or self.updated_at)
         return (end - datetime.fromisoformat(self.started_at)).total_seconds()
@@ -80,12 +91,26 @@ def recent_jobs(store: Store, limit: int = 20) -> list[JobRecord]:
     return [JobRecord.from_row(row) for row in store.jobs(limit)]
 
 
+def measured_call_seconds(
+    store: Store, llm: str, same_host: bool = False, limit: int = 50
+) -> tuple[float, JobRecord] | None:
+    """Wall seconds per LLM call in the newest job that asked `llm` (a description, as JobLog
+    takes it) at least MIN_TIMED_CALLS times, with that job; None when no job did.
+    `same_host`: only jobs run on this machine (an embedded model's speed is the machine's)."""
+    here = socket.gethostname()
+    for job in recent_jobs(store, limit):
+        each = job.seconds_per_call
+        if job.llm == llm and each is not None and (job.host == here or not same_host):
+            return each, job
+    return None
+
+
 class JobLog:
     """One batch job's row in the catalog, written as the job goes."""
 
-    def __init__(self, store: Store, executor: str, selection: str):
+    def __init__(self, store: Store, executor: str, selection: str, llm: str = ""):
         self.store = store
-        self.id = store.start_job(executor, selection, socket.gethostname(), os.getpid())
+        self.id = store.start_job(executor, selection, socket.gethostname(), os.getpid(), llm)
         self._written = 0.0
 
     def progress(self, force: bool = False, **values: Any) -> None:

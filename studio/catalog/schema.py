@@ -328,6 +328,18 @@ def _add_strips(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_job_llm(db: sqlite3.Connection) -> None:
+    # Which LLM a batch job asked (its description, credentials left out) and how many calls
+    # reached it, so that the next job's estimate can time its calls by what this one measured.
+    _run_script(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN llm TEXT NOT NULL DEFAULT '';
+        ALTER TABLE jobs ADD COLUMN llm_calls INTEGER NOT NULL DEFAULT 0
+        """,
+    )
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
@@ -345,4 +357,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("013_control_resize", _add_control_resize),
     ("014_several_references", _add_several_references),
     ("015_inpaint_padding", _add_inpaint_padding),
+    ("016_job_llm", _add_job_llm),
 ]

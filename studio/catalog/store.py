@@ -564,20 +564,20 @@ class Store:
 
     # Batch jobs -------------------------------------------------------------------------------
 
-    def start_job(self, executor: str, selection: str, host: str, pid: int) -> int:
+    def start_job(self, executor: str, selection: str, host: str, pid: int, llm: str = "") -> int:
         now = _now()
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO jobs (started_at, updated_at, status, stage, executor, selection, "
-                "host, pid) VALUES (?, ?, 'running', 'prompts', ?, ?, ?, ?)",
-                (now, now, executor, selection, host, pid),
+                "host, pid, llm) VALUES (?, ?, 'running', 'prompts', ?, ?, ?, ?, ?)",
+                (now, now, executor, selection, host, pid, llm),
             )
             return int(cursor.lastrowid)
 
     def update_job(self, job_id: int, **values: Any) -> None:
         """Set columns of the job's row (`failures` and `seconds` as Python values)."""
         allowed = {"status", "stage", "finished_at", "prompts_done", "prompts_total",
-                   "images_done", "images_total", "failures", "seconds"}  # fmt: skip
+                   "images_done", "images_total", "failures", "seconds", "llm_calls"}  # fmt: skip
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"not job columns: {sorted(unknown)}")

@@ -162,6 +162,8 @@ class JobOut(BaseModel):
     images_total: int
     failures: list[str]
     seconds: dict[str, float] = Field(description="Seconds by stage (llm, render, write, total).")
+    llm: str = Field(description="The LLM it asked, in words (credentials left out).")
+    llm_calls: int = Field(description="Its calls that reached the LLM.")
 
 
 # Seasons and episodes ---------------------------------------------------------------------------
@@ -467,6 +469,8 @@ def list_jobs(
             images_total=job.images_total,
             failures=job.failures,
             seconds=job.seconds,
+            llm=job.llm,
+            llm_calls=job.llm_calls,
         )
         for job in state_of(request).studio.batch_jobs(limit)
     ]

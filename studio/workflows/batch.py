@@ -29,6 +29,7 @@ from studio.core.targets import Target
 from studio.images.executors import RenderExecutor
 from studio.images.regions import REGION_WORDS
 from studio.images.service import ImageResult, ImageService, ImageTask
+from studio.llm.choice import backend_description
 from studio.llm.client import LLM
 from studio.writing.cast import (
     PORTRAIT_NEGATIVE,
@@ -691,7 +692,18 @@ def run_job(
     calls_before = llm.calls
     render_before, write_before = images.seconds["render"], images.seconds["write"]
     clip_before = images.seconds["clip"]
-    log = JobLog(images.store, executor.name if executor else "local", selection.describe())
+    where = executor.name if executor else "local"
+    log = JobLog(images.store, where, selection.describe(), backend_description(settings))
+
+    def prompts_done(done: int, total: int) -> None:  # with the LLM's calls and time so far
+        log.progress(
+            force=done == total,
+            prompts_done=done,
+            prompts_total=total,
+            llm_calls=llm.calls - calls_before,
+            seconds={"llm": time.perf_counter() - started},
+        )
+
     status = "failed"
     try:
         if on_start is not None:
@@ -705,9 +717,7 @@ def run_job(
             summary,
             refresh=force,
             progress=progress,
-            on_progress=lambda done, total: log.progress(
-                force=done == total, prompts_done=done, prompts_total=total
-            ),
+            on_progress=prompts_done,
         )
         summary.stages["llm"] = time.perf_counter() - started
         if drawn:  # recorded in each image's provenance too (never in a cache key)
@@ -721,6 +731,7 @@ def run_job(
             images_total=0 if dry_run else len(jobs),
             failures=summary.failed,
             seconds=summary.stages,
+            llm_calls=llm.calls - calls_before,
         )
         if not dry_run:
 
@@ -761,11 +772,13 @@ def run_job(
     finally:
         summary.llm_calls = llm.calls - calls_before
         summary.seconds = time.perf_counter() - started
+        summary.stages.setdefault("llm", summary.seconds)  # it stopped while writing prompts
         log.finish(
             status,
             stage="done",
             images_done=summary.images_rendered + summary.images_cached,
             failures=summary.failed,
             seconds={**summary.stages, "total": summary.seconds},
+            llm_calls=summary.llm_calls,
         )
     return summary

@@ -2,9 +2,13 @@
 
 `estimate_work` counts the LLM calls the job's prompts still need (reading the LLM's answer cache
 through an LLM that can only read it) and the images the catalog does not hold yet (by the same
-cache keys the job renders by); `WorkEstimate.line` times them with a few rough constants from the
-settings. It calls no model and writes nothing of its own (with an IP-Adapter, a portrait's
-reference input is stored, as the job stores it anyway).
+cache keys the job renders by); `WorkEstimate.line` times them. LLM calls are timed by the newest
+earlier job in the catalog that asked the same LLM (its measured seconds per call), else by a
+rough constant for the embedded model or OpenAI, and not at all for another server with no such
+job: a local server's speed ranges from a second to a minute a call, and a guess would mislead.
+Images are timed by rough constants per device and model family. It calls no model and writes
+nothing of its own (with an IP-Adapter, a portrait's reference input is stored, as the job stores
+it anyway).
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from studio.catalog.job_log import measured_call_seconds
+from studio.catalog.store import Store
 from studio.core.config import Settings
 from studio.core.dataset import Series
 from studio.core.errors import StudioError
+from studio.core.remote import DEFAULT_OPENAI_BASE_URL
 from studio.core.targets import Target
 from studio.images.service import ImageService, ImageTask
 from studio.llm.base import ChatRequest
@@ -35,7 +42,7 @@ from studio.writing.cast import current_looks, keeps_look
 from studio.writing.prompting import episode_prompt, load_styles, season_prompts
 
 EMBEDDED_CORE_SECONDS = 26.0  # the embedded LLM: about 13 s a call on 2 cores
-SERVER_CALL_SECONDS = 5.0  # an OpenAI-compatible server: a few seconds a call
+OPENAI_CALL_SECONDS = 5.0  # OpenAI itself: a few seconds a call
 REMOTE_IMAGE_SECONDS = 15.0  # OpenAI Images: one image
 # Seconds one sampling step of a 512x512 image takes, by device and model family: the demo model
 # on the CPU measured (2 cores: about 3.5 s for 25 steps), the rest typical figures; a guess good
@@ -69,8 +76,9 @@ class _CacheOnly:
 class WorkEstimate:
     llm_calls: int
     images: int
-    seconds: float  # rough
+    seconds: float  # rough; the images' alone when `unknown` says why the calls are not timed
     basis: str  # what `seconds` is reckoned from, in words
+    unknown: str = ""  # why the LLM calls' time is not known, in words; "": it is in `seconds`
 
     @property
     def nothing(self) -> bool:
@@ -78,9 +86,17 @@ class WorkEstimate:
 
     def line(self) -> str:
         """One line for the user before the work starts."""
+        work = f"To do: {self.llm_calls} LLM calls and {self.images} images"
+        if not self.unknown:
+            return f"{work}, roughly {_duration(self.seconds)} ({self.basis}; a rough guess)."
+        images = (
+            f"; the images roughly {_duration(self.seconds)} ({self.basis}; a rough guess)"
+            if self.images
+            else ""
+        )
         return (
-            f"To do: {self.llm_calls} LLM calls and {self.images} images, roughly "
-            f"{_duration(self.seconds)} ({self.basis}; a rough guess)."
+            f"{work}. The LLM calls' time is not known yet ({self.unknown}; the prompts bar shows "
+            f"the time left once answers come in){images}."
         )
 
 
@@ -128,10 +144,12 @@ def estimate_work(
             result = season_prompts(series, task.item, answer, count, looks)
             jobs += season_tasks(settings, series, task.item, result, llm)
     renders = 0 if dry_run else sum(_must_render(job, images, settings, force) for job in jobs)
-    llm_seconds, llm_basis = _llm_seconds(calls, settings, llm)
+    llm_seconds, llm_basis = _llm_seconds(calls, settings, llm, store)
     image_seconds, image_basis = _image_seconds(renders, settings, images)
+    if llm_seconds is None and calls:
+        return WorkEstimate(calls, renders, image_seconds, image_basis, unknown=llm_basis)
     basis = "; ".join(text for n, text in ((calls, llm_basis), (renders, image_basis)) if n)
-    return WorkEstimate(calls, renders, llm_seconds + image_seconds, basis)
+    return WorkEstimate(calls, renders, (llm_seconds or 0.0) + image_seconds, basis)
 
 
 def _cached_answer(task: PromptTask, probe: LLM, series: Series, count: Any) -> tuple[Any, int]:
@@ -173,15 +191,26 @@ def _must_render(
     return images.store.find_image(images.cache_key(job.request)) is None
 
 
-def _llm_seconds(calls: int, settings: Settings, llm: LLM) -> tuple[float, str]:
-    if choose_backend(settings).kind == "embedded":
+def _llm_seconds(
+    calls: int, settings: Settings, llm: LLM, store: Store
+) -> tuple[float | None, str]:
+    """The calls' seconds and what they are reckoned from; None: not known (the reason)."""
+    choice = choose_backend(settings)
+    embedded = choice.kind == "embedded"
+    measured = measured_call_seconds(store, choice.describe(), same_host=embedded)
+    if measured is not None:
+        each, job = measured
+        return calls * each, f"the LLM ~{_duration(each)} a call, as batch job {job.id} measured"
+    if embedded:
         cores = os.cpu_count() or 2
         each = EMBEDDED_CORE_SECONDS / cores
         return calls * each, f"the embedded LLM ~{_duration(each)} a call on {cores} cores"
-    at_once = max(1, llm.concurrency)
-    return calls * SERVER_CALL_SECONDS / at_once, (
-        f"an LLM server ~{_duration(SERVER_CALL_SECONDS)} a call, {at_once} at once"
-    )
+    if choice.base_url.rstrip("/") == DEFAULT_OPENAI_BASE_URL:
+        at_once = max(1, llm.concurrency)
+        return calls * OPENAI_CALL_SECONDS / at_once, (
+            f"OpenAI ~{_duration(OPENAI_CALL_SECONDS)} a call, {at_once} at once"
+        )
+    return None, f"no earlier batch job in this catalog asked the LLM server `{choice.url}`"
 
 
 def _image_seconds(renders: int, settings: Settings, images: ImageService) -> tuple[float, str]:

@@ -59,4 +59,37 @@ def test_the_estimate_is_one_line_with_a_rough_time():
         "cores; a rough guess)."
     )
     assert "\n" not in line
+    unknown = WorkEstimate(7, 12, 42.0, "the demo model ~4 s an image on cpu", unknown="why")
+    assert unknown.line() == (
+        "To do: 7 LLM calls and 12 images. The LLM calls' time is not known yet (why; the prompts "
+        "bar shows the time left once answers come in); the images roughly 42 s (the demo model "
+        "~4 s an image on cpu; a rough guess)."
+    )
     assert WorkEstimate(0, 0, 0.0, "").nothing and not WorkEstimate(0, 1, 1.0, "").nothing
+
+
+def test_a_server_is_timed_by_the_last_job_that_asked_it_and_never_guessed(tmp_path, shared_cache):
+    """A local server's speed ranges from a second to a minute a call: with no earlier job that
+    asked it, the estimate says the calls' time is unknown instead of guessing; after one, it
+    times them by what that job measured."""
+    series = load_series(SAMPLE_SERIES)[0]
+    selection = Selection(episodes={(1, 1), (1, 2), (1, 3)}, targets="episodes")
+    url = "http://127.0.0.1:8765/v1"
+    with small_studio(tmp_path, shared_cache, llm_base_url=url) as studio:
+        settings, llm, images = studio.settings, studio.llm, studio.images
+        first = estimate_work(series, selection, settings, llm, images, dry_run=True)
+        assert first.llm_calls == 3 and first.unknown
+        assert first.line() == (
+            "To do: 3 LLM calls and 0 images. The LLM calls' time is not known yet (no earlier "
+            f"batch job in this catalog asked the LLM server `{url}`; the prompts bar shows the "
+            "time left once answers come in)."
+        )
+        summary = run_job(series, selection, settings, llm, images, dry_run=True)
+        (job,) = studio.batch_jobs(1)
+        assert (job.llm_calls, summary.llm_calls) == (3, 3) and url in job.llm
+        each = job.seconds["llm"] / 3
+        again = estimate_work(series, selection, settings, llm, images, force=True, dry_run=True)
+        assert not again.unknown and again.seconds == pytest.approx(3 * each)
+        assert f"a call, as batch job {job.id} measured; a rough guess)." in again.line()
+        with_images = estimate_work(series, selection, settings, llm, images, force=True)
+        assert with_images.seconds > again.seconds and "the demo model" in with_images.line()
