@@ -5,7 +5,8 @@ shape past the budget runs eager; the compile runs in the background while the r
 serves eagerly, and the PNG says which path made each image; a failed compile stays eager;
 regional compilation compiles the repeated blocks only; a second process reuses the compile
 cache; the settings and their errors; the TAESD preview; a LoRA loaded or reweighted, or another
-IP-Adapter scale, is served eager and compiled in the background, never in line."""
+IP-Adapter scale, is served eager and compiled in the background, never in line, even when the
+weight changed again before its compile ran."""
 
 from __future__ import annotations
 
@@ -423,3 +424,56 @@ def test_another_reference_scale_is_compiled_beside_never_in_line(model, shared_
         assert held.threads == {"studio-compiler"}
     finally:
         held.release.set()
+
+
+class TracedBackend(HeldBackend):
+    """A held backend that says when a compile has reached it: its graph is traced by then."""
+
+    __name__ = "traced"
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+
+    def __call__(self, graph, example_inputs):
+        self.entered.set()
+        return super().__call__(graph, example_inputs)
+
+
+def test_a_weight_changed_before_its_compile_starts_is_compiled_again_never_in_line(
+    model, tmp_path
+):
+    """A background compile traces the module as it is when the compile runs. A compile queued
+    for one LoRA weight while the worker has since moved to another would trace the other one
+    and mark its own weight ready; that weight's next call would recompile in the worker's
+    thread. The compile is dropped instead and asked for again by the next call."""
+    from studio.images.backends.diffusers.demo import build_demo_lora
+    from studio.images.loras import LoraFolder
+
+    build_demo_lora(model, tmp_path / "loras" / "fog.safetensors", seed=2)
+    loras = LoraFolder(tmp_path / "loras")
+    traced = TracedBackend()
+    path = FastPath(compile_backend=traced)
+    fast = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path / "inductor",
+                    loras=loras)  # fmt: skip
+    eager = Renderer(model, "cpu", 1, loras=loras)
+    plain = requests(1)[0]
+    heavy = RenderRequest(f"{plain.prompt} <lora:fog:0.9>", steps=3, seed=0, width=64, height=64)
+    light = dataclasses.replace(heavy, prompt=f"{plain.prompt} <lora:fog:0.4>")
+    try:
+        assert fast.render([heavy])[0].info["render_path"] == "eager"  # 0.9 compiles...
+        assert traced.entered.wait(60)  # ...traced at 0.9, held in the backend
+        assert fast.render([light])[0].info["render_path"] == "eager"  # 0.4 queued behind it
+        assert fast.render([heavy])[0].info["render_path"] == "eager"  # the module is at 0.9
+        traced.release.set()
+        assert path.wait_compiled(60)  # 0.4's compile found the module at 0.9: dropped
+        assert fast.render([heavy])[0].info["render_path"] == "compiled"
+        again = fast.render([light])[0].info["render_path"]
+        assert again in ("eager", "eager, then compiled")  # asked for again, in the background
+        assert path.wait_compiled(60)
+        made = fast.render([light])[0]
+        assert made.info["render_path"] == "compiled"
+        assert np.abs(pixels([made]) - pixels(eager.render([light]))).max() <= TOLERANCE
+        assert traced.threads == {"studio-compiler"}  # never the worker's thread
+    finally:
+        traced.release.set()

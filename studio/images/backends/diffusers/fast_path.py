@@ -44,6 +44,7 @@ keys do not change with it, and the PNG's provenance says which path made an ima
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import inspect
 import os
@@ -181,8 +182,10 @@ class CompileGate:
         options: dict[str, Any],
         compiler: Compiler | None,
         max_shapes: int,
+        state_of: Callable[[], frozenset] | None = None,
     ):
         self.name = type(module).__name__
+        self.state_of = state_of  # the adapters' state now (see adapter_state), for `build`
         self.eager = module.forward
         self.__signature__ = inspect.signature(self.eager)  # for callers that inspect forward
         self.__wrapped__ = self.eager
@@ -228,7 +231,15 @@ class CompileGate:
 
     def build(self, sig: tuple, args: tuple, kwargs: dict) -> Any:
         """Compile the shape `sig` by running the compiled forward on these inputs; a failure
-        leaves the shape eager (and is recorded), it never fails a render."""
+        leaves the shape eager (and is recorded), it never fails a render. In the background the
+        module is traced as it is when the compile runs: if its adapters' state is no longer the
+        one `sig` was asked with (the worker moved to another LoRA weight meanwhile), or changes
+        while it compiles, the graph may not be `sig`'s, so the shape is dropped, to be asked for
+        again by its next call, instead of marked ready and recompiled in that caller's thread."""
+        wanted = sig[1] if _thread.compiling and self.state_of is not None else None
+        if wanted is not None and self.state_of() != wanted:
+            self._drop(sig)
+            return None
         started = time.perf_counter()
         try:
             with torch.no_grad():
@@ -240,11 +251,18 @@ class CompileGate:
             if not _thread.compiling:
                 return self.eager(*args, **kwargs)
             return None
+        if wanted is not None and self.state_of() != wanted:
+            self._drop(sig)
+            return None
         with self._lock:
             self.seconds[sig] = time.perf_counter() - started
             self.pending.discard(sig)
             self.ready.add(sig)
         return output
+
+    def _drop(self, sig: tuple) -> None:
+        with self._lock:
+            self.pending.discard(sig)
 
     def forget(self) -> None:
         """The module changed (an adapter loaded): shapes are built again before use."""
@@ -475,8 +493,10 @@ def apply_fast_path(
             options["mode"] = fast.compile_mode
         if fast.background and fast.compiler is None:
             fast.compiler = Compiler()
+        state_of = functools.partial(adapter_state, pipe.unet)
         for module in compiled_modules(pipe.unet, fast.compile_scope):
-            fast.gates.append(CompileGate(module, options, fast.compiler, fast.max_shapes))
+            gate = CompileGate(module, options, fast.compiler, fast.max_shapes, state_of)
+            fast.gates.append(gate)
         info["compiled"] = {
             "unet": fast.compile_scope,
             "shapes": "static" if static is False else "automatic dynamic",
