@@ -60,15 +60,18 @@ class CountingBackend:
 
 
 class HeldBackend(CountingBackend):
-    """A compile backend that holds every compile until `release` is set (a slow compiler)."""
+    """A compile backend that holds every compile until `release` is set (a slow compiler);
+    `entered` says a compile has reached it (its graph is traced by then)."""
 
     __name__ = "held"
 
     def __init__(self):
         super().__init__()
         self.release = threading.Event()
+        self.entered = threading.Event()
 
     def __call__(self, graph, example_inputs):
+        self.entered.set()
         assert self.release.wait(60), "the test never released the compile"
         return super().__call__(graph, example_inputs)
 
@@ -351,7 +354,8 @@ def test_a_preview_vae_that_is_not_one_is_refused(tmp_path):
         resolve_preview_vae(str(tmp_path / "empty"), tmp_path)
 
 
-def test_a_lora_loaded_or_reweighted_is_served_eager_then_compiled_with_its_layers(model, tmp_path):
+def with_a_lora(model, tmp_path) -> tuple[HeldBackend, FastPath, Renderer, Renderer]:
+    """A held compile backend, and a fast and an eager renderer with the demo LoRA `fog`."""
     from studio.images.backends.diffusers.demo import build_demo_lora
     from studio.images.loras import LoraFolder
 
@@ -361,7 +365,11 @@ def test_a_lora_loaded_or_reweighted_is_served_eager_then_compiled_with_its_laye
     path = FastPath(compile_backend=held)
     fast = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path / "inductor",
                     loras=loras)  # fmt: skip
-    eager = Renderer(model, "cpu", 1, loras=loras)
+    return held, path, fast, Renderer(model, "cpu", 1, loras=loras)
+
+
+def test_a_lora_loaded_or_reweighted_is_served_eager_then_compiled_with_its_layers(model, tmp_path):
+    held, path, fast, eager = with_a_lora(model, tmp_path)
     plain = requests(1)[0]
     fogged = RenderRequest(f"{plain.prompt} <lora:fog:0.9>", steps=3, seed=0, width=64, height=64)
     held.release.set()
@@ -426,20 +434,6 @@ def test_another_reference_scale_is_compiled_beside_never_in_line(model, shared_
         held.release.set()
 
 
-class TracedBackend(HeldBackend):
-    """A held backend that says when a compile has reached it: its graph is traced by then."""
-
-    __name__ = "traced"
-
-    def __init__(self):
-        super().__init__()
-        self.entered = threading.Event()
-
-    def __call__(self, graph, example_inputs):
-        self.entered.set()
-        return super().__call__(graph, example_inputs)
-
-
 def test_a_weight_changed_before_its_compile_starts_is_compiled_again_never_in_line(
     model, tmp_path
 ):
@@ -447,16 +441,7 @@ def test_a_weight_changed_before_its_compile_starts_is_compiled_again_never_in_l
     for one LoRA weight while the worker has since moved to another would trace the other one
     and mark its own weight ready; that weight's next call would recompile in the worker's
     thread. The compile is dropped instead and asked for again by the next call."""
-    from studio.images.backends.diffusers.demo import build_demo_lora
-    from studio.images.loras import LoraFolder
-
-    build_demo_lora(model, tmp_path / "loras" / "fog.safetensors", seed=2)
-    loras = LoraFolder(tmp_path / "loras")
-    traced = TracedBackend()
-    path = FastPath(compile_backend=traced)
-    fast = Renderer(model, "cpu", 1, fast_path=path, compile_cache=tmp_path / "inductor",
-                    loras=loras)  # fmt: skip
-    eager = Renderer(model, "cpu", 1, loras=loras)
+    traced, path, fast, eager = with_a_lora(model, tmp_path)
     plain = requests(1)[0]
     heavy = RenderRequest(f"{plain.prompt} <lora:fog:0.9>", steps=3, seed=0, width=64, height=64)
     light = dataclasses.replace(heavy, prompt=f"{plain.prompt} <lora:fog:0.4>")
