@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -116,11 +117,12 @@ class OpenAIBackend:
     `timeout` x tries, tries = 1 + `max_retries`); each try waits min(`timeout`, time left).
     429s, 502-504s, connection errors and timeouts are tried again after a backoff; the openai
     client itself never retries. What the call waits for goes to `on_status` (a line when a retry
-    starts, and every `heartbeat` seconds while a try is pending, from the calling thread), or to
-    `logging` without one. The structured-output mode the server supports is found by the first
-    call (by each of the first calls, when they run at once) and kept. The base URL's
-    credentials are never shown: `where()` is redacted. `url_setting` names where the URL was set,
-    for messages (`studio.core.config.source_of`; default: the llm_base_url setting).
+    starts, and, while tries are pending, one line every `heartbeat` seconds for all of them, from
+    a calling thread), or to `logging` without one. The structured-output mode the server
+    supports is found by the first call (by each of the first calls, when they run at once) and
+    kept. The base URL's credentials are never shown: `where()` is redacted. `url_setting` names
+    where the URL was set, for messages (`studio.core.config.source_of`; default: the
+    llm_base_url setting).
     """
 
     def __init__(
@@ -165,6 +167,9 @@ class OpenAIBackend:
         self._mode: str | None = None  # the structured-output mode that worked
         self._negotiating = threading.Lock()
         self._concurrency = (max(1, int(concurrency)), fixed_concurrency)
+        self._waiting: dict[int, tuple[_Call, int]] = {}  # tries pending: id -> (call, attempt)
+        self._beat_lock = threading.Lock()
+        self._last_beat = -math.inf
         self._capacity: Capacity | None = None
         self._capacity_lock = threading.Lock()
 
@@ -307,20 +312,39 @@ class OpenAIBackend:
 
         threading.Thread(target=work, name="llm-request", daemon=True).start()
         give_up = time.monotonic() + try_timeout + min(5.0, 0.5 + try_timeout / 10)
-        while not done.is_set():
-            wait = give_up - time.monotonic()
-            if wait <= 0:
-                raise _TryTimeoutError(f"no answer in {seconds_text(try_timeout)} s")
-            if self.heartbeat:
-                wait = min(wait, self.heartbeat)
-            if not done.wait(wait) and time.monotonic() < give_up:
-                self._say(
-                    f"waiting for {self.where()} (try {attempt} of {self.tries}, "
-                    f"{seconds_text(call.elapsed())} s)"
-                )
+        with self._beat_lock:
+            self._waiting[id(box)] = (call, attempt)
+        try:
+            while not done.is_set():
+                wait = give_up - time.monotonic()
+                if wait <= 0:
+                    raise _TryTimeoutError(f"no answer in {seconds_text(try_timeout)} s")
+                if self.heartbeat:
+                    wait = min(wait, self.heartbeat)
+                if not done.wait(wait) and time.monotonic() < give_up:
+                    self._beat()
+        finally:
+            with self._beat_lock:
+                del self._waiting[id(box)]
         if "error" in box:
             raise box["error"]
         return box["value"]
+
+    def _beat(self) -> None:
+        """One line for all the calls waiting on a pending try, at most one per `heartbeat`
+        seconds however many calls are in flight: the longest-waiting call's try and time."""
+        with self._beat_lock:
+            now = time.monotonic()
+            if not self._waiting or now - self._last_beat < 0.9 * (self.heartbeat or 0.0):
+                return
+            self._last_beat = now
+            waiting = list(self._waiting.values())
+        call, attempt = max(waiting, key=lambda entry: entry[0].elapsed())
+        others = f"; {len(waiting) - 1} more waiting" if len(waiting) > 1 else ""
+        self._say(
+            f"waiting for {self.where()} (try {attempt} of {self.tries}, "
+            f"{seconds_text(call.elapsed())} s{others})"
+        )
 
     def _what_happened(self, exc: BaseException) -> str:
         if isinstance(exc, (self._openai.APITimeoutError, _TryTimeoutError)):

@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import pytest
 
@@ -270,3 +271,26 @@ def test_the_backend_choice_without_any_setting_or_with_a_server():
     )
     named = Settings(llm_base_url="http://localhost:11434/v1", llm_model="llama3.1")
     assert backend_description(named).endswith("(model llama3.1)")
+
+
+def test_calls_waiting_at_once_share_one_heartbeat_line():
+    """Three calls in flight to a server that is slow to answer make one "waiting" line per
+    heartbeat, not one each: the longest-waiting call's, with how many more wait."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    lines: list[tuple[float, str]] = []
+    backend = quick(url, timeout=30, max_retries=0, concurrency=3, fixed_concurrency=True)
+    backend.on_status = lambda line: lines.append((time.monotonic(), line))
+    with ThreadPoolExecutor(3) as pool:
+        calls = [pool.submit(backend.complete, REQUEST) for _ in range(3)]
+        time.sleep(1.1)  # about five heartbeats of 0.2 s
+        listener.close()  # the server goes away: each call fails at once
+        for call in calls:
+            with pytest.raises(LLMError):
+                call.result(timeout=30)
+    beats = [(at, line) for at, line in lines if line.startswith(f"waiting for {url} (try 1 of 1")]
+    assert 3 <= len(beats) <= 6, lines  # one a heartbeat, not three
+    assert all(later - earlier >= 0.9 * 0.2 for (earlier, _), (later, _) in pairwise(beats))
+    assert any(line.endswith("; 2 more waiting)") for _, line in beats), lines
