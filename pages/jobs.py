@@ -18,6 +18,9 @@ STATE_ICONS = {
 }
 
 
+OVERLAP = "The images are drawn while the LLM writes the other prompts: the two times overlap."
+
+
 def seconds_text(seconds: float) -> str:
     minutes, rest = divmod(int(round(seconds)), 60)
     return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s"
@@ -50,7 +53,11 @@ def latest(job) -> None:
     if timing:
         columns = st.columns(len(timing))
         for column, (name, value) in zip(columns, timing.items(), strict=True):
-            column.metric(f"Time: {STAGE_NAMES.get(name, name)}", seconds_text(value))
+            column.metric(
+                f"Time: {STAGE_NAMES.get(name, name)}",
+                seconds_text(value),
+                help=OVERLAP if name == "render" and "llm" in timing else None,
+            )
     if job.failures:
         st.error(f"{len(job.failures)} failed")
         st.dataframe(

@@ -12,7 +12,6 @@ without `--api-auth` (or STUDIO_API_AUTH) the server refuses to start (exit 2).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from studio.cli.dataprep import parse_sampler, parse_size
 from studio.cli.flags import OneLineParser, cli_message, flag_of
 from studio.core.config import COMPILE_MODES, COMPILE_SCOPES, Settings, load_settings
 from studio.core.errors import ConfigError, StudioError
+from studio.core.remote import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860  # as AUTOMATIC1111, so its clients find the studio where they look first
@@ -98,15 +98,6 @@ def server_settings(args: argparse.Namespace) -> Settings:
         overrides["width"], overrides["height"] = args.size
     overrides["_sources"] = {name: flag_of(name) for name in overrides}
     return load_settings(overrides)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
 
 
 def check_binding(host: str, auth: str | None) -> None:

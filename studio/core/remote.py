@@ -5,6 +5,7 @@ waits and tries in words, a server's Retry-After. Shared by `studio.llm.openai_c
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -49,3 +50,14 @@ def retry_after(exc: Any) -> float | None:
         return max(0.0, float(exc.response.headers.get("retry-after", "")))
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 in brackets or not) is this machine's
+    loopback; a host name other than localhost may resolve to anything, so it is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -84,13 +84,19 @@ def offload_layers(devices: list[dict[str, Any]]) -> tuple[int, str]:
     return ALL_LAYERS, f"on this machine's GPU ({gpu.get('description') or gpu.get('name')}{size})"
 
 
-def embedded_placement() -> str:
-    """Where the embedded model runs, in words (the installed llama.cpp build's devices)."""
+def embedded_offload() -> tuple[int, str]:
+    """`offload_layers` for the installed llama.cpp build's devices: (layers on the GPU, where
+    the model runs, in words)."""
     try:
         import xllamacpp
     except ImportError:
-        return "on this machine (xllamacpp not installed)"
-    return offload_layers(xllamacpp.get_device_info())[1]
+        return 0, "on this machine (xllamacpp not installed)"
+    return offload_layers(xllamacpp.get_device_info())
+
+
+def embedded_placement() -> str:
+    """Where the embedded model runs, in words (the installed llama.cpp build's devices)."""
+    return embedded_offload()[1]
 
 
 def assemble_embedded_model(cache_dir: Path) -> Path:

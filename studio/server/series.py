@@ -312,6 +312,15 @@ class _Bar:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.iterable)
 
+    @property
+    def total(self) -> int:
+        return self.render.count
+
+    @total.setter
+    def total(self, total: int) -> None:  # the images bar learns its total as prompts come in
+        if self.images:
+            self.render.count = max(1, total)
+
     def update(self, n: int = 1) -> None:
         if self.images:
             self.render.number += n

@@ -27,17 +27,16 @@ from studio.core.errors import CatalogError, DatasetError, LLMUnavailableError, 
 from studio.core.params import RANDOM_SEED, RenderRequest, draw_seed
 from studio.core.targets import Target
 from studio.images.executors import RenderExecutor
-from studio.images.regions import REGION_WORDS
 from studio.images.service import ImageResult, ImageService, ImageTask
 from studio.llm.choice import backend_description
 from studio.llm.client import LLM
+from studio.workflows.render_feed import Progress, RenderFeed, draws_alongside
 from studio.writing.cast import (
     PORTRAIT_NEGATIVE,
     cast_for_job,
     character_data,
     current_looks,
     keeps_look,
-    portrait_of,
     save_look,
     write_look,
 )
@@ -55,10 +54,6 @@ from studio.writing.prompting import (
     season_prompts,
     templates_hash,
 )
-
-# progress(iterable or None, total=..., desc=..., unit=...) -> a bar to iterate or `update`;
-# tqdm fits, as does `no_progress`.
-Progress = Callable[..., Any]
 
 
 class _SilentBar:
@@ -350,11 +345,17 @@ def ask_all(
     on_done: Callable[[PromptTask, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Each task's answer (or the StudioError it failed with), by task key, asking the LLM
-    `llm.concurrency` at a time. Seasons go first: each is two calls in a row.
+    `llm.concurrency` at a time, each handed to `on_done` as it comes in. One at a time, the
+    looks go first (their portraits can be drawn while the rest is asked, and the other prompts
+    wait for them); several at a time, the seasons go first (each is a few calls in a row), then
+    the looks.
 
     An LLMUnavailableError (no LLM at all) stops the work not yet started and is raised.
     """
-    order = sorted(tasks, key=lambda t: t.kind != "season")
+    if llm.concurrency <= 1:
+        order = sorted(tasks, key=lambda t: (t.kind != "character", t.kind != "season"))
+    else:
+        order = sorted(tasks, key=lambda t: (t.kind != "season", t.kind != "character"))
     results: dict[str, Any] = {}
     workers = max(1, min(llm.concurrency, len(order)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm")
@@ -379,6 +380,77 @@ def ask_all(
     return results
 
 
+@dataclass
+class _Written:
+    """What one planned task gave: its prompts (label, spec) and image jobs, or why it failed,
+    with what the job's summary says of it."""
+
+    prompts: list[tuple[str, PromptSpec]] = field(default_factory=list)
+    jobs: list[ImageTask] = field(default_factory=list)
+    failed: str = ""
+    notes: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+    cached: bool = False
+
+    def tell(self, summary: Summary) -> None:
+        if self.failed:
+            summary.failed.append(self.failed)
+            return
+        summary.notes += self.notes
+        summary.repairs += self.repairs
+        summary.prompts += self.prompts
+        summary.prompts_cached += self.cached
+        summary.prompts_written += not self.cached
+
+
+def _record_look(
+    task: PromptTask, answer: Any, store: Store, settings: Settings, llm: LLM
+) -> _Written:
+    """A character's look (`answer`: the LLM's, or the CharacterRecord the catalog keeps),
+    saved, with its portrait's job."""
+    if isinstance(answer, StudioError):
+        return _Written(failed=f"{task.name}: {answer}")
+    written = _Written(cached=True)
+    record = answer
+    if not isinstance(answer, CharacterRecord):
+        written.notes = [f"{task.name}: {answer.note}"] if answer.note else []
+        written.repairs = [f"{task.name}: {repair}" for repair in answer.repairs]
+        written.cached = bool(answer.cached)
+        record = save_look(store, answer)
+    written.prompts = [(f"{record.name} (descriptor)", PromptSpec(record.descriptor, "", "", ""))]
+    written.jobs = [portrait_job(settings, record, llm.model, look_answers(store, record))]
+    return written
+
+
+def _record_story(
+    task: PromptTask,
+    answer: Any,
+    series: Series,
+    images: ImageService,
+    settings: Settings,
+    llm: LLM,
+    looks: Any,
+) -> _Written:
+    """An episode's prompt or a season's five, with the cast's `looks` written in, saved, with
+    their images' jobs."""
+    if isinstance(answer, StudioError):
+        return _Written(failed=f"{task.name}: {answer}")
+    store, count = images.store, images.backend.count_tokens
+    fixed = answer.repairs if task.kind == "episode" else answer.styles.repairs
+    written = _Written(repairs=[f"{task.name}: {repair}" for repair in fixed])
+    if task.kind == "episode":
+        result = episode_prompt(series, answer, count, looks)
+        save_episode_prompt(store, task.item, result, llm.model)
+        written.prompts = [(task.item.id, result.spec)]
+        written.jobs = episode_tasks(settings, task.item, result, llm)
+    else:
+        result = season_prompts(series, task.item, answer, count, looks)
+        written.prompts = _save_season_prompts(store, series, task.item, result, llm)
+        written.jobs = season_tasks(settings, series, task.item, result, llm)
+    written.cached = bool(result.cached)
+    return written
+
+
 def write_prompts(
     series: Series,
     selection: Selection,
@@ -389,10 +461,14 @@ def write_prompts(
     refresh: bool = False,
     progress: Progress = no_progress,
     on_progress: Callable[[int, int], None] | None = None,
+    on_jobs: Callable[[list[ImageTask]], None] | None = None,
 ) -> list[ImageTask]:
     """Ask the LLM (or its cache) for every planned prompt, `llm.concurrency` calls at a time;
-    record them; return the image jobs, in plan order whatever order the answers came in."""
-    store, count = images.store, images.backend.count_tokens
+    record each as its answer comes in and hand its image jobs to `on_jobs` at once (a look's
+    portrait when the look is in; an episode's or a season's images once every look is in, since
+    the looks go into their prompts); return all the jobs, and fill `summary`, in plan order
+    whatever order the answers came in."""
+    store = images.store
     planned = plan_prompts(series, selection, settings)
     # A look the catalog keeps (or a person's edit) is not asked for again.
     kept = {
@@ -404,64 +480,48 @@ def write_prompts(
     bar = progress(None, total=len(planned), desc="prompts", unit="prompt")
     bar.update(len(kept))
     finished = [len(kept)]
+    written: dict[str, _Written] = {}
+    looks_to_come = {t.key for t in tasks if t.kind == "character"}
+    waiting: list[tuple[PromptTask, Any]] = []  # stories whose answers wait for the looks
+    looks: list[Any] = []  # the cast's looks, once every look is in
 
-    def done(task: PromptTask, result: Any) -> None:
+    def record(task: PromptTask, answer: Any) -> None:
+        if task.kind == "character":
+            written[task.key] = _record_look(task, answer, store, settings, llm)
+        elif looks_to_come:
+            waiting.append((task, answer))
+            return
+        else:
+            if not looks:
+                looks.append(current_looks(store, series, images.backend.count_tokens))
+            written[task.key] = _record_story(task, answer, series, images, settings, llm, *looks)
+        if on_jobs is not None and written[task.key].jobs:
+            on_jobs(written[task.key].jobs)
+
+    def done(task: PromptTask, answer: Any) -> None:
         bar.update(1)
         finished[0] += 1
         if on_progress:
             on_progress(finished[0], len(planned))
+        record(task, answer)
+        looks_to_come.discard(task.key)
+        if not looks_to_come:
+            while waiting:
+                record(*waiting.pop(0))
 
     if on_progress:
         on_progress(finished[0], len(planned))
     try:
-        answers = ask_all(tasks, llm, series, count, refresh, on_done=done)
+        for task in planned:
+            if task.key in kept:
+                record(task, kept[task.key])
+        ask_all(tasks, llm, series, images.backend.count_tokens, refresh, on_done=done)
     finally:
         bar.close()
     jobs: list[ImageTask] = []
-    for task in planned:  # characters first: their looks go into the other prompts
-        if task.kind != "character":
-            continue
-        record = kept.get(task.key)
-        if record is not None:
-            summary.prompts_cached += 1
-        else:
-            look = answers[task.key]
-            if isinstance(look, StudioError):
-                summary.failed.append(f"{task.name}: {look}")
-                continue
-            if look.note:
-                summary.notes.append(f"{task.name}: {look.note}")
-            summary.repairs += [f"{task.name}: {repair}" for repair in look.repairs]
-            summary.prompts_cached += look.cached
-            summary.prompts_written += not look.cached
-            record = save_look(store, look)
-        summary.prompts.append(
-            (f"{record.name} (descriptor)", PromptSpec(record.descriptor, "", "", ""))
-        )
-        jobs.append(portrait_job(settings, record, llm.model, look_answers(store, record)))
-    looks = current_looks(store, series, count)
     for task in planned:
-        if task.kind == "character":
-            continue
-        answer = answers[task.key]
-        if isinstance(answer, StudioError):
-            summary.failed.append(f"{task.name}: {answer}")
-            continue
-        fixed = answer.repairs if task.kind == "episode" else answer.styles.repairs
-        summary.repairs += [f"{task.name}: {repair}" for repair in fixed]
-        if task.kind == "episode":
-            result = episode_prompt(series, answer, count, looks)
-            save_episode_prompt(store, task.item, result, llm.model)
-            summary.prompts.append((task.item.id, result.spec))
-            jobs.extend(episode_tasks(settings, task.item, result, llm))
-        else:
-            result = season_prompts(series, task.item, answer, count, looks)
-            _save_season_prompts(store, series, task.item, result, llm, summary)
-            jobs.extend(season_tasks(settings, series, task.item, result, llm))
-        if result.cached:
-            summary.prompts_cached += 1
-        else:
-            summary.prompts_written += 1
+        written[task.key].tell(summary)
+        jobs += written[task.key].jobs
     return jobs
 
 
@@ -484,8 +544,10 @@ def episode_tasks(
 
 
 def _save_season_prompts(
-    store: Store, series: Series, season: int, result: SeasonPrompts, llm: LLM, summary: Summary
-) -> None:
+    store: Store, series: Series, season: int, result: SeasonPrompts, llm: LLM
+) -> list[tuple[str, PromptSpec]]:
+    """Record the season's prompts, one per style; each with its label."""
+    labelled = []
     for style, spec in result.specs.items():
         store.add_prompt(
             PromptRecord(
@@ -497,7 +559,8 @@ def _save_season_prompts(
                 result.trace,
             )
         )
-        summary.prompts.append((f"{series.seasons[season].id} {style}", spec))
+        labelled.append((f"{series.seasons[season].id} {style}", spec))
+    return labelled
 
 
 def season_tasks(
@@ -521,84 +584,6 @@ def season_tasks(
             )
         )
     return jobs
-
-
-def with_reference(job: ImageTask, images: ImageService, settings: Settings) -> ImageTask:
-    """`job` conditioned on the portrait of its most important character, when the backend has
-    an IP-Adapter and that character has a portrait; else `job` as it is. With `scene_references`
-    above 1, on the portraits of that many of its characters (the most important first, those
-    with portraits), each limited to its side of the image (`studio.images.regions`)."""
-    cast = job.provenance.get("cast") or []
-    if not images.backend.capabilities.ip_adapter or not cast or job.target.kind == "character":
-        return job
-    if job.request.reference_image is not None:
-        return job
-    portraits = [(name, portrait_of(images.store, name)) for name in cast]
-    chosen = [(name, p) for name, p in portraits if p is not None][: settings.scene_references]
-    if not chosen or chosen[0][0] != cast[0]:  # the most important one first, or none
-        return job
-    shas = [images.add_input(images.store.image_path(p), "reference image") for _, p in chosen]
-    request = replace(
-        job.request, reference_image=shas[0], reference_scale=settings.reference_scale
-    )
-    provenance = {
-        **job.provenance,
-        "reference": {"character": cast[0], "portrait": chosen[0][1].cache_key},
-    }
-    if len(chosen) > 1:
-        request = replace(
-            request,
-            extra_references=tuple(shas[1:]),
-            reference_masks=images.add_regions(len(chosen), (request.width, request.height)),
-        )
-        provenance["references"] = [
-            {"character": name, "portrait": portrait.cache_key, "region": where}
-            for (name, portrait), where in zip(chosen, REGION_WORDS[len(chosen)], strict=True)
-        ]
-    return replace(job, request=request, provenance=provenance)
-
-
-def render_jobs(
-    jobs: list[ImageTask],
-    images: ImageService,
-    summary: Summary,
-    force: bool = False,
-    progress: Progress = no_progress,
-    settings: Settings | None = None,
-    executor: RenderExecutor | None = None,
-    on_count: Callable[[int], None] | None = None,
-) -> list[ImageResult]:
-    """Make every job's image through the image service; a failed batch is reported, not fatal.
-
-    Portraits come first: with an IP-Adapter (and `settings`), they condition the images of the
-    characters they show. `executor` renders (default: here); this process writes. Returns the
-    results, portraits first.
-    """
-    bar = progress(None, total=len(jobs), desc="images", unit="image")
-
-    finished = [0]
-
-    def done(result: ImageResult) -> None:
-        summary.count(result)
-        bar.update(1)
-        finished[0] += 1
-        if on_count:
-            on_count(finished[0])
-
-    portraits = [job for job in jobs if job.target.kind == "character"]
-    others = [job for job in jobs if job.target.kind != "character"]
-    try:
-        results = images.make(
-            portraits, force=force, on_result=done, keep_going=True, executor=executor
-        )
-        if settings is not None:
-            others = [with_reference(job, images, settings) for job in others]
-        results += images.make(
-            others, force=force, on_result=done, keep_going=True, executor=executor
-        )
-    finally:
-        bar.close()
-    return results
 
 
 def choose_covers(results: list[ImageResult], images: ImageService, summary: Summary) -> None:
@@ -676,7 +661,9 @@ def run_job(
     executor: RenderExecutor | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> Summary:
-    """Prompts, then (unless `dry_run`) images; returns the counts for the closing summary.
+    """Prompts and (unless `dry_run`) images, each prompt's images drawn as soon as it is
+    recorded where the renders and the LLM do not share this CPU (`RenderFeed`), else after the
+    prompts; returns the counts for the closing summary.
 
     The job's stage, counts and failures are written to the catalog as it goes
     (studio.catalog.job_log), for the dashboard's Batch jobs page; `summary.stages` says where the
@@ -704,6 +691,24 @@ def run_job(
             seconds={"llm": time.perf_counter() - started},
         )
 
+    feed = None
+    if not dry_run:  # the images are drawn while the prompts are written, where that pays
+
+        def counted(result: ImageResult) -> None:
+            summary.count(result)
+            log.progress(images_done=feed.done, images_total=feed.total, failures=summary.failed)
+
+        alongside = draws_alongside(settings, images, executor)
+        feed = RenderFeed(images, settings, force, progress, executor, counted, alongside)
+
+    def queue(jobs: list[ImageTask]) -> None:
+        if drawn:  # recorded in each image's provenance too (never in a cache key)
+            jobs = [
+                replace(job, provenance={**job.provenance, "base_seed": settings.seed})
+                for job in jobs
+            ]
+        feed.add(jobs)
+
     status = "failed"
     try:
         if on_start is not None:
@@ -718,13 +723,9 @@ def run_job(
             refresh=force,
             progress=progress,
             on_progress=prompts_done,
+            on_jobs=None if feed is None else queue,
         )
         summary.stages["llm"] = time.perf_counter() - started
-        if drawn:  # recorded in each image's provenance too (never in a cache key)
-            jobs = [
-                replace(job, provenance={**job.provenance, "base_seed": settings.seed})
-                for job in jobs
-            ]
         log.progress(
             force=True,
             stage="done" if dry_run else "images",
@@ -733,22 +734,8 @@ def run_job(
             seconds=summary.stages,
             llm_calls=llm.calls - calls_before,
         )
-        if not dry_run:
-
-            def counted(done: int) -> None:
-                log.progress(images_done=done, failures=summary.failed)
-
-            results = render_jobs(
-                jobs,
-                images,
-                summary,
-                force=force,
-                progress=progress,
-                settings=settings,
-                executor=executor,
-                on_count=counted,
-            )
-            summary.results = results
+        if feed is not None:
+            summary.results = results = feed.finish()
             if settings.candidates > 1:
                 choose_covers(results, images, summary)
             summary.stages["render"] = images.seconds["render"] - render_before
@@ -770,6 +757,8 @@ def run_job(
         summary.failed.append(reason)
         raise CatalogError(reason) from exc
     finally:
+        if feed is not None:  # Ctrl-C, a failure: the render in progress ends at its next step
+            feed.stop()
         summary.llm_calls = llm.calls - calls_before
         summary.seconds = time.perf_counter() - started
         summary.stages.setdefault("llm", summary.seconds)  # it stopped while writing prompts

@@ -24,6 +24,7 @@ from studio.core.dataset import Series
 from studio.core.errors import StudioError
 from studio.core.remote import DEFAULT_OPENAI_BASE_URL
 from studio.core.targets import Target
+from studio.images.executors import RenderExecutor
 from studio.images.service import ImageService, ImageTask
 from studio.llm.base import ChatRequest
 from studio.llm.choice import choose_backend
@@ -36,8 +37,8 @@ from studio.workflows.batch import (
     plan_prompts,
     portrait_request,
     season_tasks,
-    with_reference,
 )
+from studio.workflows.render_feed import draws_alongside, with_reference
 from studio.writing.cast import current_looks, keeps_look
 from studio.writing.prompting import episode_prompt, load_styles, season_prompts
 
@@ -116,6 +117,7 @@ def estimate_work(
     images: ImageService,
     force: bool = False,
     dry_run: bool = False,
+    executor: RenderExecutor | None = None,
 ) -> WorkEstimate:
     """The LLM calls and renders `run_job` with these arguments will make, and roughly how long
     they take. A prompt whose answer is cached is built as the job builds it, so that its images
@@ -125,7 +127,8 @@ def estimate_work(
     looks = current_looks(store, series, count)
     calls = 0
     jobs: list[ImageTask | None] = []  # None: the image of a prompt still to be written
-    for task in plan_prompts(series, selection, settings):
+    plan = plan_prompts(series, selection, settings)
+    for task in plan:
         kept = store.character(task.item) if task.kind == "character" else None
         if keeps_look(kept, force):
             jobs.append(_portrait(settings, kept.name, kept.portrait))
@@ -149,7 +152,12 @@ def estimate_work(
     if llm_seconds is None and calls:
         return WorkEstimate(calls, renders, image_seconds, image_basis, unknown=llm_basis)
     basis = "; ".join(text for n, text in ((calls, llm_basis), (renders, image_basis)) if n)
-    return WorkEstimate(calls, renders, (llm_seconds or 0.0) + image_seconds, basis)
+    seconds = (llm_seconds or 0.0) + image_seconds
+    if calls and renders and draws_alongside(settings, images, executor):
+        # drawn while the LLM writes: the longer of the two, and the last prompt's images
+        seconds = max(llm_seconds or 0.0, image_seconds) + image_seconds / max(1, len(plan))
+        basis += "; the images drawn while the LLM writes"
+    return WorkEstimate(calls, renders, seconds, basis)
 
 
 def _cached_answer(task: PromptTask, probe: LLM, series: Series, count: Any) -> tuple[Any, int]:

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from studio.core.errors import ParameterError
 from studio.core.targets import Target
 from studio.images.service import ImageResult, ImageTask
-from studio.workflows.batch import derive_seed, settings_request, with_reference
+from studio.workflows.batch import derive_seed, settings_request
 from studio.workflows.characters import looks
 from studio.workflows.host import StudioHost
+from studio.workflows.render_feed import with_reference
 from studio.writing.storyboards import (
     Storyboard,
     moment_records,

@@ -93,3 +93,20 @@ def test_a_server_is_timed_by_the_last_job_that_asked_it_and_never_guessed(tmp_p
         assert f"a call, as batch job {job.id} measured; a rough guess)." in again.line()
         with_images = estimate_work(series, selection, settings, llm, images, force=True)
         assert with_images.seconds > again.seconds and "the demo model" in with_images.line()
+
+
+def test_images_drawn_while_a_server_elsewhere_writes_are_timed_as_overlapping(
+    tmp_path, shared_cache
+):
+    series = load_series(SAMPLE_SERIES)[0]
+    selection = Selection(episodes={(1, 1), (1, 2), (1, 3)}, targets="episodes")
+    elsewhere = {"llm_base_url": "http://llm.example:8765/v1", "llm_concurrency": 1}
+    with small_studio(tmp_path, shared_cache, **elsewhere) as studio:
+        settings, llm, images = studio.settings, studio.llm, studio.images
+        run_job(series, selection, settings, llm, images, dry_run=True)  # times the server
+        calls = estimate_work(series, selection, settings, llm, images, force=True, dry_run=True)
+        renders = estimate_work(series, selection, settings, llm, images)  # prompts cached
+        both = estimate_work(series, selection, settings, llm, images, force=True)
+    assert (calls.llm_calls, calls.images, renders.llm_calls, renders.images) == (3, 0, 0, 3)
+    assert both.seconds == pytest.approx(max(calls.seconds, renders.seconds) + renders.seconds / 3)
+    assert both.line().endswith("; the images drawn while the LLM writes; a rough guess).")
