@@ -56,7 +56,7 @@ def latest(job) -> None:
             column.metric(
                 f"Time: {STAGE_NAMES.get(name, name)}",
                 seconds_text(value),
-                help=OVERLAP if name == "render" and "llm" in timing else None,
+                help=OVERLAP if name == "render" and job.overlapped else None,
             )
     if job.failures:
         st.error(f"{len(job.failures)} failed")

@@ -71,6 +71,13 @@ class JobRecord:
         return took / self.llm_calls if self.llm_calls >= MIN_TIMED_CALLS and took > 0 else None
 
     @property
+    def overlapped(self) -> bool:
+        """Whether it drew its images while the LLM wrote: its LLM and render stages add up to
+        more than its whole time."""
+        stages = self.seconds.get("llm", 0.0) + self.seconds.get("render", 0.0)
+        return stages > self.seconds.get("total", stages) + 1.0
+
+    @property
     def total_seconds(self) -> float:
         end = datetime.fromisoformat(self.finished_at or self.updated_at)
         return (end - datetime.fromisoformat(self.started_at)).total_seconds()

@@ -319,7 +319,7 @@ def _print_summary(summary, settings, issues: list) -> None:
     if summary.nothing_done:
         say("Nothing to do: everything was already in the catalog (0 LLM calls, 0 renders).")
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.stages.items())
-    if summary.llm_calls and summary.stages.get("render"):
+    if summary.alongside and summary.llm_calls and summary.stages.get("render"):
         stages += "; the images were drawn while the LLM wrote, so these overlap"
     say(
         f"Time: {summary.seconds:.1f} s{f' ({stages})' if stages else ''}. Catalog and images: "

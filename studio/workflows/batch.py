@@ -158,6 +158,7 @@ class Summary:
     stages: dict[str, float] = field(default_factory=dict)  # llm, render, write -> seconds
     results: list[ImageResult] = field(default_factory=list)  # made or found, portraits first
     repairs: list[str] = field(default_factory=list)  # LLM answers fixed (English), and how
+    alongside: bool = False  # the images were drawn while the LLM wrote (`draws_alongside`)
 
     def count(self, result: ImageResult) -> None:
         if result.error:
@@ -698,8 +699,8 @@ def run_job(
             summary.count(result)
             log.progress(images_done=feed.done, images_total=feed.total, failures=summary.failed)
 
-        alongside = draws_alongside(settings, images, executor)
-        feed = RenderFeed(images, settings, force, progress, executor, counted, alongside)
+        summary.alongside = draws_alongside(settings, images, executor)
+        feed = RenderFeed(images, settings, force, progress, executor, counted, summary.alongside)
 
     def queue(jobs: list[ImageTask]) -> None:
         if drawn:  # recorded in each image's provenance too (never in a cache key)

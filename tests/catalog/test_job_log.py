@@ -45,3 +45,15 @@ def test_a_job_that_names_no_llm_reads_as_making_no_calls(tmp_path):
     (record,) = recent_jobs(store)
     assert (record.id, record.llm, record.llm_calls) == (job, "", 0)
     assert measured_call_seconds(store, "") is None
+
+
+def test_a_job_that_drew_while_the_llm_wrote_reads_as_overlapped(tmp_path):
+    store = Store(tmp_path)
+    after = store.start_job("local", "the whole series", socket.gethostname(), 1, SERVER)
+    store.update_job(after, seconds={"llm": 575.7, "render": 174.0, "write": 1.8, "total": 751.5})
+    beside = store.start_job("local", "the whole series", socket.gethostname(), 1, SERVER)
+    store.update_job(beside, seconds={"llm": 600.0, "render": 290.0, "total": 610.0})
+    cached = store.start_job("local", "the whole series", socket.gethostname(), 1, SERVER)
+    store.update_job(cached, seconds={"llm": 0.5, "total": 0.8})
+    overlapped = {job.id: job.overlapped for job in recent_jobs(store)}
+    assert overlapped == {after: False, beside: True, cached: False}

@@ -74,6 +74,7 @@ def test_an_episodes_images_are_drawn_while_a_server_llm_writes_the_next(tmp_pat
         drawn = {r.job.request.seed: Image.open(r.path).tobytes() for r in summary.results}
     assert chat.episode_calls == 2 and chat.waited and chat.waited[0] < 20
     assert not summary.failed and summary.images_rendered == len(summary.results) == 7
+    assert summary.alongside  # and the CLI says its stages overlapped
     kinds = [result.job.target.kind for result in summary.results]
     portraits = kinds.count("character")
     assert portraits and set(kinds[:portraits]) == {"character"}  # portraits first
@@ -94,6 +95,7 @@ def test_an_episodes_images_are_drawn_while_a_server_llm_writes_the_next(tmp_pat
         after = run_job(series, TWO_EPISODES, studio.settings, studio.llm, studio.images)
         redrawn = {r.job.request.seed: Image.open(r.path).tobytes() for r in after.results}
     assert len(calls) == after.llm_calls > 0 and min(images) > max(calls)
+    assert not after.alongside
     assert after.prompts == summary.prompts
     assert redrawn == drawn
 
