@@ -209,19 +209,19 @@ class RenderFeed:
 
     def _render(self, jobs: list[ImageTask]) -> None:
         """Portraits first, then the others, with their references once the portraits are in."""
-        portraits = [job for job in jobs if job.target.kind == "character"]
+        self._make([job for job in jobs if job.target.kind == "character"])
         others = [job for job in jobs if job.target.kind != "character"]
-        for part in (portraits, others):
-            if part is others:
-                part = [with_reference(job, self.images, self.settings) for job in part]
-            self.images.make(
-                part,
-                force=self.force,
-                on_step=self._check_stop,
-                on_result=self._done,
-                keep_going=True,
-                executor=self.executor,
-            )
+        self._make([with_reference(job, self.images, self.settings) for job in others])
+
+    def _make(self, jobs: list[ImageTask]) -> None:
+        self.images.make(
+            jobs,
+            force=self.force,
+            on_step=self._check_stop,
+            on_result=self._done,
+            keep_going=True,
+            executor=self.executor,
+        )
 
     def _check_stop(self, *_: Any) -> None:
         if self._stopped.is_set():
