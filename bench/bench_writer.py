@@ -96,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             if episode is None:
                 sys.exit(f"No episode S{season}E{number} in the sample.")
             count = studio.backend.count_tokens
+            import xllamacpp
+
             print(f"Writer bench: embedded {backend.identity()} {embedded_placement()}, "
                   f"{backend.threads} threads; sample {episode.id}.")  # fmt: skip
+            print(f"llama.cpp build: {xllamacpp.get_system_info().strip()}")
             loaded = measure(backend, lambda: llm.generate_json(
                 [{"role": "user", "content": 'Answer with the JSON object {"ok": "yes"}.'}],
                 {"type": "object", "properties": {"ok": {"type": "string"}}, "required": ["ok"]},

@@ -430,7 +430,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from studio.api import Studio
     from studio.images.executors import open_executor
-    from studio.llm.choice import default_concurrency
+    from studio.llm.choice import choose_backend, default_concurrency
+    from studio.llm.embedded import embedded_build_tip
     from studio.workflows.estimate import estimate_work
     from studio.writing.quality import check_catalog
 
@@ -446,6 +447,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"LLM: {backend_description(settings)}, {default_concurrency(settings)} at once.",
             file=sys.stderr,
         )
+        if choose_backend(settings).kind == "embedded" and (tip := embedded_build_tip()):
+            print(f"Tip: {tip}", file=sys.stderr)
 
         def print_estimate() -> None:
             estimate = estimate_work(

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xllamacpp
 
 from studio.catalog.job_log import recent_jobs
 from studio.catalog.store import Store
@@ -22,6 +23,7 @@ from studio.cli.library import build_library_parser
 from studio.core.config import PROJECT_ROOT
 from studio.core.metadata import parse_parameters, read_png_metadata
 from studio.llm import client as llm_client
+from studio.llm import embedded
 from tests.support.fakes import FakeBackend
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +105,24 @@ def test_dry_run_prints_prompts(tmp_path, capsys, fake_llm):
     assert "S02E03: detective examining a clue from The Yellow Face" in err
     assert "negative: blurry, modern cars, text" in err
     assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.png"))
+
+
+def test_an_avx512_cpu_is_told_of_the_faster_llm_build(tmp_path, capsys, fake_llm, monkeypatch):
+    avx512 = frozenset({"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
+    monkeypatch.setattr(embedded, "cpu_flags", lambda: avx512)
+    monkeypatch.setattr(xllamacpp, "get_system_info", lambda: "CPU : AVX = 1 | AVX2 = 1 | ")
+    args = ["--out", str(tmp_path), "--episodes", "S2E3", "--dry-run", "--image-model", "demo"]
+    code, err = run(capsys, *args)
+    assert code == 0, err
+    (tip,) = [line for line in err.splitlines() if line.startswith("Tip: ")]
+    assert "AVX-512" in tip and "docs/batch-job.md" in tip
+    # a build that uses it, or a server LLM: no tip
+    monkeypatch.setattr(xllamacpp, "get_system_info", lambda: "CPU : AVX2 = 1 | AVX512 = 1 | ")
+    code, err = run(capsys, *args)
+    assert code == 0 and "Tip: " not in err
+    monkeypatch.setattr(xllamacpp, "get_system_info", lambda: "CPU : AVX = 1 | AVX2 = 1 | ")
+    code, err = run(capsys, *args, "--llm-base-url", "http://127.0.0.1:9/v1")
+    assert code == 0 and "Tip: " not in err, err
 
 
 @pytest.mark.parametrize(
