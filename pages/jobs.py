@@ -41,7 +41,8 @@ def latest(job) -> None:
     if job.llm:
         each = job.seconds_per_call
         per_call = f", {seconds_text(each)} a call" if each is not None else ""
-        st.caption(f"LLM: {job.llm} · {job.llm_calls} calls{per_call}")
+        at_once = f" · {job.llm_concurrency} at once" if job.llm_concurrency else ""
+        st.caption(f"LLM: {job.llm} · {job.llm_calls} calls{per_call}{at_once}")
     if state == "stopped":
         st.warning(
             "This run ended without finishing (killed or lost). What it finished is in the "

@@ -42,6 +42,7 @@ class JobRecord:
     pid: int = 0
     llm: str = ""  # the LLM it asked, in words (credentials left out); "" before 016_job_llm
     llm_calls: int = 0  # calls that reached it
+    llm_concurrency: int = 0  # calls it made at once; 0: not recorded (before 017)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRecord:
@@ -99,25 +100,34 @@ def recent_jobs(store: Store, limit: int = 20) -> list[JobRecord]:
 
 
 def measured_call_seconds(
-    store: Store, llm: str, same_host: bool = False, limit: int = 50
+    store: Store, llm: str, same_host: bool = False, limit: int = 50, concurrency: int = 0
 ) -> tuple[float, JobRecord] | None:
     """Wall seconds per LLM call in the newest job that asked `llm` (a description, as JobLog
-    takes it) at least MIN_TIMED_CALLS times, with that job; None when no job did.
+    takes it) at least MIN_TIMED_CALLS times, with that job; None when no job did. Calls made at
+    once share the wall time, so with `concurrency` a job that made as many at once is taken
+    before a newer one that made another number (whose `llm_concurrency` tells the caller).
     `same_host`: only jobs run on this machine (an embedded model's speed is the machine's)."""
     here = socket.gethostname()
+    newest = None
     for job in recent_jobs(store, limit):
         each = job.seconds_per_call
         if job.llm == llm and each is not None and (job.host == here or not same_host):
-            return each, job
-    return None
+            if not concurrency or job.llm_concurrency == concurrency:
+                return each, job
+            newest = newest or (each, job)
+    return newest
 
 
 class JobLog:
     """One batch job's row in the catalog, written as the job goes."""
 
-    def __init__(self, store: Store, executor: str, selection: str, llm: str = ""):
+    def __init__(
+        self, store: Store, executor: str, selection: str, llm: str = "", llm_concurrency: int = 0
+    ):
         self.store = store
-        self.id = store.start_job(executor, selection, socket.gethostname(), os.getpid(), llm)
+        self.id = store.start_job(
+            executor, selection, socket.gethostname(), os.getpid(), llm, llm_concurrency
+        )
         self._written = 0.0
 
     def progress(self, force: bool = False, **values: Any) -> None:

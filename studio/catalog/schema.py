@@ -340,6 +340,12 @@ def _add_job_llm(db: sqlite3.Connection) -> None:
     )
 
 
+def _add_job_llm_concurrency(db: sqlite3.Connection) -> None:
+    # How many LLM calls a batch job made at once (0: not recorded, jobs before this column), so
+    # that an estimate times its calls by a job that asked as many at once.
+    _run_script(db, "ALTER TABLE jobs ADD COLUMN llm_concurrency INTEGER NOT NULL DEFAULT 0")
+
+
 # Applied in order, once each, and recorded in the `migrations` table.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_create_tables", _create_tables),
@@ -358,4 +364,5 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("014_several_references", _add_several_references),
     ("015_inpaint_padding", _add_inpaint_padding),
     ("016_job_llm", _add_job_llm),
+    ("017_job_llm_concurrency", _add_job_llm_concurrency),
 ]

@@ -564,13 +564,22 @@ class Store:
 
     # Batch jobs -------------------------------------------------------------------------------
 
-    def start_job(self, executor: str, selection: str, host: str, pid: int, llm: str = "") -> int:
+    def start_job(
+        self,
+        executor: str,
+        selection: str,
+        host: str,
+        pid: int,
+        llm: str = "",
+        llm_concurrency: int = 0,
+    ) -> int:
         now = _now()
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO jobs (started_at, updated_at, status, stage, executor, selection, "
-                "host, pid, llm) VALUES (?, ?, 'running', 'prompts', ?, ?, ?, ?, ?)",
-                (now, now, executor, selection, host, pid, llm),
+                "host, pid, llm, llm_concurrency) VALUES (?, ?, 'running', 'prompts', ?, ?, ?, ?, "
+                "?, ?)",
+                (now, now, executor, selection, host, pid, llm, llm_concurrency),
             )
             return int(cursor.lastrowid)
 

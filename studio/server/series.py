@@ -164,6 +164,9 @@ class JobOut(BaseModel):
     seconds: dict[str, float] = Field(description="Seconds by stage (llm, render, write, total).")
     llm: str = Field(description="The LLM it asked, in words (credentials left out).")
     llm_calls: int = Field(description="Its calls that reached the LLM.")
+    llm_concurrency: int = Field(
+        description="How many LLM calls it made at once (0: not recorded, older jobs)."
+    )
 
 
 # Seasons and episodes ---------------------------------------------------------------------------
@@ -480,6 +483,7 @@ def list_jobs(
             seconds=job.seconds,
             llm=job.llm,
             llm_calls=job.llm_calls,
+            llm_concurrency=job.llm_concurrency,
         )
         for job in state_of(request).studio.batch_jobs(limit)
     ]

@@ -681,7 +681,9 @@ def run_job(
     render_before, write_before = images.seconds["render"], images.seconds["write"]
     clip_before = images.seconds["clip"]
     where = executor.name if executor else "local"
-    log = JobLog(images.store, where, selection.describe(), backend_description(settings))
+    log = JobLog(
+        images.store, where, selection.describe(), backend_description(settings), llm.concurrency
+    )
 
     def prompts_done(done: int, total: int) -> None:  # with the LLM's calls and time so far
         log.progress(

@@ -205,16 +205,22 @@ def _llm_seconds(
     """The calls' seconds and what they are reckoned from; None: not known (the reason)."""
     choice = choose_backend(settings)
     embedded = choice.kind == "embedded"
-    measured = measured_call_seconds(store, choice.describe(), same_host=embedded)
+    at_once = max(1, llm.concurrency)
+    measured = measured_call_seconds(
+        store, choice.describe(), same_host=embedded, concurrency=at_once
+    )
     if measured is not None:
         each, job = measured
-        return calls * each, f"the LLM ~{_duration(each)} a call, as batch job {job.id} measured"
+        how = f"as batch job {job.id} measured"
+        if job.llm_concurrency != at_once:  # another number at once: the best there is
+            then = f"{job.llm_concurrency} at once" if job.llm_concurrency else "an unknown number"
+            how += f" with {then}, not {at_once}"
+        return calls * each, f"the LLM ~{_duration(each)} a call, {how}"
     if embedded:
         cores = os.cpu_count() or 2
         each = EMBEDDED_CORE_SECONDS / cores
         return calls * each, f"the embedded LLM ~{_duration(each)} a call on {cores} cores"
     if choice.base_url.rstrip("/") == DEFAULT_OPENAI_BASE_URL:
-        at_once = max(1, llm.concurrency)
         return calls * OPENAI_CALL_SECONDS / at_once, (
             f"OpenAI ~{_duration(OPENAI_CALL_SECONDS)} a call, {at_once} at once"
         )

@@ -39,11 +39,28 @@ def test_an_embedded_model_is_timed_by_jobs_on_this_machine_only(tmp_path):
     assert measured_call_seconds(store, embedded, same_host=True)[0] == 12.0
 
 
+def test_a_job_that_made_as_many_calls_at_once_times_the_next_before_a_newer_one(tmp_path):
+    """Calls made at once share the wall time: 8 at once measure a seventh of one at a time's
+    seconds a call, so an estimate for one at a time takes a job that made one at a time."""
+    store = Store(tmp_path)
+    one = store.start_job("local", "the whole series", socket.gethostname(), 1, SERVER, 1)
+    store.update_job(one, llm_calls=10, seconds={"llm": 300.0})
+    eight = store.start_job("local", "the whole series", socket.gethostname(), 1, SERVER, 8)
+    store.update_job(eight, llm_calls=10, seconds={"llm": 45.0})
+    assert [job.llm_concurrency for job in recent_jobs(store)] == [8, 1]
+    assert measured_call_seconds(store, SERVER, concurrency=1) == (30.0, recent_jobs(store)[1])
+    assert measured_call_seconds(store, SERVER, concurrency=8)[0] == 4.5
+    # None made 4 at once: the newest, whose llm_concurrency tells the caller it differs
+    each, job = measured_call_seconds(store, SERVER, concurrency=4)
+    assert (each, job.id, job.llm_concurrency) == (4.5, eight, 8)
+    assert measured_call_seconds(store, SERVER)[1].id == eight  # no concurrency: the newest
+
+
 def test_a_job_that_names_no_llm_reads_as_making_no_calls(tmp_path):
     store = Store(tmp_path)  # as rows written before the columns were added read
     job = store.start_job("local", "S01E01", socket.gethostname(), os.getpid())
     (record,) = recent_jobs(store)
-    assert (record.id, record.llm, record.llm_calls) == (job, "", 0)
+    assert (record.id, record.llm, record.llm_calls, record.llm_concurrency) == (job, "", 0, 0)
     assert measured_call_seconds(store, "") is None
 
 

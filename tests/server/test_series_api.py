@@ -112,6 +112,7 @@ def test_an_episodes_images_are_made_once_then_come_from_the_cache(api):
     assert len(jobs) == 2 and jobs[0]["state"] == "finished"
     assert jobs[0]["selection"] == "S01E01; episodes only" and jobs[0]["images_done"] == 1
     assert jobs[1]["llm_calls"] >= 1 and jobs[0]["llm_calls"] == 0 and jobs[0]["llm"]
+    assert jobs[0]["llm_concurrency"] >= 1
 
     png = requests.get(image["url"], timeout=30)
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

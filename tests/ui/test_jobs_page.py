@@ -62,13 +62,13 @@ def test_a_running_job_is_shown_running(app_env):  # noqa: F811
     finished = store.start_job("local", "the whole series", socket.gethostname(), os.getpid())
     store.update_job(finished, status="finished", stage="done")
     server = "OpenAI-compatible server `http://127.0.0.1:8765/v1` (the model it serves)"
-    running = store.start_job("ray", "seasons 2", socket.gethostname(), os.getpid(), server)
+    running = store.start_job("ray", "seasons 2", socket.gethostname(), os.getpid(), server, 8)
     store.update_job(running, prompts_done=3, prompts_total=10, llm_calls=4, seconds={"llm": 48})
     store.close()
     at = open_page(PAGE)
     assert not at.exception
     assert "running" in at.subheader[0].value and "ray executor" in texts(at)
-    assert f"LLM: {server} · 4 calls, 12.0 s a call" in texts(at)
+    assert f"LLM: {server} · 4 calls, 12.0 s a call · 8 at once" in texts(at)
     assert len(at.dataframe) == 1  # the earlier runs
 
 

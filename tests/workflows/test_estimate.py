@@ -91,6 +91,15 @@ def test_a_server_is_timed_by_the_last_job_that_asked_it_and_never_guessed(tmp_p
         again = estimate_work(series, selection, settings, llm, images, force=True, dry_run=True)
         assert not again.unknown and again.seconds == pytest.approx(3 * each)
         assert f"a call, as batch job {job.id} measured; a rough guess)." in again.line()
+        assert job.llm_concurrency == llm.concurrency
+        llm.concurrency += 4  # a run at another number at once says what it is timed by
+        other = estimate_work(series, selection, settings, llm, images, force=True, dry_run=True)
+        assert other.seconds == pytest.approx(again.seconds)
+        assert (
+            f"as batch job {job.id} measured with {job.llm_concurrency} at once, "
+            f"not {llm.concurrency}; a rough guess)."
+        ) in other.line()
+        llm.concurrency -= 4
         with_images = estimate_work(series, selection, settings, llm, images, force=True)
         assert with_images.seconds > again.seconds and "the demo model" in with_images.line()
 
