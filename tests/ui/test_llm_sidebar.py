@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from studio.llm import client as llm_client
-from studio.llm.embedded import EMBEDDED_MODEL_NAME
+from studio.llm.embedded import EMBEDDED_MODEL_NAME, embedded_placement
 from tests.support.catalogs import SMALL_ENV
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard.py")
@@ -52,4 +52,5 @@ def test_a_server_url_is_shown_without_its_credentials(app_env, monkeypatch):
 
 def test_no_setting_shows_the_embedded_model(app_env, monkeypatch):
     caption = llm_caption({}, monkeypatch)
-    assert caption == f"LLM: embedded ({EMBEDDED_MODEL_NAME}) on this machine's CPU"
+    assert caption == f"LLM: embedded ({EMBEDDED_MODEL_NAME}) {embedded_placement()}"
+    assert "on this machine's CPU" in caption
