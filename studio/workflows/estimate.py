@@ -213,8 +213,8 @@ def _llm_seconds(
         each, job = measured
         how = f"as batch job {job.id} measured"
         if job.llm_concurrency != at_once:  # another number at once: the best there is
-            then = f"{job.llm_concurrency} at once" if job.llm_concurrency else "an unknown number"
-            how += f" with {then}, not {at_once}"
+            then = job.llm_concurrency or "an unknown number"  # 0: a job from before 017
+            how += f" with {then} at once, not {at_once}"
         return calls * each, f"the LLM ~{_duration(each)} a call, {how}"
     if embedded:
         cores = os.cpu_count() or 2
