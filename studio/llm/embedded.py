@@ -84,6 +84,12 @@ def offload_layers(devices: list[dict[str, Any]]) -> tuple[int, str]:
     return ALL_LAYERS, f"on this machine's GPU ({gpu.get('description') or gpu.get('name')}{size})"
 
 
+# What llama.cpp's fast int8 kernels need of an x86 CPU (Linux /proc/cpuinfo names): AVX-512 with
+# VNNI. The registry's xllamacpp wheel is built for AVX2, so it leaves them unused.
+AVX512_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
+AVX512_BUILT = "AVX512 = 1"  # how `xllamacpp.get_system_info()` lists a build that uses them
+
+
 def embedded_offload() -> tuple[int, str]:
     """`offload_layers` for the installed llama.cpp build's devices: (layers on the GPU, where
     the model runs, in words). On the CPU, a build for AVX-512 says so: it is faster, so the
@@ -101,12 +107,6 @@ def embedded_offload() -> tuple[int, str]:
 def embedded_placement() -> str:
     """Where the embedded model runs, in words (the installed llama.cpp build's devices)."""
     return embedded_offload()[1]
-
-
-# What llama.cpp's fast int8 kernels need of an x86 CPU (Linux /proc/cpuinfo names): AVX-512 with
-# VNNI. The registry's xllamacpp wheel is built for AVX2, so it leaves them unused.
-AVX512_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
-AVX512_BUILT = "AVX512 = 1"  # how `xllamacpp.get_system_info()` lists a build that uses them
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:

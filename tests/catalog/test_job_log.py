@@ -40,8 +40,8 @@ def test_an_embedded_model_is_timed_by_jobs_on_this_machine_only(tmp_path):
 
 
 def test_a_job_that_made_as_many_calls_at_once_times_the_next_before_a_newer_one(tmp_path):
-    """Calls made at once share the wall time: 8 at once measure a seventh of one at a time's
-    seconds a call, so an estimate for one at a time takes a job that made one at a time."""
+    """Calls made at once share the wall time (here 4.5 s a call at 8 at once, 30 s one at a
+    time), so an estimate for one at a time takes a job that made one at a time."""
     store = Store(tmp_path)
     one = store.start_job("local", "the whole series", socket.gethostname(), 1, SERVER, 1)
     store.update_job(one, llm_calls=10, seconds={"llm": 300.0})
