@@ -57,7 +57,7 @@ def test_run_then_rerun_does_no_model_work(tmp_path, capsys, fake_llm):
     pngs = list((tmp_path / "out" / "images").rglob("*.png"))
     assert len(pngs) == 7
     parameters, provenance = read_png_metadata(pngs[0].read_bytes())
-    assert parse_parameters(parameters)["Model"] == "demo-v1 (placeholder)"
+    assert parse_parameters(parameters)["Model"] == "demo-v2 (placeholder)"
 
 
 def fake_dataprep(*args, env=None, preexec_fn=None):

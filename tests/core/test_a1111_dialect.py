@@ -125,7 +125,7 @@ def test_the_model_hash_is_in_the_png_stable_and_not_in_the_cache_key(studio, mo
     unet = Path(backend.model.source) / "unet" / "diffusion_pytorch_model.safetensors"
     sha = hashlib.sha256(unet.read_bytes()).hexdigest()
     assert backend.model_sha256 == sha and backend.model_hash == sha[:10]
-    assert fields["Model hash"] == sha[:10] and fields["Model"] == "demo-v1 (placeholder)"
+    assert fields["Model hash"] == sha[:10] and fields["Model"] == "demo-v2 (placeholder)"
     text = read_png_metadata(made.path.read_bytes())[0]
     assert text.index("Model hash: ") < text.index("Model: ")
     models._FILE_SHA256.clear()  # as a new process: hashed again, the same

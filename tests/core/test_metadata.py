@@ -15,7 +15,7 @@ def test_parameters_round_trip_the_way_a1111_reads_them():
             "CFG scale": 7.5,
             "Seed": 123,
             "Size": "512x768",
-            "Model": "demo-v1 (placeholder)",
+            "Model": "demo-v2 (placeholder)",
             "Note": "a, b: c",
         },
     )
@@ -28,7 +28,7 @@ def test_parameters_round_trip_the_way_a1111_reads_them():
     assert parsed["CFG scale"] == "7.5"
     assert parsed["Seed"] == "123"
     assert (parsed["Size-1"], parsed["Size-2"]) == ("512", "768")
-    assert parsed["Model"] == "demo-v1 (placeholder)"
+    assert parsed["Model"] == "demo-v2 (placeholder)"
     assert parsed["Note"] == "a, b: c"  # quoted because of the comma and colon
 
 

@@ -483,7 +483,7 @@ def test_facets_list_the_values_to_filter_by(studio):
     facets = studio.library.facets()
     assert {"episode", "season", "studio"} <= set(facets["target"])
     assert "noir" in facets["style"]
-    assert facets["model"] == ["demo-v1 (placeholder)"]
+    assert facets["model"] == ["demo-v2 (placeholder)"]
 
 
 def test_both_library_databases_have_every_library_db_method_with_its_signature():

@@ -48,7 +48,7 @@ def test_one_season_end_to_end_then_all_cached(tmp_path, shared_cache, series):
         assert parsed["Steps"] == "2" and parsed["Sampler"] == "DPM++ 2M"  # A1111 1.9's way
         assert parsed["Schedule type"] == "Karras" and len(parsed["Model hash"]) == 10
         assert parsed["Seed"] == str(row["seed"]) and parsed["Size-1"] == "64"
-        assert parsed["Model"] == "demo-v1 (placeholder)"
+        assert parsed["Model"] == "demo-v2 (placeholder)"
         assert provenance["placeholder"] is True
         assert provenance["episode"] == episode.episode and provenance["llm_model"] == "fake-llm"
         assert provenance["template_hash"]
