@@ -137,6 +137,13 @@ class LLM:
         if cancel is not None:
             cancel()
 
+    def release(self) -> None:
+        """Let the backend free what it holds between calls where it can (the embedded model:
+        llama.cpp's threads and memory); the next call takes it up again."""
+        release = getattr(self.backend, "release", None)  # optional: EmbeddedBackend.release
+        if release is not None:
+            release()
+
     def _complete(self, request: ChatRequest) -> str:
         """The backend's answer to `request`; Ctrl-C while it runs stops this call (and the
         others in flight: the run is being stopped) instead of waiting for it."""

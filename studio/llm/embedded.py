@@ -273,6 +273,19 @@ class EmbeddedBackend:
         with _stopped_lock:
             _stopped.add(self)
 
+    def release(self) -> None:
+        """Free llama.cpp, its threads and the model's memory, unless a call is in flight; the
+        next call loads it again (a few seconds). The batch job calls it before it draws its
+        images on this CPU: llama.cpp's idle OpenMP workers made those renders 40% slower
+        (studio/images/backends/diffusers/openmp.py says why)."""
+        with self._running_lock:
+            if self._running:
+                return
+            with self._lock:
+                server, self._server = self._server, None
+                self._prefix.clear()  # a new server holds no slot's prefix
+        del server  # the last reference: llama.cpp stops its threads and frees the model
+
     def busy(self) -> bool:
         """Whether llama.cpp still works for a call: one in flight, or a stopped one whose slot
         the server frees a moment after the call returned."""

@@ -738,6 +738,8 @@ def run_job(
             llm_calls=llm.calls - calls_before,
         )
         if feed is not None:
+            if not summary.alongside:  # the renders have this CPU to themselves: free the LLM
+                llm.release()
             summary.results = results = feed.finish()
             if settings.candidates > 1:
                 choose_covers(results, images, summary)

@@ -1,11 +1,14 @@
 """The real bundled model (Qwen2.5-Coder-1.5B, Q4_K_M) on the CPU: one episode prompt, twice."""
 
+import os
+
 import pytest
 
 from studio.core.config import SAMPLE_SERIES
 from studio.core.dataset import load_series
 from studio.core.hub import CLIP_TOKENIZER_DIR
 from studio.images.backends.diffusers.models import count_tokens
+from studio.llm.base import ChatRequest
 from studio.llm.client import LLM
 from studio.llm.embedded import EMBEDDED_SHA256, EmbeddedBackend, assemble_embedded_model
 from studio.writing.prompting import write_episode_prompt
@@ -47,3 +50,19 @@ def test_real_model_writes_a_valid_seeded_episode_prompt(backend):
     assert len(spec.prompt.split(",")) >= 3 and count(spec.prompt) <= 77
     assert "watermark" in spec.negative_prompt
     assert spec.rationale
+
+
+def test_released_llama_cpp_stops_its_threads_and_the_next_call_answers_the_same(backend):
+    """The batch job frees the model before it renders on this CPU (llama.cpp's idle OpenMP
+    workers slowed torch by 40% there); a later call loads it again and answers as before."""
+    request = ChatRequest(
+        (("user", "Name one colour of a lighthouse."),),
+        {"type": "object", "properties": {"colour": {"type": "string"}}, "required": ["colour"]},
+        max_tokens=16,
+        seed=3,
+    )
+    first = backend.complete(request)
+    threads = len(os.listdir("/proc/self/task"))
+    backend.release()
+    assert len(os.listdir("/proc/self/task")) < threads  # llama.cpp's server and workers ended
+    assert backend.complete(request) == first

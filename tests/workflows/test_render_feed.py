@@ -40,6 +40,10 @@ class WaitsForAnImage(FakeBackend):
         self.drawn = drawn
         self.episode_calls = 0
         self.waited: list[float] = []
+        self.released = 0
+
+    def release(self):  # what the embedded model frees before renders on its CPU
+        self.released += 1
 
     def complete(self, request):
         if "rationale" in request.schema.get("properties", {}):  # an episode's prompt
@@ -75,13 +79,15 @@ def test_an_episodes_images_are_drawn_while_a_server_llm_writes_the_next(tmp_pat
     assert chat.episode_calls == 2 and chat.waited and chat.waited[0] < 20
     assert not summary.failed and summary.images_rendered == len(summary.results) == 7
     assert summary.alongside  # and the CLI says its stages overlapped
+    assert chat.released == 0  # the LLM is elsewhere: nothing of it to free here
     kinds = [result.job.target.kind for result in summary.results]
     portraits = kinds.count("character")
     assert portraits and set(kinds[:portraits]) == {"character"}  # portraits first
 
-    # The embedded LLM and the renders on this CPU: every image after the last answer, and the
-    # same prompts and pixels.
+    # The embedded LLM and the renders on this CPU: every image after the last answer, the LLM
+    # freed in between (its idle threads would slow the renders), and the same prompts and pixels.
     calls: list[float] = []
+    released: list[float] = []
     images: list[float] = []
 
     class Timed(FakeBackend):
@@ -89,12 +95,16 @@ def test_an_episodes_images_are_drawn_while_a_server_llm_writes_the_next(tmp_pat
             calls.append(time.monotonic())
             return super().complete(request)
 
+        def release(self):
+            released.append(time.monotonic())
+
     with small_studio(tmp_path / "b", shared_cache, chat=Timed(), llm_concurrency=1) as studio:
         assert not draws_alongside(studio.settings, studio.images)
         _watch_images(studio, lambda record: images.append(time.monotonic()))
         after = run_job(series, TWO_EPISODES, studio.settings, studio.llm, studio.images)
         redrawn = {r.job.request.seed: Image.open(r.path).tobytes() for r in after.results}
     assert len(calls) == after.llm_calls > 0 and min(images) > max(calls)
+    assert len(released) == 1 and max(calls) <= released[0] <= min(images)
     assert not after.alongside
     assert after.prompts == summary.prompts
     assert redrawn == drawn

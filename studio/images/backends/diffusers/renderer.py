@@ -55,22 +55,14 @@ from diffusers import (
     DiffusionPipeline,
 )
 from PIL import Image
-from transformers import (
-    CLIPTokenizer,
-)
+from transformers import CLIPTokenizer
 
 from studio.core.config import setting
 from studio.core.errors import ImageInputError, LoraError, ParameterError, RenderError, StudioError
 from studio.core.hub import SDXL
 from studio.core.inputs import check_mask_size, to_mask, to_rgb
 from studio.core.metadata import json_safe
-from studio.core.params import (
-    LIMITS,
-    MODES,
-    SAMPLER_NAMES,
-    RenderRequest,
-    outpaint_size,
-)
+from studio.core.params import LIMITS, MODES, SAMPLER_NAMES, RenderRequest, outpaint_size
 from studio.images.backends.base import Capabilities, InputResolver
 from studio.images.backends.diffusers.adapters import (
     IP_ADAPTER_WEIGHTS,
@@ -88,6 +80,7 @@ from studio.images.backends.diffusers.models import (
     pick_device,
     weights_sha256,
 )
+from studio.images.backends.diffusers.openmp import release_openmp_threads
 from studio.images.backends.diffusers.schedulers import make_scheduler, scheduler_config_of
 from studio.images.backends.diffusers.step_cache import apply_step_cache
 from studio.images.backends.diffusers.weights import resolve_controlnet
@@ -595,14 +588,18 @@ class Renderer:
         for index, r in enumerate(requests):
             groups.setdefault(r.batch_group(), []).append(index)
         with self._lock:
-            for indices in groups.values():
-                for start in range(0, len(indices), self.batch_size):
-                    batch = indices[start : start + self.batch_size]
-                    rendered = self._render_batch(
-                        [requests[i] for i in batch], [prepared[i] for i in batch], on_step
-                    )
-                    for index, image in zip(batch, rendered, strict=True):
-                        images[index] = image
+            try:
+                for indices in groups.values():
+                    for start in range(0, len(indices), self.batch_size):
+                        batch = indices[start : start + self.batch_size]
+                        rendered = self._render_batch(
+                            [requests[i] for i in batch], [prepared[i] for i in batch], on_step
+                        )
+                        for index, image in zip(batch, rendered, strict=True):
+                            images[index] = image
+            finally:  # an LLM in this process computes on the same cores: see openmp.py
+                if self.device == "cpu":
+                    release_openmp_threads()
         return [image for image in images if image is not None]
 
     def _check_outpaint_size(self, request: RenderRequest, inputs: InputResolver | None) -> None:
