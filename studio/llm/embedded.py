@@ -276,7 +276,7 @@ class EmbeddedBackend:
     def release(self) -> None:
         """Free llama.cpp, its threads and the model's memory, unless a call is in flight; the
         next call loads it again (a few seconds). The batch job calls it before it draws its
-        images on this CPU: llama.cpp's idle OpenMP workers made those renders 40% slower
+        images on this CPU: llama.cpp's idle OpenMP workers made those renders 30-40% slower
         (studio/images/backends/diffusers/openmp.py says why)."""
         with self._running_lock:
             if self._running:

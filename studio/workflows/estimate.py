@@ -46,10 +46,10 @@ EMBEDDED_CORE_SECONDS = 26.0  # the embedded LLM: about 13 s a call on 2 cores
 OPENAI_CALL_SECONDS = 5.0  # OpenAI itself: a few seconds a call
 REMOTE_IMAGE_SECONDS = 15.0  # OpenAI Images: one image
 # Seconds one sampling step of a 512x512 image takes, by device and model family: the demo model
-# on the CPU measured (2 cores: about 2.9 s an image of 25 steps in a batch job), the rest typical
+# on the CPU measured (2 cores: about 2.4 s an image of 25 steps in a batch job), the rest typical
 # figures; a guess good to a factor of 2 or 3.
 STEP_SECONDS = {
-    ("cpu", "demo"): 0.115, ("cpu", "sd"): 8.0, ("cpu", "sdxl"): 25.0,
+    ("cpu", "demo"): 0.1, ("cpu", "sd"): 8.0, ("cpu", "sdxl"): 25.0,
     ("mps", "demo"): 0.1, ("mps", "sd"): 0.5, ("mps", "sdxl"): 1.5,
     ("cuda", "demo"): 0.02, ("cuda", "sd"): 0.06, ("cuda", "sdxl"): 0.2,
 }  # fmt: skip
