@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +51,27 @@ PAGES = {
 }
 
 
+# `streamlit run` with faulthandler listening on SIGUSR1: a test that times out asks the server
+# for every thread's stack (`server_report`), so CI's log says where it was stuck.
+SERVER_MAIN = (
+    "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+    "from streamlit.web.cli import main; main(prog_name='streamlit')"
+)
+LIVE_SERVERS: dict[subprocess.Popen, Path] = {}  # the running servers and their logs
+
+
+def server_report(tail_chars: int = 12_000) -> str:
+    """Every running dashboard server's thread stacks and the end of its log."""
+    parts = []
+    for process, log in list(LIVE_SERVERS.items()):
+        if process.poll() is None:
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(1)  # faulthandler writes from its own thread
+        text = log.read_text(errors="replace") if log.exists() else ""
+        parts.append(f"--- {log} (exit code {process.poll()}) ---\n{text[-tail_chars:]}")
+    return "\n".join(parts)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,7 +83,7 @@ def dashboard_server(env: dict[str, str], log: Path) -> Iterator[str]:
     """`streamlit run dashboard.py` on a free localhost port; yields its URL."""
     port = free_port()
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"),
+        sys.executable, "-c", SERVER_MAIN, "run", str(ROOT / "dashboard.py"),
         "--server.headless", "true", "--server.port", str(port),
         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
@@ -71,6 +93,7 @@ def dashboard_server(env: dict[str, str], log: Path) -> Iterator[str]:
             command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
         )
         url = f"http://127.0.0.1:{port}"
+        LIVE_SERVERS[process] = log
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -85,6 +108,7 @@ def dashboard_server(env: dict[str, str], log: Path) -> Iterator[str]:
                 time.sleep(0.5)
             yield url
         finally:
+            LIVE_SERVERS.pop(process, None)
             process.terminate()
             try:
                 process.wait(10)
