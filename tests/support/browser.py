@@ -58,18 +58,18 @@ SERVER_MAIN = (
     "from streamlit.web.cli import main; main(prog_name='streamlit')"
 )
 LIVE_SERVERS: dict[subprocess.Popen, Path] = {}  # the running servers and their logs
+# What a failing test's report adds (tests/ui/conftest.py): (title, text) pairs, from the pages
+# and servers a test failed inside of.
+FAILURE_NOTES: list[tuple[str, str]] = []
 
 
-def server_report(tail_chars: int = 12_000) -> str:
-    """Every running dashboard server's thread stacks and the end of its log."""
-    parts = []
-    for process, log in list(LIVE_SERVERS.items()):
-        if process.poll() is None:
-            process.send_signal(signal.SIGUSR1)
-            time.sleep(1)  # faulthandler writes from its own thread
-        text = log.read_text(errors="replace") if log.exists() else ""
-        parts.append(f"--- {log} (exit code {process.poll()}) ---\n{text[-tail_chars:]}")
-    return "\n".join(parts)
+def server_report(process: subprocess.Popen, log: Path, tail_chars: int = 12_000) -> str:
+    """A dashboard server's thread stacks (while it runs) and the end of its log."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)  # faulthandler writes from its own thread
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return f"{log} (exit code {process.poll()}):\n{text[-tail_chars:]}"
 
 
 def free_port() -> int:
@@ -107,6 +107,9 @@ def dashboard_server(env: dict[str, str], log: Path) -> Iterator[str]:
                     raise RuntimeError(f"streamlit did not start; its log:\n{log.read_text()}")
                 time.sleep(0.5)
             yield url
+        except BaseException:
+            FAILURE_NOTES.append(("dashboard server (threads, log)", server_report(process, log)))
+            raise
         finally:
             LIVE_SERVERS.pop(process, None)
             process.terminate()
@@ -142,9 +145,25 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height})
+            try:
+                yield page
+            except BaseException:
+                FAILURE_NOTES.append(("the page when the test failed", describe_page(page)))
+                raise
         finally:
             browser.close()
+
+
+def describe_page(page, chars: int = 4_000) -> str:
+    """What a page showed when a test failed on it: its address, Streamlit's alerts and
+    exceptions, and the start of its text."""
+    try:
+        alerts = [e.inner_text() for e in page.query_selector_all('[data-testid="stAlert"]')]
+        text = page.locator("body").inner_text(timeout=5_000)
+    except Exception as error:  # the page itself is gone
+        return f"{page.url}: unreadable ({error})"
+    return f"{page.url}\nalerts: {alerts}\nexceptions: {exceptions_on(page)}\ntext:\n{text[:chars]}"
 
 
 def capture_pages(
