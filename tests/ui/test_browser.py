@@ -26,6 +26,7 @@ from tests.support.browser import (
     capture_pages,
     capture_storyboard,
     chromium_page,
+    click_for,
     dashboard_server,
     exceptions_on,
     scene_png,
@@ -139,8 +140,9 @@ def test_generate_in_the_studio_then_reproduce_a_png_from_the_gallery(server, ar
         prompt.fill("a hansom cab in the fog, gaslight")
         prompt.press("Control+Enter")  # commit the text area's value
         wait_idle(page)
-        page.get_by_role("button", name="Generate").click()
-        page.wait_for_selector("text=seed 42 · DPM++ 2M Karras", timeout=120_000)
+        click_for(
+            page, page.get_by_role("button", name="Generate"), "text=seed 42 · DPM++ 2M Karras"
+        )
         wait_idle(page)
         page.screenshot(path=str(artifacts / "studio-generated.png"))
         assert not exceptions_on(page)
@@ -257,3 +259,24 @@ def test_a_change_request_typed_and_applied_on_the_episode_page(server, artifact
         "trace": images[1].provenance["revision"]["trace"],
     }
     assert len(images[1].provenance["revision"]["trace"]) == 3
+
+
+def test_click_for_clicks_again_only_when_nothing_came():
+    """The helper behind the Studio's Generate: a dropped first click is repeated once; a button
+    that works the first time is clicked once."""
+    if _browser_missing():
+        pytest.skip(_browser_missing())
+    page_html = """<div data-testid="stApp"><h1>Test</h1>
+        <button id="drop" onclick="this.dataset.n = (+this.dataset.n || 0) + 1;
+            if (this.dataset.n > 1) document.body.append('made by drop')">drop</button>
+        <button id="once" onclick="window.clicks = (window.clicks || 0) + 1;
+            document.body.append('made by once')">once</button></div>"""
+    with chromium_page() as page:
+        page.set_content(page_html)
+        click_for(page, page.locator("#drop"), "text=made by drop", timeout_ms=4_000)
+        assert page.locator("#drop").get_attribute("data-n") == "2"
+        click_for(page, page.locator("#once"), "text=made by once", timeout_ms=4_000)
+        assert page.evaluate("window.clicks") == 1
+        with pytest.raises(Exception, match="Timeout"):  # never comes: fails after two clicks
+            click_for(page, page.locator("#once"), "text=never", timeout_ms=2_000)
+        assert page.evaluate("window.clicks") == 3
