@@ -138,7 +138,8 @@ def click_for(page, button, selector: str, timeout_ms: int = 120_000) -> None:
     """Click `button` and wait for `selector`; when the app is idle and `selector` has not come,
     click once more. Once in many CI runs the Studio's Generate, clicked just after the prompt's
     Ctrl+Enter rerun, showed nothing for 120 s while every later test passed: most likely a click
-    that landed while Streamlit re-rendered the page. A real hang still fails, with the page and
+    that landed while Streamlit re-rendered the page (streamlit/streamlit#8725: clicks ignored while
+    a text area has focus). A real hang still fails, with the page and
     the server's threads in the report (tests/ui/conftest.py)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
