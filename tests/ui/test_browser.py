@@ -139,6 +139,7 @@ def test_generate_in_the_studio_then_reproduce_a_png_from_the_gallery(server, ar
         prompt = page.get_by_label("Prompt", exact=True)
         prompt.fill("a hansom cab in the fog, gaslight")
         prompt.press("Control+Enter")  # commit the text area's value
+        prompt.blur()  # a focused text area can swallow the next click (see click_for)
         wait_idle(page)
         click_for(
             page, page.get_by_role("button", name="Generate"), "text=seed 42 · DPM++ 2M Karras"
