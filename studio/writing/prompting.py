@@ -147,24 +147,32 @@ def fit_parts(
     limit: int = CLIP_WINDOW,
     cast: Sequence[str] = (),
     drop_order: Sequence[str] = DROP_ORDER,
+    people: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Join the parts in PART_ORDER; drop phrases in `drop_order` until the prompt fits `limit`.
 
     `cast`: the descriptors of the people in the picture, most important first, written verbatim
     after the subject. A descriptor is dropped whole, never cut, the least important first (after
-    details and composition); the first one stays.
+    details and composition); the first one stays. `people`: the same as (name, descriptor)
+    pairs (`picture_cast`), used after `cast`: where one's descriptor is dropped, their name in
+    the other parts (the LLM writes names although it is told not to) becomes the descriptor's
+    first phrase ("portly man in his forties"), since the image model does not know the name.
     """
     phrases = {name: split_phrases(parts.get(name, "")) for name in PART_ORDER}
-    people = [" ".join(d.split()) for d in cast if d.strip()]
+    chosen = [("", d) for d in cast] + list(people)
+    persons = [(name, " ".join(d.split())) for name, d in chosen if d.strip()]
+    kept = len(persons)
 
     def joined() -> str:
-        subject = ", ".join(phrases["subject"] + people)
-        rest = [p for name in PART_ORDER[1:] for p in phrases[name]]
+        dropped = [(name, d) for name, d in persons[kept:] if name]
+        texts = {part: [_unnamed(p, dropped) for p in phrases[part]] for part in PART_ORDER}
+        subject = ", ".join(texts["subject"] + [d for _, d in persons[:kept]])
+        rest = [p for name in PART_ORDER[1:] for p in texts[name]]
         return ", ".join(filter(None, [subject, *rest]))
 
     def droppable(name: str) -> bool:
         if name == "cast":
-            return len(people) > 1
+            return kept > 1
         return len(phrases[name]) > (1 if name == "subject" else 0)
 
     text = joined()
@@ -172,9 +180,20 @@ def fit_parts(
         victim = next((n for n in drop_order if droppable(n)), None)
         if victim is None:
             return _truncate_words(text, count, limit)
-        (people if victim == "cast" else phrases[victim]).pop()
+        if victim == "cast":
+            kept -= 1
+        else:
+            phrases[victim].pop()
         text = joined()
     return text
+
+
+def _unnamed(phrase: str, dropped: Sequence[tuple[str, str]]) -> str:
+    """`phrase` with each dropped person's name replaced by their descriptor's first phrase."""
+    for name, descriptor in dropped:
+        who = split_phrases(descriptor)[0]  # the look's person: build, sex and age
+        phrase = re.sub(rf"\b{re.escape(name)}\b", lambda _, who=who: who, phrase)
+    return phrase
 
 
 def fit_text(text: str, count: TokenCounter, limit: int = CLIP_WINDOW) -> str:
@@ -261,7 +280,7 @@ def episode_prompt(
     `looks` (name -> descriptor) written in verbatim, fitted to CLIP's window."""
     texts = [str(answer.data.get(part, "")) for part in PART_ORDER]
     cast = picture_cast(series, answer.data["cast"], looks or {}, texts=texts)
-    prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
+    prompt = fit_parts(answer.data, count, people=cast)
     spec = PromptSpec(
         prompt=prompt,
         negative_prompt=fit_text(
@@ -473,9 +492,7 @@ def season_prompts(
             "composition": style["composition"],
             "style": f"{style['style']}, {style['palette']}",
         }
-        prompt = fit_parts(
-            parts, count, cast=[look for _, look in cast], drop_order=SEASON_DROP_ORDER
-        )
+        prompt = fit_parts(parts, count, drop_order=SEASON_DROP_ORDER, people=cast)
         described[key] = kept_cast(prompt, cast)
         specs[key] = PromptSpec(
             prompt=prompt,

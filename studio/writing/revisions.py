@@ -122,7 +122,7 @@ def revise_prompt(
     answer = english_answer(llm, answer, PART_ORDER, cast_names(series))[0]
     texts = [str(answer.data.get(part, "")) for part in PART_ORDER]
     cast = picture_cast(series, answer.data["cast"], looks or {}, texts=texts)
-    prompt = fit_parts(answer.data, count, cast=[look for _, look in cast])
+    prompt = fit_parts(answer.data, count, people=cast)
     trace = [
         {"question": question, "answer": " ".join(answer.data[key].split())}
         for key, question in REVISION_STEPS

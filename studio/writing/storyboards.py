@@ -121,16 +121,16 @@ def write_storyboard(
         cast = picture_cast(series, item["cast"], looks or {}, texts=texts)
         title = " ".join(item["title"].split())
         parts = {p: item[p] for p in MOMENT_PARTS}
-        prompt = fit_parts({**parts, "style": style}, count, cast=[look for _, look in cast])
+        prompt = fit_parts({**parts, "style": style}, count, people=cast)
         same = next((m for m in result if _same_prompt(m.spec.prompt, prompt)), None)
         if same is not None:  # never two frames of one picture: this moment is drawn again
             parts, rewrite = rewrite_moment(llm, series, episode, title, same, parts, refresh)
             answers[rewrite.key] = rewrite.text
-            prompt = fit_parts({**parts, "style": style}, count, cast=[look for _, look in cast])
+            prompt = fit_parts({**parts, "style": style}, count, people=cast)
             if any(_same_prompt(m.spec.prompt, prompt) for m in result):
                 shot = DISTINCT_SHOTS[number % len(DISTINCT_SHOTS)]
                 prompt = fit_parts({**parts, "composition": shot, "style": style}, count,
-                                   cast=[look for _, look in cast])  # fmt: skip
+                                   people=cast)  # fmt: skip
         spec = PromptSpec(prompt, negative, style, title)
         result.append(Moment(title, spec, kept_cast(prompt, cast)))
     return StoryboardPrompts(result, answer.key, template.sha256, answer.cached, answers)
