@@ -135,7 +135,7 @@ def english_nested(
     """`english_answer` for an answer of groups (a season's styles: {style: {part: text}}, a
     storyboard's {"moments": [{part: text}, ...]}): one translation call for all their fields."""
     flat: dict[str, Any] = {}
-    for group, value in _groups(answer.data):
+    for group, value in answer_groups(answer.data):
         for field in fields:
             if isinstance(value.get(field), str):
                 flat[f"{group}.{field}"] = value[field]
@@ -143,7 +143,7 @@ def english_nested(
     if fix is None:
         return answer, None
     nested = json.loads(json.dumps(answer.data))
-    for group, value in _groups(nested):
+    for group, value in answer_groups(nested):
         for field in fields:
             if f"{group}.{field}" in data:
                 value[field] = data[f"{group}.{field}"]
@@ -151,7 +151,7 @@ def english_nested(
     return JSONAnswer(nested, answer.key, cached, (*answer.repairs, fix.describe())), fix
 
 
-def _groups(data: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def answer_groups(data: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(name, dict) of each group: a dict's dict values, and the items of its list values."""
     groups = []
     for key, value in data.items():

@@ -23,6 +23,7 @@ from studio.core.targets import PromptSpec
 from studio.llm.client import LLM, JSONAnswer
 from studio.writing.english import english_answer, english_nested
 from studio.writing.language import overlap
+from studio.writing.period import period_answer
 from studio.writing.templates import (  # noqa: F401 - importable from here too
     PROMPTS_DIR,
     Template,
@@ -260,7 +261,8 @@ def ask_episode(
     schema = episode_schema(list(dict.fromkeys(episode.characters)))
     answer = llm.generate_json(messages, schema, max_tokens=400, refresh=refresh, seed=seed)
     fields = (*PART_ORDER, "negative_prompt")
-    return english_answer(llm, answer, fields, cast_names(series), refresh)[0]
+    answer = english_answer(llm, answer, fields, cast_names(series), refresh)[0]
+    return period_answer(answer, PART_ORDER, series)  # never the negative prompt's "modern cars"
 
 
 def cast_names(series: Series) -> list[str]:
@@ -415,6 +417,7 @@ def ask_season(llm: LLM, series: Series, season: int, refresh: bool = False) -> 
     )
     styles_answer = english_nested(llm, styles_answer, _STYLE_PARTS, cast_names(series), refresh)[0]
     styles_answer = apart(llm, series, data_json, styles_answer, refresh)
+    styles_answer = period_answer(styles_answer, _STYLE_PARTS, series)
     return SeasonAnswers(trace_answer, styles_answer, tuple(parts))
 
 

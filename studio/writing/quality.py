@@ -39,8 +39,8 @@ from studio.writing.language import (
     foreign_words,
     overlap,
     word_set,
-    words_of,
 )
+from studio.writing.period import modern_words, series_year
 
 if TYPE_CHECKING:
     from studio.catalog.store import Store
@@ -59,17 +59,6 @@ CHECKS = (
     "style_overlap",
 )
 MAX_OVERLAP = 0.5  # the share of words two styles of a season may have in common
-
-# Modern things that do not belong in a series set before the 20th century's second half.
-MODERN_WORDS = word_set(
-    "smartphone smartphones phone phones cellphone laptop laptops computer computers screen "
-    "screens neon car cars highway skyscraper skyscrapers jeans sneakers t-shirt plastic "
-    "television tv headphones motorcycle airplane drone selfie led hoodie"
-)
-PERIOD_YEAR = 1950  # a series whose data names no year after this is a period series
-YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
-PERIOD_WORDS = ("victorian", "edwardian", "medieval", "regency", "georgian", "renaissance",
-                "19th century", "18th century", "1800s", "ancient", "roman empire")  # fmt: skip
 
 # Words a phrase never ends with (a phrase cut short), and a lone colour at the end of a prompt.
 DANGLING = word_set(
@@ -168,18 +157,6 @@ def lost_items(description: str, look: str) -> list[str]:
     ]
 
 
-def is_period(series: Series) -> bool:
-    """Whether the series is set before modern things: its data names a year, all before
-    PERIOD_YEAR, or an era such as Victorian."""
-    texts = [series.title, *(s.summary for s in series.seasons.values())]
-    texts += [e.summary for e in series.episodes]
-    years = [int(y) for text in texts for y in YEAR.findall(text)]
-    if years:
-        return max(years) < PERIOD_YEAR
-    joined = " ".join(texts).lower()
-    return any(word in joined for word in PERIOD_WORDS)
-
-
 # The whole check ---------------------------------------------------------------------------------
 
 
@@ -198,10 +175,11 @@ def check_prompts(
     looks: Mapping[str, str],
     descriptions: Mapping[str, str],
     count: TokenCounter,
-    period: bool = False,
+    year: int | None = None,
 ) -> QualityReport:
     """Every check over `prompts` and the characters' `looks` (name -> descriptor, English) with
-    their `descriptions` (name -> the data's description, any language)."""
+    their `descriptions` (name -> the data's description, any language); `year`: a period
+    series' year (`series_year`), None for a series of today."""
     report = QualityReport(prompts=len(prompts), looks=len(looks))
     add = report.findings.append
     names = [*looks, *descriptions]
@@ -224,9 +202,7 @@ def check_prompts(
             named = re.search(rf"\b{re.escape(name)}\b", item.text) is not None
             if named and " ".join(look.split()) not in item.text:
                 add(Finding("missing_descriptors", item.label, name))
-        if period and (
-            modern := sorted(set(w.lower() for w in words_of(item.text)) & MODERN_WORDS)
-        ):
+        if year is not None and (modern := modern_words(item.text, year)):
             add(Finding("modern_words", item.label, ", ".join(modern)))
     _pairs(report, prompts)
     return report
@@ -282,4 +258,4 @@ def check_catalog(store: Store, series: Series, count: TokenCounter) -> QualityR
             prompts.append(Prompted(label, "storyboard", moment.spec.prompt, board.key))
     looks = {name: record.descriptor for name, record in store.characters().items()}
     descriptions = {name: c.description for name, c in series.characters.items()}
-    return check_prompts(prompts, looks, descriptions, count, period=is_period(series))
+    return check_prompts(prompts, looks, descriptions, count, year=series_year(series))

@@ -23,6 +23,7 @@ from studio.core.dataset import Episode, Series
 from studio.core.targets import PromptSpec, Target
 from studio.llm.client import LLM, JSONAnswer
 from studio.writing.english import english_answer, english_nested
+from studio.writing.period import period_answer
 from studio.writing.prompting import (
     SHORT_TEXT,
     TokenCounter,
@@ -113,6 +114,7 @@ def write_storyboard(
     schema = storyboard_schema(moments, list(dict.fromkeys(episode.characters)))
     answer = llm.generate_json(messages, schema, max_tokens=220 * moments, refresh=refresh)
     answer = english_nested(llm, answer, MOMENT_PARTS, cast_names(series), refresh)[0]
+    answer = period_answer(answer, MOMENT_PARTS, series)
     negative = storyboard_negative(count)
     result: list[Moment] = []
     answers = {answer.key: answer.text}

@@ -4,12 +4,12 @@ prompt), and the whole check over a catalog the batch job made."""
 
 from __future__ import annotations
 
+from studio.writing.period import series_year
 from studio.writing.quality import (
     Prompted,
     check_prompts,
     ends_cut,
     foreign_words,
-    is_period,
     lost_items,
     overlap,
 )
@@ -84,7 +84,7 @@ def test_the_whole_check_counts_each_kind_of_finding():
         Prompted("S01E04", "episode", " ".join(["word"] * 80)),
         Prompted("S01E05", "episode", "a faroleira na ilha do vento"),
     ]
-    report = check_prompts(prompts, looks, descriptions, words, period=True)
+    report = check_prompts(prompts, looks, descriptions, words, year=1890)
     counts = report.counts
     assert counts["missing_descriptors"] == 2  # S01E02 names Marta and Caio, no looks in it
     assert counts["modern_words"] == 1 and report.of("modern_words")[0].detail == "smartphone"
@@ -95,13 +95,13 @@ def test_the_whole_check_counts_each_kind_of_finding():
     assert [f.detail for f in report.of("lost_items")] == ["suit, ring"]  # "terno" is no suit
     assert report.summary().startswith("Prompt quality: 9 prompts, 2 looks; 1 over CLIP's")
     assert report.as_dict()["counts"]["style_overlap"] == 1
-    relaxed = check_prompts(prompts, looks, descriptions, words, period=False)
+    relaxed = check_prompts(prompts, looks, descriptions, words, year=None)
     assert relaxed.counts["modern_words"] == 0
 
 
 def test_the_sample_is_a_period_series(tmp_path, shared_cache):
     with small_studio(tmp_path, shared_cache) as studio:
-        assert is_period(studio.series)
+        assert series_year(studio.series) == 1901  # "Victorian": no year in its summaries
 
 
 def test_the_check_over_a_catalog_the_batch_job_made(tmp_path, shared_cache):
